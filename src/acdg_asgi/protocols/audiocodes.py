@@ -1,0 +1,288 @@
+"""AudioCodes Bot API, streaming mode: every message as a msgspec Struct.
+
+VAIC is the WebSocket client and speaks JSON text frames; audio rides base64-encoded
+inside them. Audio fields are ``bytes`` so msgspec does the base64 work in C.
+
+Reading is tolerant: unknown fields are ignored, and a message whose ``type`` is not
+known decodes into :class:`Envelope` so the caller can log it by name. Writing is exact:
+only fields that were set go on the wire (``omit_defaults``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+__all__ = [
+    "AUDIO_MESSAGE_TYPES",
+    "Activities",
+    "Activity",
+    "Alternative",
+    "ConnectionValidate",
+    "ConnectionValidated",
+    "DecodeError",
+    "Envelope",
+    "InboundMessage",
+    "OutboundMessage",
+    "PlayStreamChunk",
+    "PlayStreamStart",
+    "PlayStreamStop",
+    "SessionAccepted",
+    "SessionEnd",
+    "SessionError",
+    "SessionInitiate",
+    "SessionResume",
+    "UnknownMessage",
+    "UserStreamChunk",
+    "UserStreamSpeechCommitted",
+    "UserStreamSpeechHypothesis",
+    "UserStreamSpeechRecognition",
+    "UserStreamSpeechStarted",
+    "UserStreamSpeechStopped",
+    "UserStreamStart",
+    "UserStreamStarted",
+    "UserStreamStop",
+    "UserStreamStopped",
+    "decode",
+    "encode",
+]
+
+
+class _Message(msgspec.Struct, tag_field="type", rename="camel", omit_defaults=True, frozen=True):
+    """Base of every message: tagged on ``type``, camelCase on the wire."""
+
+
+class _Inbound(_Message, frozen=True):
+    conversation_id: str | None = None
+
+
+# --- activities (carried inside ``activities`` in both directions) -------------------------
+
+
+class Activity(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
+    """One activity: ``{"type": "event", "name": "DTMF", "value": "5"}`` and the like.
+
+    ``type`` is ``"event"`` or ``"message"``. Fields this class does not name are dropped on
+    decode; applications that need them use :attr:`Activities.raw` via the ``activity`` event.
+    """
+
+    type: str
+    name: str | None = None
+    text: str | None = None
+    value: Any = None
+    parameters: dict[str, Any] | None = None
+    activity_params: dict[str, Any] | None = None
+    session_params: dict[str, Any] | None = None
+    id: str | None = None
+    timestamp: str | None = None
+    language: str | None = None
+
+
+class Alternative(msgspec.Struct, omit_defaults=True, frozen=True):
+    text: str
+    confidence: float | None = None
+
+
+# --- VAIC -> bot ---------------------------------------------------------------------------
+
+
+class ConnectionValidate(_Inbound, tag="connection.validate", frozen=True):
+    """Bot-connection check from Live Hub / VAIC, outside any call."""
+
+
+class SessionInitiate(_Inbound, tag="session.initiate", frozen=True):
+    bot_name: str | None = None
+    caller: str | None = None
+    expect_audio_messages: bool = True
+    supported_media_formats: tuple[str, ...] = ()
+
+
+class SessionResume(_Inbound, tag="session.resume", frozen=True):
+    """Sent on a new socket after the previous one was lost."""
+
+
+class SessionEnd(_Inbound, tag="session.end", frozen=True):
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class UserStreamStart(_Inbound, tag="userStream.start", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamChunk(_Inbound, tag="userStream.chunk", frozen=True):
+    audio_chunk: bytes = b""
+    participant: str | None = None
+
+
+class UserStreamStop(_Inbound, tag="userStream.stop", frozen=True):
+    participant: str | None = None
+
+
+class Activities(_Inbound, tag="activities", frozen=True):
+    activities: tuple[Activity, ...] = ()
+
+
+InboundMessage = (
+    ConnectionValidate
+    | SessionInitiate
+    | SessionResume
+    | SessionEnd
+    | UserStreamStart
+    | UserStreamChunk
+    | UserStreamStop
+    | Activities
+)
+
+
+class Envelope(msgspec.Struct, rename="camel", frozen=True):
+    """What is left of a message whose ``type`` is unknown: enough to log it."""
+
+    type: str
+    conversation_id: str | None = None
+
+
+class UnknownMessage(msgspec.Struct, frozen=True):
+    """Returned by :func:`decode` for a well-formed message of a type this module lacks."""
+
+    type: str
+    conversation_id: str | None
+
+
+class DecodeError(ValueError):
+    """The frame is not JSON, not an object, or a known message with wrong field types."""
+
+
+# --- bot -> VAIC ---------------------------------------------------------------------------
+
+
+class ConnectionValidated(_Message, tag="connection.validated", frozen=True):
+    success: bool = True
+
+
+class SessionAccepted(_Message, tag="session.accepted", frozen=True):
+    media_format: str | None = None
+
+
+class SessionError(_Message, tag="session.error", frozen=True):
+    reason: str
+    conversation_id: str | None = None
+
+
+class UserStreamStarted(_Message, tag="userStream.started", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamStopped(_Message, tag="userStream.stopped", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamSpeechStarted(_Message, tag="userStream.speech.started", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamSpeechStopped(_Message, tag="userStream.speech.stopped", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamSpeechCommitted(_Message, tag="userStream.speech.committed", frozen=True):
+    participant: str | None = None
+
+
+class UserStreamSpeechHypothesis(_Message, tag="userStream.speech.hypothesis", frozen=True):
+    alternatives: tuple[Alternative, ...]
+    participant: str | None = None
+
+
+class UserStreamSpeechRecognition(_Message, tag="userStream.speech.recognition", frozen=True):
+    alternatives: tuple[Alternative, ...]
+    participant: str | None = None
+
+
+class PlayStreamStart(_Message, tag="playStream.start", frozen=True):
+    stream_id: str
+    media_format: str
+    alt_text: str | None = None
+    activity_params: dict[str, Any] | None = None
+    participant: str | None = None
+
+
+class PlayStreamChunk(_Message, tag="playStream.chunk", frozen=True):
+    stream_id: str
+    audio_chunk: bytes
+
+
+class PlayStreamStop(_Message, tag="playStream.stop", frozen=True):
+    stream_id: str
+
+
+class OutboundActivities(_Message, tag="activities", frozen=True):
+    activities: tuple[Activity, ...]
+
+
+OutboundMessage = (
+    ConnectionValidated
+    | SessionAccepted
+    | SessionError
+    | UserStreamStarted
+    | UserStreamStopped
+    | UserStreamSpeechStarted
+    | UserStreamSpeechStopped
+    | UserStreamSpeechCommitted
+    | UserStreamSpeechHypothesis
+    | UserStreamSpeechRecognition
+    | PlayStreamStart
+    | PlayStreamChunk
+    | PlayStreamStop
+    | OutboundActivities
+)
+
+AUDIO_MESSAGE_TYPES: Final = frozenset({"userStream.chunk", "playStream.chunk"})
+
+# --- codec ---------------------------------------------------------------------------------
+
+_decoder: Final = msgspec.json.Decoder(InboundMessage)
+_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_outbound_decoder: Final = msgspec.json.Decoder(OutboundMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def decode(frame: str | bytes) -> InboundMessage | UnknownMessage:
+    """Decode one VAIC -> bot frame.
+
+    Raises :class:`DecodeError` for frames that are not a message at all, or that are a
+    known message with fields of the wrong type (invalid base64 included).
+    """
+    try:
+        return _decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        first_error = exc
+    try:
+        envelope = _envelope_decoder.decode(frame)
+    except msgspec.DecodeError:
+        raise DecodeError(str(first_error)) from None
+    if envelope.type in _INBOUND_TAGS:
+        raise DecodeError(f"{envelope.type}: {first_error}") from None
+    return UnknownMessage(envelope.type, envelope.conversation_id)
+
+
+def decode_outbound(frame: str | bytes) -> OutboundMessage:
+    """Decode one bot -> VAIC frame (used by the VAIC simulator and tests)."""
+    try:
+        return _outbound_decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from None
+
+
+def encode(message: OutboundMessage | InboundMessage) -> bytes:
+    """Encode a message to JSON bytes (either direction, for the bridge and its simulator)."""
+    return _encoder.encode(message)
+
+
+def _tags(union: Any) -> frozenset[str]:
+    return frozenset(cls.__struct_config__.tag for cls in union.__args__)
+
+
+_INBOUND_TAGS: Final = _tags(InboundMessage)
+OUTBOUND_TAGS: Final = _tags(OutboundMessage)

@@ -1,0 +1,371 @@
+"""Deepgram Voice Agent API v1: every JSON message as a msgspec Struct.
+
+Text frames carry one JSON object tagged on ``type`` (class-name tags: ``Welcome``,
+``ConversationText``); binary frames are raw audio and never pass through here.
+
+Reading is tolerant (unknown fields ignored, unknown types returned as
+:class:`UnknownMessage`); writing sends only what was set. Integer fields stay ``int`` so
+sample rates never go out as ``16000.0``, which the API rejects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+AGENT_PATH: Final = "/v1/agent/converse"
+DEFAULT_URL: Final = "wss://agent.deepgram.com" + AGENT_PATH
+
+
+class _Config(msgspec.Struct, omit_defaults=True, frozen=True):
+    """Base of nested settings objects."""
+
+
+# --- Settings ------------------------------------------------------------------------------
+
+
+class AudioInput(_Config, frozen=True):
+    encoding: str
+    sample_rate: int
+
+
+class AudioOutput(_Config, frozen=True):
+    encoding: str
+    sample_rate: int
+    container: str
+    bitrate: int | None = None
+
+
+class AudioSettings(_Config, frozen=True):
+    """Always sent in full: the bridge derives it from the negotiated AudioCodes format."""
+
+    input: AudioInput
+    output: AudioOutput
+
+
+class Endpoint(_Config, frozen=True):
+    url: str
+    headers: dict[str, str] | None = None
+    method: str | None = None
+
+
+class Function(_Config, frozen=True):
+    """A function the LLM may call. Without ``endpoint`` it runs on the client (your app)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    endpoint: Endpoint | None = None
+    defer_until_eot: bool | None = None
+
+
+class ListenSettings(_Config, frozen=True):
+    provider: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"type": "deepgram", "model": "nova-3"}
+    )
+
+
+class ThinkSettings(_Config, frozen=True):
+    provider: dict[str, Any]
+    prompt: str | None = None
+    functions: tuple[Function, ...] | None = None
+    endpoint: Endpoint | None = None
+    context_length: int | Literal["max"] | None = None
+
+
+class SpeakSettings(_Config, frozen=True):
+    provider: dict[str, Any]
+    endpoint: Endpoint | None = None
+
+
+class FunctionCallRecord(_Config, frozen=True):
+    id: str
+    name: str
+    client_side: bool
+    arguments: str
+    response: str
+
+
+class Context(_Config, frozen=True):
+    messages: tuple[History, ...] = ()
+
+
+class AgentSettings(_Config, frozen=True):
+    listen: ListenSettings | None = None
+    think: ThinkSettings | tuple[ThinkSettings, ...] | None = None
+    speak: SpeakSettings | tuple[SpeakSettings, ...] | None = None
+    greeting: str | None = None
+    language: str | None = None
+    context: Context | None = None
+
+
+class Flags(_Config, frozen=True):
+    history: bool = True
+
+
+# --- client -> server ----------------------------------------------------------------------
+
+
+class _Client(msgspec.Struct, tag_field="type", tag=True, omit_defaults=True, frozen=True):
+    """Base of client messages: the tag is the class name."""
+
+
+class Settings(_Client, frozen=True):
+    audio: AudioSettings
+    agent: AgentSettings
+    tags: tuple[str, ...] | None = None
+    experimental: bool | None = None
+    mip_opt_out: bool | None = None
+    flags: Flags | None = None
+
+
+class UpdatePrompt(_Client, frozen=True):
+    prompt: str
+
+
+class UpdateThink(_Client, frozen=True):
+    think: ThinkSettings | tuple[ThinkSettings, ...]
+
+
+class UpdateSpeak(_Client, frozen=True):
+    speak: SpeakSettings | tuple[SpeakSettings, ...]
+
+
+class UpdateListen(_Client, frozen=True):
+    listen: ListenSettings
+
+
+class InjectUserMessage(_Client, frozen=True):
+    content: str
+
+
+class InjectAgentMessage(_Client, frozen=True):
+    message: str
+    behavior: Literal["default", "queue", "interrupt"] | None = None
+
+
+class FunctionCallResponse(_Client, frozen=True):
+    name: str
+    content: str
+    id: str | None = None
+
+
+class KeepAlive(_Client, frozen=True):
+    pass
+
+
+class ForceEndTurn(_Client, frozen=True):
+    pass
+
+
+ClientMessage = (
+    Settings
+    | UpdatePrompt
+    | UpdateThink
+    | UpdateSpeak
+    | UpdateListen
+    | InjectUserMessage
+    | InjectAgentMessage
+    | FunctionCallResponse
+    | KeepAlive
+    | ForceEndTurn
+)
+
+# --- server -> client ----------------------------------------------------------------------
+
+
+class _Server(msgspec.Struct, tag_field="type", tag=True, frozen=True):
+    """Base of server messages: the tag is the class name."""
+
+
+class Welcome(_Server, frozen=True):
+    request_id: str = ""
+
+
+class SettingsApplied(_Server, frozen=True):
+    pass
+
+
+class ConversationText(_Server, frozen=True):
+    role: str
+    content: str
+
+
+class UserStartedSpeaking(_Server, frozen=True):
+    pass
+
+
+class AgentThinking(_Server, frozen=True):
+    content: str = ""
+
+
+class FunctionCall(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    arguments: str = "{}"
+    client_side: bool = True
+
+
+class FunctionCallRequest(_Server, frozen=True):
+    functions: tuple[FunctionCall, ...]
+
+
+class ServerFunctionCallResponse(_Server, tag="FunctionCallResponse", frozen=True):
+    name: str = ""
+    content: str = ""
+    id: str | None = None
+
+
+class CancelledFunction(msgspec.Struct, frozen=True):
+    id: str
+    name: str = ""
+
+
+class FunctionCallCancelled(_Server, frozen=True):
+    functions: tuple[CancelledFunction, ...] = ()
+
+
+class AgentStartedSpeaking(_Server, frozen=True):
+    total_latency: float | None = None
+    tts_latency: float | None = None
+    ttt_latency: float | None = None
+
+
+class AgentAudioDone(_Server, frozen=True):
+    pass
+
+
+class LatencyReport(_Server, frozen=True):
+    total_latency: float | None = None
+    tts_latency: float | None = None
+    ttt_token_latency: float | None = None
+    ttt_text_latency: float | None = None
+
+
+class PromptUpdated(_Server, frozen=True):
+    pass
+
+
+class ThinkUpdated(_Server, frozen=True):
+    pass
+
+
+class SpeakUpdated(_Server, frozen=True):
+    pass
+
+
+class ListenUpdated(_Server, frozen=True):
+    pass
+
+
+class InjectionRefused(_Server, frozen=True):
+    message: str = ""
+
+
+class History(_Server, omit_defaults=True, frozen=True):
+    """One entry of the conversation record: a turn (``role``, ``content``) or function calls.
+
+    The server streams these while ``flags.history`` is on; the same shape goes back in
+    ``agent.context.messages`` when a call reconnects.
+    """
+
+    role: str | None = None
+    content: str | None = None
+    function_calls: tuple[FunctionCallRecord, ...] | None = None
+
+
+class Warning(_Server, frozen=True):
+    description: str = ""
+    code: str = ""
+
+
+class Error(_Server, frozen=True):
+    description: str = ""
+    code: str = ""
+
+
+ServerMessage = (
+    Welcome
+    | SettingsApplied
+    | ConversationText
+    | UserStartedSpeaking
+    | AgentThinking
+    | FunctionCallRequest
+    | ServerFunctionCallResponse
+    | FunctionCallCancelled
+    | AgentStartedSpeaking
+    | AgentAudioDone
+    | LatencyReport
+    | PromptUpdated
+    | ThinkUpdated
+    | SpeakUpdated
+    | ListenUpdated
+    | InjectionRefused
+    | History
+    | Warning
+    | Error
+)
+
+
+class UnknownMessage(msgspec.Struct, frozen=True):
+    """A well-formed message of a type this module does not know."""
+
+    type: str
+
+
+class DecodeError(ValueError):
+    """The frame is not JSON, or a known message with fields of the wrong type."""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    type: str
+
+
+# --- codec ---------------------------------------------------------------------------------
+
+_server_decoder: Final = msgspec.json.Decoder(ServerMessage)
+_client_decoder: Final = msgspec.json.Decoder(ClientMessage)
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _tags(union: Any) -> frozenset[str]:
+    return frozenset(cls.__struct_config__.tag for cls in union.__args__)
+
+
+SERVER_TAGS: Final = _tags(ServerMessage)
+CLIENT_TAGS: Final = _tags(ClientMessage)
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], tags: frozenset[str], frame: str | bytes) -> Any:
+    try:
+        return decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        first_error = exc
+    try:
+        envelope = _envelope_decoder.decode(frame)
+    except msgspec.DecodeError:
+        raise DecodeError(str(first_error)) from None
+    if envelope.type in tags:
+        raise DecodeError(f"{envelope.type}: {first_error}") from None
+    return UnknownMessage(envelope.type)
+
+
+def decode_server(frame: str | bytes) -> ServerMessage | UnknownMessage:
+    """Decode one server -> client text frame (what the bridge reads)."""
+    result: ServerMessage | UnknownMessage = _decode(_server_decoder, SERVER_TAGS, frame)
+    return result
+
+
+def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
+    """Decode one client -> server text frame (what the stand-in agent reads)."""
+    result: ClientMessage | UnknownMessage = _decode(_client_decoder, CLIENT_TAGS, frame)
+    return result
+
+
+def encode(message: ClientMessage | ServerMessage) -> bytes:
+    """Encode a message of either direction to JSON bytes."""
+    return _encoder.encode(message)
