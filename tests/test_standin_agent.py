@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing import signals
-from acdg_asgi.testing._agent_turns import media_format, speech
+from acdg_asgi.testing._agent_turns import answered_turns, audio_problem, media_format, speech
 from acdg_asgi.testing.agent import AUDIO, AgentScript, StandInAgent, Turn
 
 KEY = "test-key-123"
@@ -46,18 +46,14 @@ pytestmark = pytest.mark.anyio
 # --- helpers -------------------------------------------------------------------------------
 
 
-def settings(**agent: Any) -> dg.Settings:
-    return dg.Settings(
-        audio=L16_AUDIO,
-        agent=dg.AgentSettings(**agent),
-        tags=("test",),
-    )
-
-
 L16_AUDIO = dg.AudioSettings(
     input=dg.AudioInput(encoding="linear16", sample_rate=16000),
     output=dg.AudioOutput(encoding="linear16", sample_rate=16000, container="none"),
 )
+
+
+def settings(**agent: Any) -> dg.Settings:
+    return dg.Settings(audio=L16_AUDIO, agent=dg.AgentSettings(**agent), tags=("test",))
 
 
 def utterance(speech_ms: int = 200, pause_ms: int = 200) -> list[bytes]:
@@ -125,8 +121,8 @@ async def ready(p: Peer, message: dg.Settings | None = None) -> None:
 
 # --- 1. the official SDK talks to the stand-in ---------------------------------------------
 
-# Wire type -> the SDK model that must parse it (History is a union of two models).
-SDK_SERVER: dict[str, Any] = {
+# Wire type -> the SDK model that must parse it.
+SDK_SERVER: dict[str, type[pydantic.BaseModel]] = {
     "Welcome": sdk.AgentV1Welcome,
     "SettingsApplied": sdk.AgentV1SettingsApplied,
     "ConversationText": sdk.AgentV1ConversationText,
@@ -141,7 +137,7 @@ SDK_SERVER: dict[str, Any] = {
     "SpeakUpdated": sdk.AgentV1SpeakUpdated,
     "ListenUpdated": sdk.AgentV1ListenUpdated,
     "InjectionRefused": sdk.AgentV1InjectionRefused,
-    "History": (sdk.ConversationHistoryMessage, sdk.FunctionCallHistoryMessage),
+    "History": sdk.ConversationHistoryMessage,  # or FunctionCallHistoryMessage, see below
     "Warning": sdk.AgentV1Warning,
     "Error": sdk.AgentV1Error,
 }
@@ -149,13 +145,11 @@ SDK_SERVER: dict[str, Any] = {
 
 def sdk_validate(frame: str) -> pydantic.BaseModel:
     """Validate one server frame strictly against the SDK's model for its type."""
-    wire_type = json.loads(frame)["type"]
-    models = SDK_SERVER[wire_type]
-    if isinstance(models, tuple):
-        key = "function_calls" if "function_calls" in json.loads(frame) else "role"
-        models = models[0] if key == "role" else models[1]
-    result: pydantic.BaseModel = models.model_validate_json(frame)
-    return result
+    fields = json.loads(frame)
+    model = SDK_SERVER[fields["type"]]
+    if "function_calls" in fields:
+        model = sdk.FunctionCallHistoryMessage
+    return model.model_validate_json(frame)
 
 
 def sdk_settings() -> sdk.AgentV1Settings:
@@ -201,7 +195,7 @@ async def test_official_sdk_holds_a_conversation() -> None:
                 function="lookup_order",
                 arguments='{"order_id": "A1"}',
             ),
-            Turn("Glad to help.", heard="Thanks."),
+            Turn("Glad to help. " + " ".join(["More"] * 20), heard="Thanks."),
         ),
         ms_per_word=20,
         end_of_turn_ms=100,
@@ -275,6 +269,11 @@ async def test_official_sdk_holds_a_conversation() -> None:
             await socket.send_inject_user_message(sdk.AgentV1InjectUserMessage(content="Thanks."))
             heard = await until(sdk.AgentV1ConversationText)
             assert (heard.role, heard.content) == ("user", "Thanks.")
+            await until(sdk.AgentV1AgentStartedSpeaking)
+            await socket.send_inject_agent_message(sdk.AgentV1InjectAgentMessage(message="Hey"))
+            await until(sdk.AgentV1InjectionRefused)
+            warning = await until(sdk.AgentV1Warning)
+            assert warning.code == "INJECT_AGENT_MESSAGE_DURING_AGENT_SPEECH"
             await until(sdk.AgentV1AgentAudioDone)
             await socket.send_inject_agent_message(
                 sdk.AgentV1InjectAgentMessage(message="Anything else?", behavior="queue")
@@ -297,7 +296,8 @@ async def test_official_sdk_holds_a_conversation() -> None:
         "AgentAudioDone UserStartedSpeaking ConversationText History AgentThinking",
         "FunctionCallRequest History ConversationText History AgentStartedSpeaking <audio>",
         "AgentAudioDone LatencyReport PromptUpdated ThinkUpdated SpeakUpdated ListenUpdated",
-        "ConversationText AgentAudioDone ConversationText AgentAudioDone",
+        "ConversationText AgentStartedSpeaking InjectionRefused Warning AgentAudioDone",
+        "ConversationText AgentAudioDone",
     )
     greeting = got[2]
     assert isinstance(greeting, sdk.AgentV1ConversationText)
@@ -474,9 +474,9 @@ async def test_drop_after_turns_then_reconnect_with_context() -> None:
         async with peer(agent) as p:
             await ready(p, settings(context=dg.Context(messages=history)))
             await p.talk(utterance())
+            heard = await p.until(dg.ConversationText)
             reply = await p.until(dg.ConversationText)
-            reply = await p.until(dg.ConversationText)
-            assert reply.content == "Second answer."
+            assert (heard.content, reply.content) == ("two", "Second answer.")
             await p.until(dg.LatencyReport)
             await p.send(dg.KeepAlive())
             await p.ws.ping()  # still open: turn 2 is past drop_after_turns
@@ -541,6 +541,32 @@ async def test_speech_that_stops_without_silence_still_ends_the_turn() -> None:
         await p.talk(utterance(pause_ms=0))
         heard = await p.until(dg.ConversationText)
         assert (heard.role, heard.content) == ("user", FAST.turns[0].heard)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate", "container", "ok"),
+    [
+        ("linear16", 48000, "none", True),
+        ("linear16", 22050, "none", False),
+        ("mulaw", 16000, "wav", True),
+        ("mulaw", 24000, "none", False),
+        ("linear16", 16000, "ogg", False),
+        ("mp3", 22050, "none", False),  # valid for Deepgram; the stand-in cannot make mp3
+    ],
+)
+def test_audio_settings_check(encoding: str, rate: int, container: str, ok: bool) -> None:
+    audio = dg.AudioSettings(
+        input=dg.AudioInput(encoding="linear16", sample_rate=16000),
+        output=dg.AudioOutput(encoding=encoding, sample_rate=rate, container=container),
+    )
+    assert (audio_problem(audio) is None) == ok
+
+
+def test_replayed_context_counts_answers_not_greetings() -> None:
+    said = [("assistant", "Hi"), ("user", "a"), ("assistant", "A"), ("user", "b")]
+    context = tuple(dg.History(role=role, content=text) for role, text in said)
+    assert answered_turns(context) == 1
+    assert answered_turns((*context, dg.History(role="assistant", content="B"))) == 2
 
 
 # --- injections, function-call errors, flags -----------------------------------------------

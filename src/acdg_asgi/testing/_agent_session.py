@@ -12,6 +12,7 @@ import contextlib
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -114,46 +115,51 @@ class AgentSession:
         try:
             async for frame in ws:
                 self._last_rx = anyio.current_time()
+                if self._closing:  # drain, or a flooding client would stall the close handshake
+                    if isinstance(frame, str):
+                        record.text_frames.append(frame)
+                    continue
                 if isinstance(frame, str):
-                    if not await self._on_text(frame):
-                        return
+                    await self._on_text(frame)
                 elif self._echo:  # benchmark hot path: no decoding, no turn logic
                     record.audio_frames += 1
                     record.audio_bytes += len(frame)
                     record.sent_types.append(AUDIO)
                     record.sent_audio_bytes += len(frame)
                     await ws.send(frame)
-                elif not await self._on_audio(frame):
-                    return
+                else:
+                    await self._on_audio(frame)
         except ConnectionClosed:
             pass
 
-    async def _on_text(self, frame: str) -> bool:
+    async def _on_text(self, frame: str) -> None:
         self._record.text_frames.append(frame)
         try:
             message = decode_client(frame)
         except dg.DecodeError as exc:
-            return await self._fail(
-                "UNPARSABLE_CLIENT_MESSAGE", f"Error parsing client message: {exc}"
-            )
+            await self._fail("UNPARSABLE_CLIENT_MESSAGE", f"Error parsing client message: {exc}")
+            return
         if isinstance(message, dg.UnknownMessage):
-            return await self._fail(
+            await self._fail(
                 "UNPARSABLE_CLIENT_MESSAGE", f"Unknown client message type {message.type!r}"
             )
+            return
         self._record.messages.append(message)
-        if self._settings is None:
-            if isinstance(message, dg.Settings):
-                return await self._apply(message, frame)
-            return await self._fail(
+        if self._settings is not None:
+            await self._on_message(message)
+        elif isinstance(message, dg.Settings):
+            await self._apply(message, frame)
+        else:
+            await self._fail(
                 "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", f"Received {message_type(message)} first"
             )
-        return await self._on_message(message)
 
-    async def _on_audio(self, frame: bytes) -> bool:
+    async def _on_audio(self, frame: bytes) -> None:
         if self._listener is None:
-            return await self._fail(
+            await self._fail(
                 "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "Received binary audio before Settings"
             )
+            return
         self._record.audio_frames += 1
         self._record.audio_bytes += len(frame)
         self._last_audio = self._last_rx
@@ -162,15 +168,16 @@ class AgentSession:
             await self._caller_started()
         elif heard is Heard.ENDED:
             self._push(_Answer())
-        return True
 
-    async def _apply(self, settings: dg.Settings, raw: str) -> bool:
+    async def _apply(self, settings: dg.Settings, raw: str) -> None:
         self._record.settings, self._record.settings_raw = settings, raw
         if self._script.fail_settings is not None:
-            return await self._fail(*self._script.fail_settings)
+            await self._fail(*self._script.fail_settings)
+            return
         problem = audio_problem(settings.audio)
         if problem is not None:
-            return await self._fail("INVALID_SETTINGS", problem)
+            await self._fail("INVALID_SETTINGS", problem)
+            return
         source, sink = settings.audio.input, settings.audio.output
         self._settings = settings
         self._listener = Listener(
@@ -187,12 +194,11 @@ class AgentSession:
         self._tg.start_soon(self._guarded, self._speaker)
         if settings.agent.greeting and not self._echo:
             self._push(_Say(settings.agent.greeting))
-        return True
 
-    async def _on_message(self, message: dg.ClientMessage) -> bool:
+    async def _on_message(self, message: dg.ClientMessage) -> None:
         match message:
             case dg.Settings():
-                return await self._fail("SETTINGS_ALREADY_APPLIED", "Settings were already applied")
+                await self._fail("SETTINGS_ALREADY_APPLIED", "Settings were already applied")
             case dg.KeepAlive():
                 pass
             case dg.UpdatePrompt():
@@ -211,7 +217,6 @@ class AgentSession:
                 await self._function_result(message)
             case dg.ForceEndTurn():
                 await self._force_end_turn()
-        return True
 
     async def _caller_started(self) -> None:
         await self._send(dg.UserStartedSpeaking())
@@ -229,11 +234,9 @@ class AgentSession:
         elif caller_busy or (behavior == "default" and self._agent_busy):
             who = "USER" if caller_busy else "AGENT"
             await self._send(dg.InjectionRefused(message=f"{who.lower()} is speaking"))
-            await self._send(
-                dg.Warning(
-                    description=f"InjectAgentMessage refused during {who.lower()} speech",
-                    code=f"INJECT_AGENT_MESSAGE_DURING_{who}_SPEECH",
-                )
+            await self._warn(
+                f"INJECT_AGENT_MESSAGE_DURING_{who}_SPEECH",
+                f"InjectAgentMessage refused during {who.lower()} speech",
             )
         else:
             self._push(_Say(message.message))
@@ -241,12 +244,7 @@ class AgentSession:
     async def _function_result(self, message: dg.FunctionCallResponse) -> None:
         pending = self._calls.pop(message.id or "", None)
         if pending is None:
-            await self._send(
-                dg.Warning(
-                    description=f"No pending function call with id {message.id!r}",
-                    code="FUNCTION_CALL_FAILED",
-                )
-            )
+            await self._warn("FUNCTION_CALL_FAILED", f"No pending function call {message.id!r}")
             return
         pending.content = message.content
         pending.done.set()
@@ -255,11 +253,8 @@ class AgentSession:
         assert self._settings is not None and self._listener is not None
         listen = self._settings.agent.listen
         if listen is None or listen.provider.get("version") != "v2":
-            await self._send(
-                dg.Warning(
-                    description="ForceEndTurn needs a v2 (Flux) listen provider",
-                    code="FORCE_END_TURN_UNSUPPORTED",
-                )
+            await self._warn(
+                "FORCE_END_TURN_UNSUPPORTED", "ForceEndTurn needs a v2 listen provider"
             )
         elif self._listener.end() is Heard.ENDED:
             self._push(_Answer())
@@ -312,7 +307,7 @@ class AgentSession:
             )
             reply = f"{reply} ({await self._call(call)})"
         await self._say("assistant", reply)
-        think = anyio.current_time() - started
+        think = round(anyio.current_time() - started, 3)
         await self._speak(reply, think)
         await self._send(
             dg.LatencyReport(
@@ -404,18 +399,19 @@ class AgentSession:
         self._record.sent_audio_bytes += len(frame)
         await self._ws.send(frame)
 
-    async def _fail(self, code: str, description: str) -> bool:
-        """Send ``Error`` and close; the session ends. Returns ``False`` for the reader."""
+    async def _warn(self, code: str, description: str) -> None:
+        await self._send(dg.Warning(description=description, code=code))
+
+    async def _fail(self, code: str, description: str) -> None:
+        """Send ``Error``, then close; the reader drains what is still arriving meanwhile."""
         if self._closing:
-            return False
+            return
         self._closing = True
         self._record.close_reason = code
-        try:
-            await self._send(dg.Error(description=description, code=code))
-            await self._ws.close(ERROR_CLOSE_CODE, code)
-        except ConnectionClosed:
-            pass
-        return False
+        self._stop_speech()
+        await self._send(dg.Error(description=description, code=code))
+        assert self._tg is not None
+        self._tg.start_soon(self._guarded, partial(self._ws.close, ERROR_CLOSE_CODE, code))
 
     async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run a side task; a lost connection ends only that task (the reader sees it too)."""

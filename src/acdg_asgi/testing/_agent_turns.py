@@ -54,11 +54,11 @@ class AgentScript(msgspec.Struct, frozen=True, kw_only=True):
     turns: tuple[Turn, ...] = DEFAULT_TURNS
     ms_per_word: int = 200  # reply audio per word of reply text
     frame_ms: int = 20  # size of each binary agent-audio frame
-    realtime: bool = False  # False: faster than real time, one burst per word
+    realtime: bool = False  # False: one word's frames at a time, BURST_SPEEDUP x real time
     end_of_turn_ms: int = 300  # caller silence (audio time) that ends the caller's turn
     echo: bool = False  # every caller frame goes straight back; no turns
     fail_settings: tuple[str, str] | None = None  # (code, description) answered to Settings
-    drop_after_turns: int | None = None  # abort the TCP connection once N turns are answered
+    drop_after_turns: int | None = None  # abort TCP once turn N is answered (context counts)
     idle_timeout: float = 10.0  # seconds without any client frame before CLIENT_MESSAGE_TIMEOUT
 
     def __post_init__(self) -> None:
@@ -66,6 +66,8 @@ class AgentScript(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("ms_per_word, frame_ms and end_of_turn_ms must be positive")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        if self.drop_after_turns is not None and self.drop_after_turns < 1:
+            raise ValueError("drop_after_turns counts answered turns, so it starts at 1")
 
     def turn(self, index: int) -> Turn:
         """The scripted turn at ``index`` (0-based), or :data:`AFTER_SCRIPT` past the end."""

@@ -13,12 +13,17 @@ Usage::
         await agent.wait_for_connections(1)
         record = agent.connections[0]  # what it received and sent
 
-A caller turn goes: first voiced frame -> ``UserStartedSpeaking`` (cutting off agent audio
-still being sent: barge-in); ``end_of_turn_ms`` of silent audio (or no audio at all for that
-long) -> ``ConversationText(user)``, ``History``, ``AgentThinking``, an optional client-side
-``FunctionCallRequest`` (the reply waits for its ``FunctionCallResponse``),
-``ConversationText(assistant)``, ``History``, ``AgentStartedSpeaking``, audio,
-``AgentAudioDone`` (not sent after a barge-in), ``LatencyReport``.
+A caller turn goes: first voiced frame -> ``UserStartedSpeaking``; ``end_of_turn_ms`` of
+silent audio (or no audio at all for that long) -> ``ConversationText(user)``, ``History``,
+``AgentThinking``, an optional client-side ``FunctionCallRequest`` (the reply waits for its
+``FunctionCallResponse`` and quotes its content), ``ConversationText(assistant)``,
+``History``, ``AgentStartedSpeaking``, audio, ``AgentAudioDone``, ``LatencyReport``.
+
+The agent counts as speaking while it sends audio and until that audio would have finished
+playing. Caller speech in that window is a barge-in: audio not yet sent is dropped, and an
+utterance cut short gets no ``AgentAudioDone``. ``InjectAgentMessage`` follows its ``behavior``
+(``default`` is refused while either side speaks, ``queue`` only while the caller does,
+``interrupt`` never). Any ``Error`` the stand-in sends is followed by a close with 1011.
 """
 
 from __future__ import annotations
