@@ -1,0 +1,111 @@
+"""acdg-asgi: AudioCodes Bot API (streaming mode) to Deepgram Voice Agent, as an ASGI app.
+
+    from acdg_asgi import BridgeApp, AgentSettings, ThinkSettings
+
+    bridge = BridgeApp(agent=AgentSettings(...), auth="token")
+    app.mount("/audiocodes", bridge)
+"""
+
+from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnector
+from .app import AgentFactory, BridgeApp, CallInfo
+from .audio import FORMATS, MediaFormat
+from .auth import BearerToken, Connection
+from .config import AgentConfig, Limits, Playout, Reconnect, Secret
+from .errors import (
+    AuthError,
+    BridgeError,
+    ConfigError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    SessionClosedError,
+)
+from .events import (
+    EVENT_NAMES,
+    AgentAudioDoneEvent,
+    AgentReconnectedEvent,
+    AgentThinkingEvent,
+    BridgeErrorEvent,
+    ConversationTextEvent,
+    DtmfEvent,
+    Event,
+    FunctionCall,
+    FunctionCallCancelledEvent,
+    FunctionCallRequestEvent,
+    InboundActivityEvent,
+    PromptUpdatedEvent,
+    SessionEndEvent,
+    SessionResumedEvent,
+    SessionStartEvent,
+    SpeakUpdatedEvent,
+    ThinkUpdatedEvent,
+    UserStartedSpeakingEvent,
+    WarningEvent,
+)
+from .protocols.deepgram import (
+    AgentSettings,
+    Endpoint,
+    Flags,
+    Function,
+    ListenSettings,
+    SpeakSettings,
+    ThinkSettings,
+)
+from .session import Session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_NAMES",
+    "FORMATS",
+    "AgentAudioDoneEvent",
+    "AgentClosed",
+    "AgentConfig",
+    "AgentConnectError",
+    "AgentConnection",
+    "AgentConnector",
+    "AgentFactory",
+    "AgentReconnectedEvent",
+    "AgentSettings",
+    "AgentThinkingEvent",
+    "AuthError",
+    "BearerToken",
+    "BridgeApp",
+    "BridgeError",
+    "BridgeErrorEvent",
+    "CallInfo",
+    "ConfigError",
+    "Connection",
+    "ConversationTextEvent",
+    "DtmfEvent",
+    "Endpoint",
+    "Event",
+    "Flags",
+    "Function",
+    "FunctionCall",
+    "FunctionCallCancelledEvent",
+    "FunctionCallRequestEvent",
+    "InboundActivityEvent",
+    "Limits",
+    "ListenSettings",
+    "LocalProtocolError",
+    "MediaFormat",
+    "Playout",
+    "PromptUpdatedEvent",
+    "ProtocolError",
+    "Reconnect",
+    "RemoteProtocolError",
+    "Secret",
+    "Session",
+    "SessionClosedError",
+    "SessionEndEvent",
+    "SessionResumedEvent",
+    "SessionStartEvent",
+    "SpeakSettings",
+    "SpeakUpdatedEvent",
+    "ThinkSettings",
+    "ThinkUpdatedEvent",
+    "UserStartedSpeakingEvent",
+    "WarningEvent",
+    "__version__",
+]

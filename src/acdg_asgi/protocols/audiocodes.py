@@ -63,8 +63,8 @@ class _Inbound(_Message, frozen=True):
 class Activity(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
     """One activity: ``{"type": "event", "name": "DTMF", "value": "5"}`` and the like.
 
-    ``type`` is ``"event"`` or ``"message"``. Fields this class does not name are dropped on
-    decode; applications that need them use :attr:`Activities.raw` via the ``activity`` event.
+    ``type`` is ``"event"`` or ``"message"``. The bridge sends these; what VAIC sends
+    arrives as plain objects (see :class:`Activities`).
     """
 
     type: str
@@ -121,7 +121,9 @@ class UserStreamStop(_Inbound, tag="userStream.stop", frozen=True):
 
 
 class Activities(_Inbound, tag="activities", frozen=True):
-    activities: tuple[Activity, ...] = ()
+    """Activities from VAIC, kept as plain objects so no field VAIC adds is lost."""
+
+    activities: tuple[dict[str, Any], ...] = ()
 
 
 InboundMessage = (
@@ -255,7 +257,8 @@ def decode(frame: str | bytes) -> InboundMessage | UnknownMessage:
     known message with fields of the wrong type (invalid base64 included).
     """
     try:
-        return _decoder.decode(frame)
+        message: InboundMessage = _decoder.decode(frame)
+        return message
     except msgspec.DecodeError as exc:
         first_error = exc
     try:
@@ -270,7 +273,8 @@ def decode(frame: str | bytes) -> InboundMessage | UnknownMessage:
 def decode_outbound(frame: str | bytes) -> OutboundMessage:
     """Decode one bot -> VAIC frame (used by the VAIC simulator and tests)."""
     try:
-        return _outbound_decoder.decode(frame)
+        message: OutboundMessage = _outbound_decoder.decode(frame)
+        return message
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from None
 

@@ -26,22 +26,23 @@ class _Config(msgspec.Struct, omit_defaults=True, frozen=True):
 
 
 class AudioInput(_Config, frozen=True):
-    encoding: str
-    sample_rate: int
+    encoding: str | None = None
+    sample_rate: int | None = None
 
 
 class AudioOutput(_Config, frozen=True):
-    encoding: str
-    sample_rate: int
-    container: str
+    encoding: str | None = None
+    sample_rate: int | None = None
+    container: str | None = None
     bitrate: int | None = None
 
 
 class AudioSettings(_Config, frozen=True):
-    """Always sent in full: the bridge derives it from the negotiated AudioCodes format."""
+    """Optional on the wire; the bridge always sends every field, derived from the format
+    negotiated with VAIC, because the server's defaults differ between its docs and spec."""
 
-    input: AudioInput
-    output: AudioOutput
+    input: AudioInput | None = None
+    output: AudioOutput | None = None
 
 
 class Endpoint(_Config, frozen=True):
@@ -87,6 +88,7 @@ class FunctionCallRecord(_Config, frozen=True):
     client_side: bool
     arguments: str
     response: str
+    thought_signature: str | None = None
 
 
 class Context(_Config, frozen=True):
@@ -115,7 +117,7 @@ class _Client(msgspec.Struct, tag_field="type", tag=True, omit_defaults=True, fr
 
 class Settings(_Client, frozen=True):
     audio: AudioSettings
-    agent: AgentSettings
+    agent: AgentSettings | str  # a string is the id of an agent configuration stored at Deepgram
     tags: tuple[str, ...] | None = None
     experimental: bool | None = None
     mip_opt_out: bool | None = None
@@ -177,7 +179,7 @@ ClientMessage = (
 # --- server -> client ----------------------------------------------------------------------
 
 
-class _Server(msgspec.Struct, tag_field="type", tag=True, frozen=True):
+class _Server(msgspec.Struct, tag_field="type", tag=True, omit_defaults=True, frozen=True):
     """Base of server messages: the tag is the class name."""
 
 
@@ -192,6 +194,8 @@ class SettingsApplied(_Server, frozen=True):
 class ConversationText(_Server, frozen=True):
     role: str
     content: str
+    languages: tuple[str, ...] | None = None
+    languages_hinted: tuple[str, ...] | None = None
 
 
 class UserStartedSpeaking(_Server, frozen=True):
@@ -202,11 +206,12 @@ class AgentThinking(_Server, frozen=True):
     content: str = ""
 
 
-class FunctionCall(msgspec.Struct, frozen=True):
+class FunctionCall(msgspec.Struct, omit_defaults=True, frozen=True):
     id: str
     name: str
     arguments: str = "{}"
     client_side: bool = True
+    thought_signature: str | None = None  # some Gemini models; pass back in history
 
 
 class FunctionCallRequest(_Server, frozen=True):

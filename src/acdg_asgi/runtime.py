@@ -1,0 +1,358 @@
+"""The runtime of one call: the I/O around a :class:`~acdg_asgi.call.Call`.
+
+One anyio task group per call holds the agent connection loop, the clock and the event
+dispatcher. VAIC's socket is read by the ASGI task that owns it: the first socket's task
+also owns the call (and so outlives its socket during a resume grace period); a resumed
+socket's task reads its frames into the same call.
+
+After every input, :meth:`CallRuntime._flush` drains the call's outboxes. It is the one
+place that writes: a socket being written is not written again by a second flush, which
+returns at once and leaves the messages to the first (it loops until the outbox is
+empty). A failed write is a lost socket, reported to the call as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from . import events as ev
+from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnector
+from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
+from .errors import RemoteProtocolError
+from .handlers import EventHandlers
+from .protocols import audiocodes as ac
+from .protocols import deepgram as dg
+from .scheduler import Scheduler
+from .session import Session
+from .transport import VaicClosed, VaicSocket
+
+__all__ = ["CallLog", "CallRuntime", "Services"]
+
+logger = logging.getLogger("acdg_asgi.call")
+
+
+class CallLog(logging.LoggerAdapter[logging.Logger]):
+    """Every line names the call: ``conversation_id`` and ``session_id`` ride in ``extra``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra.get('conversation_id')}] {msg}", kwargs
+
+
+class Services(msgspec.Struct, frozen=True):
+    """What the app lends each call: the far end, the timer and the handlers."""
+
+    connector: AgentConnector
+    agent_url: str
+    agent_headers: Mapping[str, str]
+    scheduler: Scheduler
+    handlers: EventHandlers
+    end_handler_timeout_s: float = 10.0
+
+
+class CallRuntime:
+    def __init__(self, call: Call, services: Services) -> None:
+        self.call = call
+        self.services = services
+        self.session = Session(self)
+        self.log = CallLog(
+            logger, {"conversation_id": call.conversation_id, "session_id": call.session_id}
+        )
+        self._scheduler = services.scheduler
+        self._vaic: VaicSocket | None = None
+        self._vaic_close_pending = False
+        self._agent: AgentConnection | None = None
+        self._writing_vaic = False
+        self._writing_agent = False
+        self._tick = anyio.Event()
+        self._scheduled = math.inf
+        self._events_in, self._events_out = anyio.create_memory_object_stream[ev.Event](
+            call.limits.event_queue
+        )
+        self._connects_in, self._connects_out = anyio.create_memory_object_stream[int](8)
+        self._tg: TaskGroup | None = None
+        self.done = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<CallRuntime {self.call!r}>"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, vaic: VaicSocket) -> None:
+        """Run the call to its end. Called by the ASGI task of the socket that started it."""
+        self._vaic = vaic
+        self.log.info("call accepted: %s from %s", self.call.media_format.token, vaic.client)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._agent_loop)
+                tg.start_soon(self._clock_loop)
+                dispatcher_done = anyio.Event()
+                tg.start_soon(self._dispatch_loop, dispatcher_done)
+                await self._flush()
+                await self.read_vaic(vaic)
+                await self.done.wait()
+                with anyio.move_on_after(self.services.end_handler_timeout_s):
+                    await dispatcher_done.wait()
+                tg.cancel_scope.cancel()
+        except Exception:
+            self.log.exception("call failed inside the bridge")
+            await self._abort("internal error")
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self._close_sockets()
+            self.log.info("call finished: %s", self.call.end_reason)
+
+    async def attach(self, vaic: VaicSocket) -> None:
+        """``session.resume`` on a new socket: carry on with it, until it closes."""
+        old, self._vaic = self._vaic, None
+        if old is not None:
+            await old.close(1000, "replaced by a resumed socket")
+        self.call.vaic_resumed(self._scheduler.now())
+        self._vaic = vaic
+        self.log.info("call resumed from %s", vaic.client)
+        await self._flush()
+        await self.read_vaic(vaic)
+
+    async def _abort(self, reason: str) -> None:
+        """Our own failure: hang up politely if VAIC is there, and end the call."""
+        now = self._scheduler.now()
+        vaic = self._vaic
+        if vaic is not None and not vaic.closed and self.call.state is CallState.ACTIVE:
+            hangup = ac.OutboundActivities(activities=(ac.Activity(
+                type="event", name="hangup", activity_params={"hangupReason": reason}),))
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(1),
+                contextlib.suppress(VaicClosed),
+            ):
+                await vaic.send_text(ac.encode(hangup))
+        self.call.end(now, "error", detail=reason)
+        self._deliver_events()
+        self.done.set()
+
+    async def _close_sockets(self) -> None:
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            await agent.close()
+        if self._vaic is not None:
+            await self._vaic.close(1000)
+
+    # --- readers -----------------------------------------------------------------------
+
+    async def read_vaic(self, vaic: VaicSocket) -> None:
+        call, now = self.call, self._scheduler.now
+        limit = vaic.max_frame_bytes
+        while (frame := await vaic.receive()) is not None:
+            if isinstance(frame, bytes):
+                self._peer_error("audiocodes", f"binary frame of {len(frame)} bytes ignored")
+                continue
+            if len(frame) > limit:
+                self._peer_error("audiocodes", f"frame of {len(frame)} bytes over the limit")
+                continue
+            try:
+                msg = ac.decode(frame)
+            except ac.DecodeError as exc:
+                self._peer_error("audiocodes", f"malformed message ignored: {exc}")
+                continue
+            if isinstance(msg, ac.UnknownMessage):
+                self.log.info("unknown VAIC message type %r ignored", msg.type)
+                continue
+            try:
+                call.vaic(msg, now())
+            except RemoteProtocolError as exc:
+                self._peer_error("audiocodes", str(exc))
+            await self._flush()
+        self._vaic_gone(vaic)
+        await self._flush()
+
+    async def _agent_loop(self) -> None:
+        services, call, now = self.services, self.call, self._scheduler.now
+        async with self._connects_out:
+            async for attempt in self._connects_out:
+                self.log.info("connecting to the agent (attempt %d)", attempt)
+                try:
+                    with anyio.fail_after(call.limits.handshake_timeout_s):
+                        conn = await services.connector.connect(
+                            services.agent_url, services.agent_headers
+                        )
+                except (AgentConnectError, TimeoutError) as exc:
+                    call.agent_lost(now(), str(exc) or "agent connect timed out")
+                    await self._flush()
+                    continue
+                if call.state is CallState.ENDED:
+                    await conn.close()
+                    break
+                self._agent = conn
+                call.agent_connected(now())
+                await self._flush()
+                reason = await self._read_agent(conn)
+                if self._agent is conn:  # not closed on the call's own request
+                    self._agent = None
+                    call.agent_lost(now(), reason)
+                    await self._flush()
+
+    async def _read_agent(self, conn: AgentConnection) -> str:
+        call, now = self.call, self._scheduler.now
+        while True:
+            try:
+                frame = await conn.recv()
+            except AgentClosed as exc:
+                return str(exc)
+            if isinstance(frame, bytes):
+                call.agent_audio(frame, now())
+            else:
+                try:
+                    msg = dg.decode_server(frame)
+                except dg.DecodeError as exc:
+                    self._peer_error("deepgram", f"malformed agent message ignored: {exc}")
+                    continue
+                if isinstance(msg, dg.UnknownMessage):
+                    self.log.info("unknown agent message type %r ignored", msg.type)
+                    continue
+                call.agent(msg, now())
+            await self._flush()
+
+    async def _clock_loop(self) -> None:
+        while not self.done.is_set():
+            await self._tick.wait()
+            self._tick = anyio.Event()
+            self.call.tick(self._scheduler.now())
+            await self._flush()
+
+    async def _dispatch_loop(self, finished: anyio.Event) -> None:
+        handlers = self.services.handlers
+        try:
+            async with self._events_out:
+                async for event in self._events_out:
+                    await handlers.dispatch(self.session, event, self.log)
+        finally:
+            finished.set()
+
+    # --- commands from the Session -------------------------------------------------------
+
+    async def command(self, fn: Callable[[Call, float], None]) -> None:
+        fn(self.call, self._scheduler.now())
+        await self._flush()
+
+    async def to_agent(self, msg: dg.ClientMessage) -> None:
+        await self.command(lambda call, now: call.send_to_agent(msg, now))
+
+    # --- the single flush ----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        call = self.call
+        if call.events:
+            self._deliver_events()
+        if call.actions:
+            self._take_actions()
+        if not self.done.is_set():
+            deadline = call.next_deadline()
+            if deadline is not None and deadline < self._scheduled:
+                self._scheduled = deadline
+                self._scheduler.wake_at(deadline, self._wake)
+        if call.to_agent and not self._writing_agent:
+            await self._write_agent()
+        if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
+            await self._write_vaic()
+
+    def _wake(self) -> None:
+        self._scheduled = math.inf
+        self._tick.set()
+
+    async def _write_agent(self) -> None:
+        call = self.call
+        self._writing_agent = True
+        try:
+            while batch := call.to_agent:
+                call.to_agent = []
+                conn = self._agent
+                if conn is None:
+                    continue  # reconnecting: the call re-sends what matters
+                try:
+                    for item in batch:
+                        if isinstance(item, bytes):
+                            await conn.send_audio(item)
+                        else:
+                            await conn.send_text(dg.encode(item))
+                except AgentClosed:
+                    pass  # the reader sees the same loss and reports it
+        finally:
+            self._writing_agent = False
+
+    async def _write_vaic(self) -> None:
+        call = self.call
+        self._writing_vaic = True
+        try:
+            while batch := call.to_vaic:
+                call.to_vaic = []
+                vaic = self._vaic
+                if vaic is None:
+                    continue  # detached: the call keeps audio queued in its playout
+                try:
+                    for msg in batch:
+                        await vaic.send_text(ac.encode(msg))
+                except VaicClosed:
+                    self._vaic_gone(vaic)
+            if self._vaic_close_pending and self._vaic is not None:
+                self._vaic_close_pending = False
+                await self._vaic.close(1000)
+        finally:
+            self._writing_vaic = False
+
+    def _vaic_gone(self, vaic: VaicSocket) -> None:
+        if self._vaic is vaic:
+            self._vaic = None
+            self.call.vaic_lost(self._scheduler.now())
+            self._tick.set()  # let the clock loop flush what the loss produced
+
+    def _take_actions(self) -> None:
+        actions, self.call.actions = self.call.actions, []
+        for action in actions:
+            if isinstance(action, ConnectAgent):
+                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                    self._connects_in.send_nowait(action.attempt)
+            elif isinstance(action, CloseAgent):
+                agent, self._agent = self._agent, None
+                if agent is not None and self._tg is not None:
+                    self._tg.start_soon(agent.close)
+            elif isinstance(action, CloseVaic):
+                self._vaic_close_pending = True
+                self._connects_in.close()
+                self._events_in.close()
+                self.done.set()
+                self._tick.set()
+
+    def _deliver_events(self) -> None:
+        events, self.call.events = self.call.events, []
+        for event in events:
+            self._log_event(event)
+            try:
+                self._events_in.send_nowait(event)
+            except anyio.WouldBlock:
+                if isinstance(event, ev.SessionEndEvent) and self._tg is not None:
+                    self._tg.start_soon(self._events_in.send, event)
+                else:
+                    self.log.warning("event queue full: %s dropped", type(event).__name__)
+            except anyio.ClosedResourceError:
+                pass
+
+    def _log_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.WarningEvent):
+            self.log.warning("%s %s: %s", event.source, event.code, event.description)
+        elif isinstance(event, ev.BridgeErrorEvent):
+            self.log.error("%s %s: %s", event.source, event.code, event.message)
+        elif isinstance(event, ev.SessionEndEvent):
+            self.log.info("call ended: %s (%s)", event.reason, event.detail or event.reason_code)
+
+    def _peer_error(self, source: str, description: str) -> None:
+        self.call.protocol_warning(self._scheduler.now(), source, description)

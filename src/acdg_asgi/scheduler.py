@@ -1,0 +1,71 @@
+"""One timer for all calls in a process.
+
+Calls need waking for pacing every chunk, for keep-alives, backoffs and grace periods.
+A sleeping task per call would cost a timer and a cancel scope per wake-up; instead every
+call posts its next deadline here, and one event-loop timer (armed for the earliest
+deadline) wakes each call that is due. Deadlines within ``slack`` of each other are
+served by the same wake-up, so hundreds of calls cost a few hundred wake-ups a second,
+not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import weakref
+from collections.abc import Callable
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    def __init__(self, *, slack: float = 0.002) -> None:
+        self.slack = slack
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    @classmethod
+    def for_running_loop(cls) -> Scheduler:
+        """The scheduler of the running event loop, shared by every call on it."""
+        loop = asyncio.get_running_loop()
+        scheduler = _per_loop.get(loop)
+        if scheduler is None:
+            scheduler = _per_loop[loop] = cls()
+        return scheduler
+
+    @staticmethod
+    def now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def wake_at(self, when: float, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` at ``when`` (loop time) or up to ``slack`` earlier."""
+        heapq.heappush(self._heap, (when, next(self._seq), wake))
+        if when < self._armed_at:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = when
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed_at = float("inf")
+        heap = self._heap
+        limit = asyncio.get_running_loop().time() + self.slack
+        while heap and heap[0][0] <= limit:
+            heapq.heappop(heap)[2]()
+        if heap:
+            self._arm(heap[0][0])
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = (
+    weakref.WeakKeyDictionary()
+)
