@@ -1,0 +1,360 @@
+"""A scripted VAIC: drive any Bot API streaming-mode bot as AudioCodes would.
+
+A call is one script driver (the only writer) and one receiver per socket, in one anyio
+task group. Caller audio is paced against a monotonic start time, frame ``i`` going out
+at ``start + i * frame_ms``, so lateness never accumulates. Every frame both ways is
+recorded and judged by :class:`~._observer.CallObserver`::
+
+    report = await run_call("ws://localhost:8000/audiocodes", CallScript(), token="s3cret")
+    print(report.to_json(indent=2))
+    assert not report.violations
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Final
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from ..audio import FORMATS, MediaFormat, wav_header
+from ..protocols.audiocodes import (
+    Activities,
+    Activity,
+    ConnectionValidate,
+    InboundMessage,
+    SessionAccepted,
+    SessionEnd,
+    SessionError,
+    SessionInitiate,
+    SessionResume,
+    UserStreamChunk,
+    UserStreamStart,
+    UserStreamStop,
+)
+from ._observer import CallObserver, EventHook
+from ._socket import VaicSocket
+from .conformance import VALIDATE_TIMEOUT_MS, Note, Violation
+from .report import CallEvent, CallReport
+from .script import CallerTape, CallScript, Utterance, read_wav
+
+__all__ = [
+    "CallEvent",
+    "CallReport",
+    "CallScript",
+    "EventHook",
+    "Note",
+    "Utterance",
+    "Violation",
+    "read_wav",
+    "run_call",
+    "run_calls",
+    "validate_connection",
+]
+
+# What VAIC says in session.end, by why the call ended; the other endings send none.
+_SESSION_END: Final = {
+    "bot-hangup": ("bot-disconnected", "Bot Side"),
+    "transfer": ("transferred", "Transferred"),
+    "script-end": ("client-disconnected", "Client Side"),
+    "caller-hangup": ("client-disconnected", "Client Side"),
+    "silence-timeout": ("client-disconnected", "Client Side"),
+    "max-duration": ("client-disconnected", "Client Side"),
+}
+
+
+async def run_call(
+    url: str,
+    script: CallScript | None = None,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_event: EventHook | None = None,
+    record_audio: bool = False,
+) -> CallReport:
+    """Place one call. Never raises for anything the bot or the network does."""
+    call = _Call(url, script or CallScript(), token, headers, on_event, record_audio)
+    return await call.run()
+
+
+async def run_calls(
+    url: str,
+    scripts: Sequence[CallScript],
+    *,
+    concurrency: int = 10,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_event: Callable[[str, CallEvent], None] | None = None,
+    record_audio: bool = False,
+) -> list[CallReport]:
+    """Place several calls, at most ``concurrency`` at a time; reports in script order.
+
+    ``on_event`` gets the conversation id with each event.
+    """
+    limiter = anyio.CapacityLimiter(concurrency)
+    reports: dict[int, CallReport] = {}
+
+    async def one(index: int, script: CallScript) -> None:
+        cid = script.conversation_id or str(uuid.uuid4())
+        script = msgspec.structs.replace(script, conversation_id=cid)
+        hook = partial(on_event, cid) if on_event else None
+        async with limiter:
+            reports[index] = await run_call(
+                url, script, token=token, headers=headers, on_event=hook,
+                record_audio=record_audio,
+            )
+
+    async with anyio.create_task_group() as tg:
+        for index, script in enumerate(scripts):
+            tg.start_soon(one, index, script)
+    return [reports[i] for i in range(len(scripts))]
+
+
+async def validate_connection(
+    url: str,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_event: EventHook | None = None,
+) -> CallReport:
+    """Just ``connection.validate``, as Live Hub does when a bot connection is saved."""
+    return await _Call(url, CallScript(), token, headers, on_event, False).run(validate_only=True)
+
+
+class _Call:
+    def __init__(
+        self,
+        url: str,
+        script: CallScript,
+        token: str | None,
+        headers: Mapping[str, str] | None,
+        on_event: EventHook | None,
+        record_audio: bool,
+    ) -> None:
+        self.url = url
+        self.script = script
+        self.cid = script.conversation_id or str(uuid.uuid4())
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.seen = CallObserver(
+            url, script, self.cid, on_event=on_event, record_audio=record_audio
+        )
+        self._tg: TaskGroup | None = None
+        self._sock: VaicSocket | None = None
+        self._fmt: MediaFormat = FORMATS["raw/lpcm16"]
+        self._tape: CallerTape | None = None
+        self._audio_t0 = 0.0  # call time at which caller audio started
+        self._user_stream_open = False
+        self._wav_header_due = False
+
+    async def run(self, *, validate_only: bool = False) -> CallReport:
+        s = self.script
+        hard_limit = (s.max_duration_ms + s.reply_timeout_ms) / 1000 + 5
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            with anyio.move_on_after(hard_limit) as scope:
+                if validate_only or s.validate_first:
+                    await self._validate()
+                if not validate_only and self.seen.report.connect_error is None:
+                    await self._session()
+            if scope.cancelled_caught:
+                self.seen.ending = self.seen.ending or "max-duration"
+            if self._sock is not None and not self._sock.gone.is_set():  # after a hard stop
+                self._sock.abort()
+        return self.seen.finish("validate" if validate_only else self.seen.ending or "unknown")
+
+    # --- the call ------------------------------------------------------------------------
+
+    async def _validate(self) -> None:
+        if await self._connect() is None:
+            return
+        self.seen.report.validated = False
+        await self._send(ConnectionValidate())
+        await self.seen.until(lambda: bool(self.seen.report.validated), VALIDATE_TIMEOUT_MS)
+        self.seen.tick()
+        await self._close()
+
+    async def _session(self) -> None:
+        s, seen = self.script, self.seen
+        if await self._connect() is None:
+            seen.ending = "connect-failed"
+            return
+        await self._send(
+            SessionInitiate(
+                conversation_id=self.cid, bot_name=s.bot_name, caller=s.caller,
+                expect_audio_messages=True, supported_media_formats=s.formats,
+            )
+        )
+        answer = await self._await_answer()
+        if isinstance(answer, SessionError):
+            seen.report.refused_reason = answer.reason
+            seen.ending = "refused"
+        if not isinstance(answer, SessionAccepted):
+            await self._close()
+            return
+        seen.report.media_format = answer.media_format
+        self._fmt = FORMATS.get(answer.media_format or "") or _first_known(s.formats)
+        start = Activity(
+            type="event", name="start", id=str(uuid.uuid4()), timestamp=_timestamp(),
+            language=s.language, parameters={"caller": s.caller, "callee": s.callee},
+        )
+        await self._send_activity(start)
+        await self._start_user_stream()
+        if seen.ending is None:
+            await self._stream()
+        await self._end()
+
+    async def _end(self) -> None:
+        seen = self.seen
+        if seen.ending == "script-end" and self._user_stream_open:
+            seen.replies.discard("userStream.stopped")
+            await self._send(UserStreamStop(conversation_id=self.cid))
+            self._user_stream_open = False
+            await seen.until(
+                lambda: "userStream.stopped" in seen.replies or seen.ending != "script-end",
+                self.script.reply_timeout_ms,
+            )
+            seen.tick()
+        if seen.ending in _SESSION_END:
+            code, reason = _SESSION_END[seen.ending]
+            await self._send(SessionEnd(conversation_id=self.cid, reason_code=code, reason=reason))
+        await self._close()
+
+    async def _stream(self) -> None:
+        """Send caller audio in real time and act on the script until the call ends."""
+        s, seen = self.script, self.seen
+        tape = self._tape = CallerTape(s, self._fmt)
+        if s.barge_in_after_ms is not None:
+            barge_in_after = s.barge_in_after_ms
+            seen.on_agent_turn = lambda t: tape.interrupt(t - self._audio_t0 + barge_in_after)
+        actions = self._actions()
+        start = anyio.current_time()
+        self._audio_t0 = seen.now()
+        i = 0
+        while True:
+            due = start + i * s.frame_ms / 1000
+            await seen.until(lambda: seen.ending is not None, (due - anyio.current_time()) * 1000)
+            seen.tick()
+            while seen.ending is None and actions and actions[0][0] <= i * s.frame_ms:
+                if await actions.pop(0)[1]():  # time was lost: skip the audio meanwhile
+                    i = max(i, math.ceil((anyio.current_time() - start) * 1000 / s.frame_ms))
+            if seen.ending is None and seen.now() >= s.max_duration_ms:
+                seen.ending = "max-duration"
+            if seen.ending is not None:
+                return
+            produced = tape.frame(i * s.frame_ms)
+            if produced is None and not (s.wait_for_hangup or seen.agent_talking()):
+                seen.ending = "script-end"
+                return
+            chunk, marks = produced or (tape.silence, [])
+            seen.caller_marks(marks, self._audio_t0)
+            await self._send_chunk(chunk)
+            i += 1
+
+    async def _send_chunk(self, chunk: bytes) -> None:
+        payload = wav_header(self._fmt) + chunk if self._wav_header_due else chunk
+        self._wav_header_due = False
+        self.seen.caller_frame(chunk, self._fmt)
+        await self._send(UserStreamChunk(conversation_id=self.cid, audio_chunk=payload))
+
+    # --- scripted actions: each returns whether time was lost ----------------------------
+
+    def _actions(self) -> list[tuple[int, Callable[[], Awaitable[bool]]]]:
+        s = self.script
+        actions: list[tuple[int, Callable[[], Awaitable[bool]]]] = []
+        for at, digits in s.dtmf:
+            dtmf = Activity(
+                type="event", name="DTMF", value=digits, id=str(uuid.uuid4()),
+                timestamp=_timestamp(),
+            )
+            actions.append((at, partial(self._send_activity, dtmf)))
+        for at, activity in s.activities:
+            actions.append((at, partial(self._send_activity, activity)))
+        if s.drop_and_resume_at_ms is not None:
+            actions.append((s.drop_and_resume_at_ms, self._drop_and_resume))
+        if s.hangup_after_ms is not None:
+            actions.append((s.hangup_after_ms, self._caller_hangs_up))
+        return sorted(actions, key=lambda action: action[0])
+
+    async def _send_activity(self, activity: Activity) -> bool:
+        activities = (msgspec.to_builtins(activity),)
+        await self._send(Activities(conversation_id=self.cid, activities=activities))
+        return False
+
+    async def _caller_hangs_up(self) -> bool:
+        self.seen.ending = "caller-hangup"
+        return False
+
+    async def _drop_and_resume(self) -> bool:
+        """Lose the socket without session.end, reconnect and resume, as VAIC does."""
+        seen, sock = self.seen, self._sock
+        if sock is not None:
+            seen.event("local", "socket.drop", "abrupt close, no session.end")
+            sock.abort()
+            await sock.gone.wait()
+        if await self._connect() is None:
+            seen.report.resumed = False
+            seen.ending = "socket-closed"
+            return True
+        await self._send(SessionResume(conversation_id=self.cid))
+        answer = await self._await_answer()
+        seen.report.resumed = isinstance(answer, SessionAccepted)
+        if not seen.report.resumed:
+            seen.ending = seen.ending or "resume-refused"
+        elif self._user_stream_open:
+            await self._start_user_stream()
+        return True
+
+    async def _start_user_stream(self) -> None:
+        seen = self.seen
+        seen.replies.discard("userStream.started")
+        await self._send(UserStreamStart(conversation_id=self.cid))
+        self._user_stream_open = True
+        self._wav_header_due = self._fmt.wav
+        await seen.until(
+            lambda: "userStream.started" in seen.replies or seen.ending is not None,
+            self.script.reply_timeout_ms,
+        )
+        seen.tick()
+
+    async def _await_answer(self) -> SessionAccepted | SessionError | None:
+        seen = self.seen
+        seen.answer = None
+        await seen.until(
+            lambda: seen.answer is not None or seen.ending is not None,
+            self.script.reply_timeout_ms,
+        )
+        seen.tick()
+        if seen.answer is None and seen.ending is None:
+            seen.ending = "no-answer"
+        return seen.answer
+
+    # --- sockets -------------------------------------------------------------------------
+
+    async def _connect(self) -> VaicSocket | None:
+        assert self._tg is not None
+        self._sock = await VaicSocket.open(self.url, self.headers, self.seen, self._tg)
+        return self._sock
+
+    async def _close(self) -> None:
+        if self._sock is not None:
+            await self._sock.close()
+
+    async def _send(self, message: InboundMessage) -> None:
+        if self._sock is not None:
+            await self._sock.send(message)
+
+
+def _first_known(formats: Sequence[str]) -> MediaFormat:
+    return next((FORMATS[f] for f in formats if f in FORMATS), FORMATS["raw/lpcm16"])
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
