@@ -306,3 +306,24 @@ def test_commands_after_the_end_raise() -> None:
     call.end(1.0, "ended")
     with pytest.raises(SessionClosedError):
         call.send_to_agent(dg.InjectAgentMessage(message="hi"), 2.0)
+
+
+def test_hangup_waits_for_the_goodbye_to_play() -> None:
+    call = make_call(lead_ms=100)
+    ready(call)
+    call.agent_audio(bytes(PCM16.frame_bytes(500)), 0.0)
+    call.agent(dg.AgentAudioDone(), 0.0)
+    drain(call)
+    call.hangup(0.0, "done")
+    assert call.state is CallState.ACTIVE  # the goodbye is still playing
+    now = 0.0
+    sent = []
+    while call.state is CallState.ACTIVE:
+        now = call.next_deadline() or now
+        call.tick(now)
+        sent += drain(call)[0]
+    assert now == pytest.approx(0.5)
+    assert isinstance(sent[-2], ac.PlayStreamStop)
+    hangup = sent[-1]
+    assert isinstance(hangup, ac.OutboundActivities)
+    assert hangup.activities[0].activity_params == {"hangupReason": "done"}

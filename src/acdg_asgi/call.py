@@ -78,6 +78,8 @@ class CloseVaic(msgspec.Struct, frozen=True):
 
 Action = ConnectAgent | CloseAgent | CloseVaic
 
+_MAX_GOODBYE_S: Final = 15.0  # longest a hangup or transfer waits for the agent to finish
+
 # Agent errors that a new connection with the same settings would hit again.
 _CONFIG_ERRORS: Final = frozenset(
     {
@@ -143,6 +145,8 @@ class Call:
         self._resume_deadline: float | None = None
         self._hangup_deadline: float | None = None
         self._pending_end: tuple[str, str | None] | None = None
+        self._deferred_end: tuple[ac.Activity, str, str | None] | None = None
+        self._deferred_until = 0.0
         self._pending_functions: dict[str, dg.FunctionCall] = {}
         self._cancelled_functions: set[str] = set()
         self.request_id: str | None = None
@@ -399,6 +403,8 @@ class Call:
         candidates = [self._agent_deadline, self._resume_deadline, self._hangup_deadline]
         if self.state is CallState.ACTIVE:
             candidates.append(self.playout.next_deadline())
+            if self._deferred_end is not None:
+                candidates.append(min(self._deferred_until, self.playout.play_head))
         if self.agent_state is AgentState.READY:
             candidates.append(self._last_agent_send + self.limits.keepalive_s)
         return min((c for c in candidates if c is not None), default=None)
@@ -432,6 +438,8 @@ class Call:
     def _pull(self, now: float) -> None:
         if self.state is CallState.ACTIVE or self.state is CallState.ENDING:
             self.playout.pull(now, self.to_vaic)
+        if self._deferred_end is not None:
+            self._end_when_played(now)
 
     # --- commands (from Session) -------------------------------------------------------
 
@@ -469,23 +477,44 @@ class Call:
         self.to_vaic.append(ac.OutboundActivities(activities=activities))
 
     def hangup(self, now: float, reason: str, *, end_reason: str = "ended") -> None:
-        """Send a ``hangup`` activity and end the call once VAIC confirms or times out."""
-        self._end_with(
-            now,
-            ac.Activity(type="event", name="hangup", activity_params={"hangupReason": reason}),
-            end_reason,
-            reason,
+        """Hang up (``hangup`` activity with ``hangupReason``) once the agent's words have
+        played; the call ends when VAIC confirms or after ``hangup_timeout_s``."""
+        activity = ac.Activity(
+            type="event", name="hangup", activity_params={"hangupReason": reason}
         )
+        self._end_after_playout(now, activity, end_reason, reason)
 
     def transfer(self, now: float, activity: ac.Activity) -> None:
+        """Transfer once the agent's words have played; the call ends with it."""
         target = (activity.activity_params or {}).get("transferTarget")
-        self._end_with(now, activity, "transfer", str(target))
+        self._end_after_playout(now, activity, "transfer", str(target))
+
+    def _end_after_playout(
+        self, now: float, activity: ac.Activity, end_reason: str, detail: str | None
+    ) -> None:
+        if self.state is not CallState.ACTIVE or self._deferred_end is not None:
+            self._end_with(now, activity, end_reason, detail)
+            return
+        # "Goodbye" is usually the last thing the agent said: let the caller hear it.
+        self._deferred_end = (activity, end_reason, detail)
+        self._deferred_until = now + _MAX_GOODBYE_S
+        self._end_when_played(now)
+
+    def _end_when_played(self, now: float) -> None:
+        if self._deferred_end is None:
+            return
+        played = not self.playout.speaking and self.playout.play_head <= now
+        if played or now >= self._deferred_until or self.state is not CallState.ACTIVE:
+            activity, end_reason, detail = self._deferred_end
+            self._deferred_end = None
+            self._end_with(now, activity, end_reason, detail)
 
     def _end_with(
         self, now: float, activity: ac.Activity, end_reason: str, detail: str | None
     ) -> None:
         if self.state is CallState.ENDING or self.state is CallState.ENDED:
             return
+        self._deferred_end = None
         _, stop = self.playout.cut(now)
         if self.state is CallState.DETACHED:
             # Nobody to tell; VAIC's resume would be refused now anyway.

@@ -1,0 +1,170 @@
+"""``acdg demo``: a whole phone call on this machine, with no key and no network.
+
+Three real servers on loopback: the stand-in Deepgram agent, the bridge under uvicorn,
+and the simulated VAIC placing a call. The caller listens to the greeting, asks about an
+order (the agent calls the demo's ``lookup_order`` function), presses a key, talks over
+the agent's long answer (barge-in), says goodbye; the agent calls ``end_call`` and the
+application hangs up once the goodbye has played.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import TextIO
+
+from .. import events as ev
+from ..app import BridgeApp
+from ..config import Playout
+from ..protocols import deepgram as dg
+from ..session import Session
+from ..testing.agent import AgentScript, StandInAgent, Turn
+from ..testing.report import CallEvent, CallReport
+from ..testing.script import CallScript, Utterance
+from ..testing.server import serve
+from ..testing.vaic import run_call
+
+TURNS = (
+    Turn("Let me look that up for you.", heard="Hi, where is my order A one two three?",
+         function="lookup_order", arguments='{"order_id": "A123"}'),
+    Turn("Delivery is by ground freight from our warehouse in Ohio; the driver calls about "
+         "thirty minutes before arrival, and if nobody is home the parcel goes to the nearest "
+         "pickup point, where it is kept for seven days before it returns to us.",
+         heard="How will it be delivered?"),
+    Turn("Glad I could help. Goodbye!", heard="Okay, that's all I needed, thanks.",
+         function="end_call"),
+)
+
+CALLER = CallScript(
+    utterances=(
+        Utterance(speech_ms=0, pause_ms=2600),  # listen to the greeting
+        Utterance(speech_ms=700, pause_ms=3600),
+        Utterance(speech_ms=700, pause_ms=1800),  # the answer is long: talk over it
+        Utterance(speech_ms=700, pause_ms=400),
+    ),
+    dtmf=((5200, "1"),),
+    wait_for_hangup=True,
+    max_duration_ms=25_000,
+)
+
+_START = time.monotonic()
+
+
+def _line(out: TextIO, who: str, text: str) -> None:
+    out.write(f"{time.monotonic() - _START:6.2f}s  {who:<8} {text}\n")
+    out.flush()
+
+
+def build_bridge(agent_url: str, out: TextIO) -> BridgeApp:
+    bridge = BridgeApp(
+        agent=dg.AgentSettings(greeting="Hello! You've reached Acme. How can I help?"),
+        deepgram_url=agent_url,
+        playout=Playout(lead_ms=100),
+    )
+    ending: set[str] = set()
+
+    @bridge.on("conversation_text")
+    async def text(event: ev.ConversationTextEvent) -> None:
+        _line(out, event.role, f"“{event.content}”")
+
+    @bridge.on("user_started_speaking")
+    async def barge_in(event: ev.UserStartedSpeakingEvent) -> None:
+        if event.interrupted:
+            _line(out, "app", f"barge-in: caller heard {event.agent_audio_heard_ms:.0f} ms of "
+                  f"the answer; {event.agent_audio_dropped_ms:.0f} ms never sent")
+
+    @bridge.on("function_call_request")
+    async def functions(session: Session, event: ev.FunctionCallRequestEvent) -> None:
+        for fn in event.functions:
+            _line(out, "app", f"function {fn.name}({fn.arguments})")
+            if fn.name == "lookup_order":
+                await session.respond_to_function_call(fn.id, fn.name, "shipped, arrives Friday")
+            elif fn.name == "end_call":
+                ending.add(session.conversation_id)
+                await session.respond_to_function_call(fn.id, fn.name, "ok")
+
+    @bridge.on("dtmf")
+    async def dtmf(event: ev.DtmfEvent) -> None:
+        _line(out, "app", f"caller pressed {event.digits}")
+
+    @bridge.on("agent_audio_done")
+    async def done(session: Session, event: ev.AgentAudioDoneEvent) -> None:
+        if session.conversation_id in ending:
+            await session.end_session("caller finished")
+
+    @bridge.on("session_end")
+    async def end(event: ev.SessionEndEvent) -> None:
+        _line(out, "app", f"session_end: {event.reason} after {event.duration_s:.1f} s")
+
+    return bridge
+
+
+def _show(out: TextIO, event: CallEvent) -> None:
+    if event.type in ("userStream.chunk", "playStream.chunk", "userStream.speech.recognition"):
+        return
+    arrow = {"sent": "→", "received": "←"}.get(event.direction, "·")
+    _line(out, "vaic", f"{arrow} {event.type} {event.summary}".rstrip())
+
+
+def report_summary(report: CallReport, out: TextIO) -> None:
+    out.write("\nWhat the simulated VAIC measured\n")
+    for lat in report.latencies:
+        out.write(f"  reply latency, utterance {lat.utterance}: {lat.latency_ms:.0f} ms "
+                  "(end of caller speech to first agent audio)\n")
+    for b in report.barge_ins:
+        stop = f"{b.stopped_ms - b.talk_ms:.0f} ms" if b.stopped_ms is not None else "never"
+        out.write(f"  barge-in: stream {b.stream_id} stopped {stop} after the caller spoke; "
+                  f"{b.agent_audio_after_ms:.0f} ms of agent audio arrived after that\n")
+    out.write(f"  play streams: {len(report.play_streams)}, hang-up reason: "
+              f"{report.hangup_reason!r}, ended by: {report.ended_by}\n")
+    verdict = "clean" if not report.violations else f"{len(report.violations)} violations"
+    out.write(f"  conformance: {verdict}\n")
+    for v in report.violations:
+        out.write(f"    {v.code}: {v.message}\n")
+
+
+def save_audio(report: CallReport, path: Path) -> None:
+    """Both sides on one timeline: caller left, agent right (16-bit PCM WAV)."""
+    from ..audio import FORMATS
+    from ..testing.signals import decode_samples
+
+    fmt = FORMATS[report.media_format or "raw/lpcm16"]
+    caller = decode_samples(report.caller_audio or b"", fmt)
+    t0 = report.first_frame_ms or 0.0
+    agent: list[int] = [0] * len(caller)
+    for stream in report.play_streams:
+        if stream.audio is None or stream.first_chunk_ms is None:
+            continue
+        start = max(0, int((stream.first_chunk_ms - t0) * fmt.sample_rate / 1000))
+        samples = decode_samples(stream.audio, fmt)
+        end = start + len(samples)
+        if end > len(agent):
+            agent.extend([0] * (end - len(agent)))
+        agent[start:end] = samples
+    caller.extend([0] * (len(agent) - len(caller)))
+    frames = bytearray()
+    for left, right in zip(caller, agent, strict=True):
+        frames += left.to_bytes(2, "little", signed=True) + right.to_bytes(2, "little", signed=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(fmt.sample_rate)
+        wav.writeframes(bytes(frames))
+
+
+async def demo(save: Path | None = None, out: TextIO = sys.stdout) -> int:
+    script = AgentScript(turns=TURNS, ms_per_word=180)
+    async with StandInAgent(script=script) as agent:
+        bridge = build_bridge(agent.url, out)
+        async with serve(bridge, lifespan="on") as host:
+            url = f"ws://{host}/"
+            out.write(f"bridge on {url}, stand-in Deepgram agent on {agent.url}\n\n")
+            report = await run_call(url, CALLER, on_event=lambda e: _show(out, e),
+                                    record_audio=save is not None)
+    report_summary(report, out)
+    if save is not None:
+        save_audio(report, save)
+        out.write(f"  audio of both sides saved to {save} (caller left, agent right)\n")
+    return 0 if report.ok and report.hangup_reason else 1
