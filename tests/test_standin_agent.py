@@ -26,7 +26,13 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing import signals
-from acdg_asgi.testing._agent_turns import answered_turns, audio_problem, media_format, speech
+from acdg_asgi.testing._agent_turns import (
+    answered_turns,
+    audio_problem,
+    media_format,
+    speech,
+    with_defaults,
+)
 from acdg_asgi.testing.agent import AUDIO, AgentScript, StandInAgent, Turn
 
 KEY = "test-key-123"
@@ -559,7 +565,7 @@ def test_audio_settings_check(encoding: str, rate: int, container: str, ok: bool
         input=dg.AudioInput(encoding="linear16", sample_rate=16000),
         output=dg.AudioOutput(encoding=encoding, sample_rate=rate, container=container),
     )
-    assert (audio_problem(audio) is None) == ok
+    assert (audio_problem(*with_defaults(audio)) is None) == ok
 
 
 def test_replayed_context_counts_answers_not_greetings() -> None:

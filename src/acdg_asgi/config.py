@@ -166,4 +166,4 @@ class Limits(msgspec.Struct, kw_only=True, frozen=True):
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     pre_ready_audio_ms: int = 3000
     event_queue: int = 1000
-    vaic_queue: int = 500
+    outbound_queue: int = 500  # messages waiting for a slow peer; oldest audio goes first

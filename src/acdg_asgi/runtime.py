@@ -260,10 +260,30 @@ class CallRuntime:
             if deadline is not None and deadline < self._scheduled:
                 self._scheduled = deadline
                 self._scheduler.wake_at(deadline, self._wake)
+        limit = call.limits.outbound_queue
+        if len(call.to_agent) > limit:
+            self._shed(call.to_agent, limit, "agent")
+        if len(call.to_vaic) > limit:
+            self._shed(call.to_vaic, limit, "VAIC")
         if call.to_agent and not self._writing_agent:
             await self._write_agent()
         if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
             await self._write_vaic()
+
+    def _shed(self, queue: list[Any], limit: int, peer: str) -> None:
+        """A peer reads slower than real time: drop the oldest audio, keep every control
+        message, so memory stays bounded and what is sent stays current."""
+        excess, kept = len(queue) - limit, []
+        for item in queue:
+            if excess > 0 and isinstance(item, bytes | ac.PlayStreamChunk):
+                excess -= 1
+            else:
+                kept.append(item)
+        dropped = len(queue) - len(kept)
+        queue[:] = kept
+        self.call.protocol_warning(
+            self._scheduler.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
+        )
 
     def _wake(self) -> None:
         self._scheduled = math.inf

@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 
 from ..app import BridgeApp
+from ..serving import DrainingServer
 from .logs import configure_logging
 from .settings import ServeSettings
 
@@ -58,9 +59,9 @@ def run(settings: ServeSettings) -> int:
         from starlette.routing import Mount
         app = Starlette(routes=[Mount(server.path.rstrip("/"), bridge)],
                         lifespan=bridge.lifespan)
-    uvicorn.run(app, host=server.host, port=server.port, ws=server.ws,
-                loop=server.loop, log_config=None, lifespan="on",
-                timeout_graceful_shutdown=int(bridge.drain_timeout_s) + 10)
+    config = uvicorn.Config(app, host=server.host, port=server.port, ws=server.ws,
+                            loop=server.loop, log_config=None, lifespan="on")
+    DrainingServer(config, bridges=[bridge]).run()
     return 0
 
 

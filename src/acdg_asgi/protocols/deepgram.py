@@ -179,8 +179,12 @@ ClientMessage = (
 # --- server -> client ----------------------------------------------------------------------
 
 
-class _Server(msgspec.Struct, tag_field="type", tag=True, omit_defaults=True, frozen=True):
-    """Base of server messages: the tag is the class name."""
+class _Server(msgspec.Struct, tag_field="type", tag=True, frozen=True):
+    """Base of server messages: the tag is the class name.
+
+    Defaults exist so that reading tolerates missing fields; they are written out in full
+    (the stand-in agent writes these), because Deepgram's own models require them.
+    """
 
 
 class Welcome(_Server, frozen=True):
@@ -206,7 +210,7 @@ class AgentThinking(_Server, frozen=True):
     content: str = ""
 
 
-class FunctionCall(msgspec.Struct, omit_defaults=True, frozen=True):
+class FunctionCall(msgspec.Struct, frozen=True):
     id: str
     name: str
     arguments: str = "{}"

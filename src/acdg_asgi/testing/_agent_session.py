@@ -38,6 +38,7 @@ from ._agent_turns import (
     media_format,
     message_type,
     speech,
+    with_defaults,
 )
 
 AUDIO: Final = "<audio>"  # how binary frames appear in sent_types
@@ -74,6 +75,7 @@ class AgentSession:
         self._record = record
         self._script = script
         self._settings: dg.Settings | None = None
+        self._agent: dg.AgentSettings | None = None
         self._listener: Listener | None = None
         self._voice: MediaFormat | None = None
         self._conversation = Conversation(script)
@@ -174,17 +176,22 @@ class AgentSession:
         if self._script.fail_settings is not None:
             await self._fail(*self._script.fail_settings)
             return
-        problem = audio_problem(settings.audio)
+        if isinstance(settings.agent, str):
+            await self._fail("AGENT_ID_NOT_SUPPORTED", "the stand-in agent has no stored agents")
+            return
+        source, sink = with_defaults(settings.audio)
+        problem = audio_problem(source, sink)
         if problem is not None:
             await self._fail("INVALID_SETTINGS", problem)
             return
-        source, sink = settings.audio.input, settings.audio.output
+        agent = settings.agent
         self._settings = settings
+        self._agent = agent
         self._listener = Listener(
             media_format(source.encoding, source.sample_rate), self._script.end_of_turn_ms
         )
         self._voice = media_format(sink.encoding, sink.sample_rate, sink.container)
-        context = settings.agent.context.messages if settings.agent.context else ()
+        context = agent.context.messages if agent.context else ()
         self._conversation = Conversation(self._script, context)
         self._record.history = self._conversation.history
         self._history_on = settings.flags is None or settings.flags.history
@@ -192,8 +199,8 @@ class AgentSession:
         self._echo = self._script.echo
         assert self._tg is not None
         self._tg.start_soon(self._guarded, self._speaker)
-        if settings.agent.greeting and not self._echo:
-            self._push(_Say(settings.agent.greeting))
+        if agent.greeting and not self._echo:
+            self._push(_Say(agent.greeting))
 
     async def _on_message(self, message: dg.ClientMessage) -> None:
         match message:
@@ -250,8 +257,8 @@ class AgentSession:
         pending.done.set()
 
     async def _force_end_turn(self) -> None:
-        assert self._settings is not None and self._listener is not None
-        listen = self._settings.agent.listen
+        assert self._agent is not None and self._listener is not None
+        listen = self._agent.listen
         if listen is None or listen.provider.get("version") != "v2":
             await self._warn(
                 "FORCE_END_TURN_UNSUPPORTED", "ForceEndTurn needs a v2 listen provider"

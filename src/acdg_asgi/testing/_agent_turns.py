@@ -11,7 +11,7 @@ from ``agent.context.messages`` on a reconnect).
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 
@@ -124,9 +124,31 @@ OUTPUT_FORMATS: Final[dict[str, tuple[frozenset[int], frozenset[str], tuple[int,
 SYNTHESIZED: Final = frozenset({"linear16", "mulaw"})  # what signals.py can decode and encode
 
 
-def audio_problem(audio: dg.AudioSettings) -> str | None:
-    """Why ``audio`` cannot be served (an ``INVALID_SETTINGS`` description), or ``None``."""
-    source, sink = audio.input, audio.output
+class Input(NamedTuple):
+    encoding: str
+    sample_rate: int
+
+
+class Output(NamedTuple):
+    encoding: str
+    sample_rate: int
+    container: str
+    bitrate: int | None
+
+
+def with_defaults(audio: dg.AudioSettings) -> tuple[Input, Output]:
+    """The audio settings with the server's defaults filled in (linear16 at 24 kHz)."""
+    source = audio.input or dg.AudioInput()
+    sink = audio.output or dg.AudioOutput()
+    return (
+        Input(source.encoding or "linear16", source.sample_rate or 24000),
+        Output(sink.encoding or "linear16", sink.sample_rate or 24000,
+               sink.container or "none", sink.bitrate),
+    )
+
+
+def audio_problem(source: Input, sink: Output) -> str | None:
+    """Why this audio cannot be served (an ``INVALID_SETTINGS`` description), or ``None``."""
     if source.encoding not in INPUT_ENCODINGS:
         return f"audio.input.encoding {source.encoding!r} is not supported"
     if source.sample_rate <= 0:

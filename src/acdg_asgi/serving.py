@@ -1,0 +1,56 @@
+"""Serving the bridge under uvicorn with a graceful drain on SIGTERM.
+
+On shutdown uvicorn closes every open WebSocket (code 1012) *before* it runs the ASGI
+lifespan shutdown, so a drain started from the lifespan comes too late: the calls are
+already cut. :class:`DrainingServer` drains first: on the first SIGTERM/SIGINT the
+bridges stop taking calls (their readiness route turns 503), active calls run to their end
+up to the drain deadline and are then hung up politely, and only then does uvicorn shut
+down. A second signal skips the wait.
+
+    server = DrainingServer(uvicorn.Config(app, host="0.0.0.0", port=8000), bridges=[bridge])
+    server.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+
+from .app import BridgeApp
+
+__all__ = ["DrainingServer"]
+
+log = logging.getLogger("acdg_asgi.serve")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, bridges: Sequence[BridgeApp]) -> None:
+        super().__init__(config)
+        self.bridges = tuple(bridges)
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_requested or not self.bridges:
+            super().handle_exit(sig, frame)  # second signal: shut down now
+            return
+        self._drain_requested = True
+        log.info("%s received: draining before shutdown (send it again to stop at once)",
+                 signal.Signals(sig).name)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested and self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        return await super().on_tick(counter)
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.gather(*(bridge.drain() for bridge in self.bridges))
+            log.info("drained: no calls left")
+        finally:
+            self.should_exit = True
