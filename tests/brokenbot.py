@@ -3,7 +3,8 @@
 The path picks the mode: ``/good`` behaves; ``/<mode>`` commits the mistake named in
 :data:`MODES`. Query parameters tune the good behaviour: ``answer_ms`` (length of each
 answer, default 200), ``hangup_after`` (answers before hanging up, default 1; 0 hangs up
-right after the greeting), ``token`` (require this bearer token).
+right after the greeting), ``token`` (require this bearer token), ``close_after_validate``
+(close the socket after answering ``connection.validate``).
 
 The bot greets on the ``start`` activity, detects caller speech with a tone detector,
 answers each utterance with a recognition and a paced play stream, stops playing when
@@ -135,6 +136,8 @@ class BotCall:
             case "connection.validate":
                 if self.mode != "validate-unanswered":
                     await self.send({"type": "connection.validated", "success": True})
+                if "close_after_validate" in self.ws.query_params:
+                    await self.close()
             case "session.initiate":
                 self.cid = msg["conversationId"]
                 RECEIVED.setdefault(self.cid, []).append(msg)

@@ -20,7 +20,7 @@ import uvicorn
 from msgspec.structs import replace
 
 from acdg_asgi.audio import FORMATS, wav_header
-from acdg_asgi.testing.conformance import ConformanceChecker
+from acdg_asgi.testing.conformance import CODES, ConformanceChecker
 from acdg_asgi.testing.rules import clip_frame, message_findings
 from acdg_asgi.testing.signals import tone
 from acdg_asgi.testing.vaic import (
@@ -101,9 +101,11 @@ def test_good_bot_has_no_violations(bot: str) -> None:
 
 
 def test_validate_first_and_connection_validate(bot: str) -> None:
-    report = call(f"{bot}/good?hangup_after=0", replace(QUICK, validate_first=True))
-    assert report.validated is True
-    assert report.violations == []
+    for query in ("hangup_after=0", "hangup_after=0&close_after_validate"):
+        report = call(f"{bot}/good?{query}", replace(QUICK, validate_first=True))
+        assert report.validated is True
+        assert report.violations == []
+        assert report.ended_by == "bot-hangup"
 
     alone = anyio.run(partial(validate_connection, f"{bot}/good"))
     assert alone.validated is True
@@ -187,6 +189,7 @@ BAD_MODES = {mode: code for mode, code in brokenbot.MODES.items() if code is not
 
 def test_every_bad_mode_is_covered() -> None:
     assert set(FRAMES) == set(BAD_MODES)
+    assert set(BAD_MODES.values()) <= set(CODES)
 
 
 @pytest.mark.parametrize("mode", sorted(BAD_MODES))
@@ -378,3 +381,13 @@ def test_checker_flags_a_stream_left_open_at_the_end() -> None:
 def test_activity_rules(activity: dict[str, Any], expected: list[str]) -> None:
     found = message_findings("activities", {"activities": [{"type": "event", **activity}]})
     assert [f.code for f in found] == expected
+
+
+def test_giving_up_after_max_duration(bot: str) -> None:
+    script = replace(QUICK, wait_for_hangup=True, max_duration_ms=800)
+    report = call(f"{bot}/good?hangup_after=99", script)
+    assert report.ended_by == "max-duration"
+    assert [e.summary for e in report.timeline if e.type == "session.end"] == [
+        "client-disconnected (Client Side)"
+    ]
+    assert report.violations == []

@@ -8,6 +8,7 @@ and wakes the driver whenever something arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import anyio
 import msgspec
@@ -72,7 +73,8 @@ class CallObserver:
             silence_timeout_ms=script.silence_timeout_ms, reply_timeout_ms=script.reply_timeout_ms
         )
         self.report = CallReport(
-            url=url, conversation_id=conversation_id, offered_formats=script.formats
+            url=url, conversation_id=conversation_id, offered_formats=script.formats,
+            started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
         self.ending: str | None = None  # why the call is ending, once it is
         self.answer: SessionAccepted | SessionError | None = None

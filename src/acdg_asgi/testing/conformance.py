@@ -27,10 +27,11 @@ from ..protocols.audiocodes import (
     decode,
     decode_outbound,
 )
-from .rules import Finding, Note, Violation, clip_frame, message_findings, parse_bot_frame
+from .rules import CODES, Finding, Note, Violation, clip_frame, message_findings, parse_bot_frame
 from .signals import is_voiced
 
 __all__ = [
+    "CODES",
     "DEFAULT_REPLY_TIMEOUT_MS",
     "DEFAULT_SILENCE_TIMEOUT_MS",
     "STREAM_IDLE_MS",

@@ -122,6 +122,7 @@ class CallReport(msgspec.Struct, kw_only=True):
 
     url: str
     conversation_id: str
+    started_at: str = ""  # wall clock, ISO 8601 UTC
     offered_formats: tuple[str, ...] = ()
     media_format: str | None = None  # from session.accepted
     refused_reason: str | None = None  # session.error answering session.initiate

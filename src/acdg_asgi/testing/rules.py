@@ -15,7 +15,15 @@ import msgspec
 
 from ..protocols.audiocodes import OUTBOUND_TAGS
 
-__all__ = ["Finding", "Note", "Violation", "clip_frame", "message_findings", "parse_bot_frame"]
+__all__ = [
+    "CODES",
+    "Finding",
+    "Note",
+    "Violation",
+    "clip_frame",
+    "message_findings",
+    "parse_bot_frame",
+]
 
 _DTMF_DIGITS: Final = re.compile(r"[0-9*#A-D]{1,20}")
 _AUDIO_FIELD: Final = re.compile(r'("audioChunk"\s*:\s*")([^"]{0,16})[^"]*(")')
@@ -24,6 +32,40 @@ _NOT_IN_PROTOCOL: Final = {  # Part 2 #10
     "session.end": "bots end a call with a hangup activity, not session.end",
     "session.resumed": "a resume is acknowledged with session.accepted",
 }
+
+
+CODES: Final[dict[str, str]] = {
+    # frames
+    "binary-frame": "a binary WebSocket frame; the protocol is JSON text only",
+    "invalid-json": "a frame that is not a JSON object with a string type",
+    "unknown-message-type": "a type that bots do not send (e.g. session.end, session.resumed)",
+    "malformed-message": "a known message with missing or mistyped fields",
+    "before-accept": "a message other than an answer before session.accepted on the socket",
+    # session
+    "missing-media-format": "session.accepted (after initiate) or playStream.start without it",
+    "format-not-offered": "a mediaFormat that session.initiate did not offer",
+    "session-unanswered": "session.initiate or session.resume left without an answer",
+    "resume-refused": "session.error in answer to session.resume",
+    "validate-unanswered": "connection.validate not answered within 2 s",
+    "user-stream-unanswered": "userStream.start or userStream.stop left without an answer",
+    "closed-without-hangup": "the bot closed the socket mid-call instead of a hangup activity",
+    "silence-no-hangup": "the call stayed up in dead air with no hangup",
+    # play streams
+    "chunk-outside-stream": "playStream.chunk with no stream open",
+    "stop-outside-stream": "playStream.stop with no stream open",
+    "stream-id-mismatch": "a chunk or stop naming another stream than the open one",
+    "overlapping-streams": "playStream.start while another stream is open",
+    "unclosed-stream": "a stream never stopped (or still open at hangup)",
+    "duplicate-stream-id": "a streamId used twice in one conversation",
+    "bad-base64": "an audioChunk that is not valid base64",
+    # speech and activities
+    "flat-recognition": "recognition or hypothesis without an alternatives array",
+    "bad-send-dtmf": "sendDtmf without activityParams.dtmfDigits, or with bad digits",
+    "dtmf-event-name": "an event named like DTMF in the wrong case",
+    "bad-transfer": "transfer without activityParams.transferTarget",
+    "bad-play-url": "playUrl without activityParams.playUrlUrl",
+}
+"""Every violation code, with what it means."""
 
 
 class Violation(msgspec.Struct, frozen=True):

@@ -149,14 +149,14 @@ class _Call:
         self._tg: TaskGroup | None = None
         self._sock: VaicSocket | None = None
         self._fmt: MediaFormat = FORMATS["raw/lpcm16"]
-        self._tape: CallerTape | None = None
         self._audio_t0 = 0.0  # call time at which caller audio started
         self._user_stream_open = False
         self._wav_header_due = False
 
     async def run(self, *, validate_only: bool = False) -> CallReport:
         s = self.script
-        hard_limit = (s.max_duration_ms + s.reply_timeout_ms) / 1000 + 5
+        # A backstop only: the script itself ends the call by max_duration_ms.
+        hard_limit = (s.max_duration_ms + s.reply_timeout_ms + VALIDATE_TIMEOUT_MS) / 1000 + 10
         async with anyio.create_task_group() as tg:
             self._tg = tg
             with anyio.move_on_after(hard_limit) as scope:
@@ -173,13 +173,16 @@ class _Call:
     # --- the call ------------------------------------------------------------------------
 
     async def _validate(self) -> None:
-        if await self._connect() is None:
+        seen, sock = self.seen, await self._connect()
+        if sock is None:
             return
-        self.seen.report.validated = False
+        seen.report.validated = False
         await self._send(ConnectionValidate())
-        await self.seen.until(lambda: bool(self.seen.report.validated), VALIDATE_TIMEOUT_MS)
-        self.seen.tick()
+        await seen.until(lambda: bool(seen.report.validated) or sock.gone.is_set(),
+                         VALIDATE_TIMEOUT_MS)
+        seen.tick()
         await self._close()
+        seen.ending = None  # however that socket ended, it was not the call
 
     async def _session(self) -> None:
         s, seen = self.script, self.seen
@@ -230,7 +233,7 @@ class _Call:
     async def _stream(self) -> None:
         """Send caller audio in real time and act on the script until the call ends."""
         s, seen = self.script, self.seen
-        tape = self._tape = CallerTape(s, self._fmt)
+        tape = CallerTape(s, self._fmt)
         if s.barge_in_after_ms is not None:
             barge_in_after = s.barge_in_after_ms
             seen.on_agent_turn = lambda t: tape.interrupt(t - self._audio_t0 + barge_in_after)
@@ -270,11 +273,7 @@ class _Call:
         s = self.script
         actions: list[tuple[int, Callable[[], Awaitable[bool]]]] = []
         for at, digits in s.dtmf:
-            dtmf = Activity(
-                type="event", name="DTMF", value=digits, id=str(uuid.uuid4()),
-                timestamp=_timestamp(),
-            )
-            actions.append((at, partial(self._send_activity, dtmf)))
+            actions.append((at, partial(self._send_dtmf, digits)))
         for at, activity in s.activities:
             actions.append((at, partial(self._send_activity, activity)))
         if s.drop_and_resume_at_ms is not None:
@@ -282,6 +281,12 @@ class _Call:
         if s.hangup_after_ms is not None:
             actions.append((s.hangup_after_ms, self._caller_hangs_up))
         return sorted(actions, key=lambda action: action[0])
+
+    async def _send_dtmf(self, digits: str) -> bool:
+        dtmf = Activity(
+            type="event", name="DTMF", value=digits, id=str(uuid.uuid4()), timestamp=_timestamp()
+        )
+        return await self._send_activity(dtmf)
 
     async def _send_activity(self, activity: Activity) -> bool:
         activities = (msgspec.to_builtins(activity),)
