@@ -50,6 +50,7 @@ MODES: dict[str, str | None] = {
     "send-dtmf-digits": "bad-send-dtmf",
     "dtmf-lowercase": "dtmf-event-name",
     "validate-unanswered": "validate-unanswered",
+    "validated-no-success": "validated-without-success",
     "resume-refused": "resume-refused",
     "silent": "silence-no-hangup",
     "duplicate-stream-id": "duplicate-stream-id",
@@ -134,7 +135,9 @@ class BotCall:
             RECEIVED.setdefault(self.cid, []).append(logged)
         match kind:
             case "connection.validate":
-                if self.mode != "validate-unanswered":
+                if self.mode == "validated-no-success":
+                    await self.send({"type": "connection.validated"})
+                elif self.mode != "validate-unanswered":
                     await self.send({"type": "connection.validated", "success": True})
                 if "close_after_validate" in self.ws.query_params:
                     await self.close()

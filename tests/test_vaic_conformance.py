@@ -179,6 +179,7 @@ FRAMES: dict[str, str | None] = {
     "stop-outside-stream": '"nope"',
     "no-stream-id": '"playStream.start"',
     "validate-unanswered": None,
+    "validated-no-success": '"connection.validated"',
     "silent": None,
     "close-socket": None,
     "initiate-unanswered": None,
@@ -195,7 +196,7 @@ def test_every_bad_mode_is_covered() -> None:
 @pytest.mark.parametrize("mode", sorted(BAD_MODES))
 def test_bad_mode_is_caught(bot: str, mode: str) -> None:
     expected = BAD_MODES[mode]
-    if mode == "validate-unanswered":
+    if mode.startswith("validate"):
         report = anyio.run(partial(validate_connection, f"{bot}/{mode}"))
     else:
         script, query = SETUPS.get(mode, (QUICK, "hangup_after=0"))

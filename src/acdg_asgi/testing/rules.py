@@ -47,6 +47,7 @@ CODES: Final[dict[str, str]] = {
     "session-unanswered": "session.initiate or session.resume left without an answer",
     "resume-refused": "session.error in answer to session.resume",
     "validate-unanswered": "connection.validate not answered within 2 s",
+    "validated-without-success": "connection.validated without success: true",
     "user-stream-unanswered": "userStream.start or userStream.stop left without an answer",
     "closed-without-hangup": "the bot closed the socket mid-call instead of a hangup activity",
     "silence-no-hangup": "the call stayed up in dead air with no hangup",
@@ -123,6 +124,9 @@ def parse_bot_frame(frame: str | bytes, *, binary: bool) -> tuple[str, dict[str,
 def message_findings(kind: str, raw: dict[str, Any]) -> list[Finding]:
     """What is wrong with one bot message of type ``kind``, judged on its own."""
     match kind:
+        case "connection.validated":
+            if raw.get("success") is not True:  # every known VAIC peer sends it
+                return [Finding("validated-without-success", f"{kind} without success: true")]
         case "userStream.speech.recognition" | "userStream.speech.hypothesis":
             if not isinstance(raw.get("alternatives"), list):  # Part 2 #1
                 return [
