@@ -327,3 +327,35 @@ def test_hangup_waits_for_the_goodbye_to_play() -> None:
     hangup = sent[-1]
     assert isinstance(hangup, ac.OutboundActivities)
     assert hangup.activities[0].activity_params == {"hangupReason": "done"}
+
+
+def test_back_to_back_utterances_each_get_a_stream() -> None:
+    call = make_call(lead_ms=100)
+    ready(call)
+    call.agent(dg.ConversationText(role="assistant", content="One."), 0.0)
+    call.agent_audio(bytes(PCM16.frame_bytes(200)), 0.0)
+    call.agent(dg.AgentAudioDone(), 0.0)
+    call.agent(dg.ConversationText(role="assistant", content="Two."), 0.01)  # still playing One
+    call.agent_audio(bytes(PCM16.frame_bytes(200)), 0.01)
+    call.agent(dg.AgentAudioDone(), 0.01)
+    sent: list[object] = []
+    now = 0.0
+    while (deadline := call.next_deadline()) is not None and deadline < 1.0:
+        now = max(now, deadline)
+        call.tick(now)
+        sent += drain(call)[0]
+    sent = [m for m in sent if not isinstance(m, ac.PlayStreamChunk)]
+    assert sent == [
+        ac.PlayStreamStart(stream_id="1", media_format="raw/lpcm16", alt_text="One."),
+        ac.PlayStreamStop(stream_id="1"),
+        ac.PlayStreamStart(stream_id="2", media_format="raw/lpcm16", alt_text="Two."),
+        ac.PlayStreamStop(stream_id="2"),
+    ]
+
+
+def test_application_hangup_after_the_end_raises() -> None:
+    call = make_call()
+    ready(call)
+    call.vaic(ac.SessionEnd(conversation_id="conv-1"), 1.0)
+    with pytest.raises(SessionClosedError):
+        call.end_session(2.0, "late")

@@ -14,6 +14,7 @@ still works; it just cannot drain.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,10 +32,13 @@ from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_co
 from .errors import AuthError, ConfigError, SessionClosedError
 from .events import Event
 from .handlers import EventHandlers, H
+from .metrics import CONTENT_TYPE, PrometheusMetrics
+from .observe import Observer, Observers
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 from .runtime import CallRuntime, Services, logger
 from .scheduler import Scheduler
+from .tracing import call_tracer
 from .transport import VaicSocket
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
@@ -83,6 +87,9 @@ class BridgeApp:
         reconnect: Reconnect | None = None,
         drain_timeout_s: float = 600.0,
         connector: AgentConnector | None = None,
+        metrics: bool | PrometheusMetrics = False,
+        tracing: bool | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
             static = as_agent_config(agent if agent is not None else AgentConfig())
@@ -112,6 +119,15 @@ class BridgeApp:
         self._connector = connector or WebsocketsConnector(
             open_timeout=self.limits.handshake_timeout_s)
         self.handlers = EventHandlers()
+        self.metrics = PrometheusMetrics() if metrics is True else metrics or None
+        watchers: list[Observer] = list(observers)
+        if self.metrics is not None:
+            self.metrics.watch(lambda: list(self.calls.values()))
+            watchers.append(self.metrics)
+        tracer = call_tracer(enabled=tracing)
+        if tracer is not None:
+            watchers.append(tracer)
+        self.observers = Observers(watchers)
         self.calls: dict[str, CallRuntime] = {}
         self.draining = False
         self._no_calls = anyio.Event()
@@ -184,6 +200,8 @@ class BridgeApp:
         elif path == "/ready":
             body = msgspec.json.encode({"ready": not self.draining, "calls": len(self.calls)})
             await _respond(send, 503 if self.draining else 200, body)
+        elif path == "/metrics" and self.metrics is not None:
+            await _respond(send, 200, self.metrics.render(), CONTENT_TYPE)
         else:
             await _respond(send, 404, b'{"error":"not found"}')
 
@@ -203,6 +221,7 @@ class BridgeApp:
         if (await receive())["type"] != "websocket.connect":
             return
         if self.draining:
+            self.observers.refused("draining")
             await _deny(scope, send, 503, "draining: not accepting new calls")
             return
         try:
@@ -211,6 +230,7 @@ class BridgeApp:
         except AuthError as exc:
             allowed, status = False, exc.status_code
         if not allowed:
+            self.observers.refused("auth")
             logger.warning("upgrade refused (%d) from %s", status, conn.client)
             await _deny(scope, send, status, "unauthorized")
             return
@@ -221,6 +241,7 @@ class BridgeApp:
         with anyio.move_on_after(self.limits.initiate_timeout_s):
             first = await _await_session(vaic)
         if first is None:
+            self.observers.refused("no_session")
             await vaic.close(1000 if vaic.closed else 1008, "no session.initiate")
             return
         if isinstance(first, ac.SessionResume):
@@ -230,35 +251,39 @@ class BridgeApp:
 
     async def _initiate(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionInitiate) -> None:
         cid = msg.conversation_id
-        refusal = None
+        refusal: tuple[str, str] | None = None  # (cause for metrics, reason for VAIC)
         fmt = negotiate(msg.supported_media_formats, self.media_formats)
         if not cid:
-            refusal = "session.initiate without conversationId"
+            refusal = ("bad_request", "session.initiate without conversationId")
         elif self.draining:
-            refusal = "bridge is shutting down"
+            refusal = ("draining", "bridge is shutting down")
         elif self.limits.max_calls is not None and len(self.calls) >= self.limits.max_calls:
-            refusal = "bridge at capacity"
+            refusal = ("capacity", "bridge at capacity")
         elif cid in self.calls:
-            refusal = "conversation already in progress"
+            refusal = ("duplicate", "conversation already in progress")
         elif not msg.expect_audio_messages:
-            refusal = "this bot answers with audio; set directTTS (expectAudioMessages)"
+            refusal = ("no_audio", "this bot answers with audio; set directTTS "
+                       "(expectAudioMessages)")
         elif fmt is None:
-            refusal = (f"no supported media format: offered {list(msg.supported_media_formats)}, "
-                       f"supported {list(self.media_formats)}")
+            refusal = ("no_format", "no supported media format: offered "
+                       f"{list(msg.supported_media_formats)}, supported {list(self.media_formats)}")
         agent = self._static_agent
         if refusal is None and agent is None and self._agent_factory is not None:
             try:
                 agent = as_agent_config(await self._agent_factory(CallInfo(conn, msg)))
             except Exception as exc:
                 logger.exception("[%s] agent factory failed", cid)
-                refusal = f"no agent configuration for this call ({type(exc).__name__})"
+                refusal = ("agent_config",
+                           f"no agent configuration for this call ({type(exc).__name__})")
         if refusal is not None or fmt is None or agent is None or not cid:
-            logger.warning("[%s] session refused: %s", cid, refusal)
-            await _refuse(vaic, refusal or "refused", cid)
+            cause, reason = refusal or ("bad_request", "refused")
+            self.observers.refused(cause)
+            logger.warning("[%s] session refused: %s", cid, reason)
+            await _refuse(vaic, reason, cid)
             return
         call = Call(msg, session_id=uuid.uuid4().hex, media_format=fmt, agent_config=agent,
                     now=Scheduler.for_running_loop().now(), playout=self.playout,
-                    limits=self.limits, reconnect=self.reconnect)
+                    limits=self.limits, reconnect=self.reconnect, wall_clock=time.time())
         runtime = CallRuntime(call, self._services())
         self.calls[cid] = runtime
         try:
@@ -273,12 +298,14 @@ class BridgeApp:
         cid = msg.conversation_id or ""
         runtime = self.calls.get(cid)
         if runtime is None:
+            self.observers.refused("resume_unknown")
             logger.warning("[%s] resume refused: conversation not found", cid)
             await _refuse(vaic, "conversation not found", cid)
             return
         try:
             await runtime.attach(vaic)
         except SessionClosedError:
+            self.observers.refused("resume_ended")
             await _refuse(vaic, "conversation has ended", cid)
 
     def _services(self) -> Services:
@@ -289,6 +316,7 @@ class BridgeApp:
             agent_headers={"Authorization": f"Token {key.reveal()}"} if key else {},
             scheduler=Scheduler.for_running_loop(),
             handlers=self.handlers,
+            observers=self.observers,
         )
 
 
@@ -329,8 +357,10 @@ def _route_path(scope: Scope) -> str:
     return path or "/"
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"),
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str = "application/json"
+) -> None:
+    headers = [(b"content-type", content_type.encode()),
                (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

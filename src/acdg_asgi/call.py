@@ -45,6 +45,9 @@ from .history import Transcript
 from .pacing import Playout as PlayoutClock
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
+from .records import CallRecord, iso, latency_figures
+from .records import Turn as RecordTurn
+from .stats import CallStats
 
 __all__ = ["Call", "CallState", "CloseAgent", "CloseVaic", "ConnectAgent"]
 
@@ -105,6 +108,7 @@ class Call:
         playout: Playout | None = None,
         limits: Limits | None = None,
         reconnect: Reconnect | None = None,
+        wall_clock: float = 0.0,
     ) -> None:
         self.conversation_id = initiate.conversation_id or ""
         self.session_id = session_id
@@ -114,6 +118,7 @@ class Call:
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
         playout = playout or Playout()
+        self.stats = CallStats()
         stream_ids = itertools.count(1)
         self.playout = PlayoutClock(
             media_format,
@@ -121,9 +126,11 @@ class Call:
             chunk_ms=playout.chunk_ms,
             max_buffer_ms=playout.max_buffer_ms,
             next_stream_id=lambda: str(next(stream_ids)),
+            stats=self.stats,
         )
         self.transcript = Transcript()
         self.started_at = now
+        self.started_wall = wall_clock  # for the record; the machine itself runs on ``now``
         self.state = CallState.ACTIVE
         self.agent_state = AgentState.CONNECTING
         self.end_reason: tuple[str, str | None, str | None] | None = None
@@ -150,7 +157,10 @@ class Call:
         self._pending_functions: dict[str, dg.FunctionCall] = {}
         self._cancelled_functions: set[str] = set()
         self.request_id: str | None = None
-        self.counters = {"barge_ins": 0, "resumes": 0, "agent_reconnects": 0, "errors": 0}
+        # (metric name, value) pairs for whoever observes the call (metrics, tracing)
+        self.observations: list[tuple[str, float]] = []
+        self._connect_started = now
+        self.barge_in_at: float | None = None  # a barge-in stop waiting to be written
 
         self.to_vaic.append(ac.SessionAccepted(media_format=media_format.token))
         self._emit(
@@ -179,6 +189,9 @@ class Call:
 
     def _on_chunk(self, msg: ac.UserStreamChunk, now: float) -> None:
         audio = msg.audio_chunk
+        stats = self.stats
+        stats.caller_frames += 1
+        stats.caller_bytes += len(audio)
         if self.media_format.wav:
             audio = strip_wav_header(audio)
         if self.agent_state is AgentState.READY:
@@ -189,6 +202,7 @@ class Call:
         self._pre_ready_bytes += len(audio)
         while self._pre_ready_bytes > self._pre_ready_max:
             self._pre_ready_bytes -= len(self._pre_ready.popleft())
+            stats.caller_frames_dropped += 1
 
     def _on_user_stream_start(self, msg: ac.UserStreamStart, now: float) -> None:
         self.to_vaic.append(ac.UserStreamStarted(participant=msg.participant))
@@ -240,7 +254,7 @@ class Call:
             self.state = CallState.ACTIVE
         self._resume_deadline = None
         self._detached_at = None
-        self.counters["resumes"] += 1
+        self.stats.resumes += 1
         self._emit(ev.SessionResumedEvent, now, gap_ms=gap * 1000)
 
     # --- agent side --------------------------------------------------------------------
@@ -256,6 +270,9 @@ class Call:
             handler(self, msg, now)
 
     def agent_audio(self, audio: bytes, now: float) -> None:
+        stats = self.stats
+        stats.agent_frames += 1
+        stats.agent_bytes += len(audio)
         if self._discard_agent_audio or self.state is CallState.ENDED:
             return
         dropped = self.playout.push(audio)
@@ -294,9 +311,10 @@ class Call:
 
     def _on_settings_applied(self, msg: dg.SettingsApplied, now: float) -> None:
         self.agent_state = AgentState.READY
+        self.observations.append(("agent_handshake_seconds", now - self._connect_started))
         self._agent_deadline = None
         if self._failures and self._agent_lost_at is not None:
-            self.counters["agent_reconnects"] += 1
+            self.stats.agent_reconnects += 1
             gap = (now - self._agent_lost_at) * 1000
             self._emit(ev.AgentReconnectedEvent, now, attempts=self._failures, gap_ms=gap)
         self._failures = 0
@@ -314,8 +332,7 @@ class Call:
             self.to_vaic.append(ac.UserStreamSpeechCommitted())
         else:
             self._discard_agent_audio = False
-            if self.playout.stream_id is None and self.playout.alt_text is None:
-                self.playout.alt_text = msg.content
+            self.playout.begin(msg.content)
         self._emit(ev.ConversationTextEvent, now, role=msg.role, content=msg.content)
 
     def _on_user_started_speaking(self, msg: dg.UserStartedSpeaking, now: float) -> None:
@@ -323,8 +340,10 @@ class Call:
         cut, stop = self.playout.cut(now)
         if stop is not None and self.state is CallState.ACTIVE:
             self.to_vaic.append(stop)
+            self.barge_in_at = now
         if speaking:
-            self.counters["barge_ins"] += 1
+            self.stats.barge_ins += 1
+            self.observations.append(("barge_in_tail_seconds", (cut.sent_ms - cut.heard_ms) / 1000))
             self._discard_agent_audio = True
         self.to_vaic.append(ac.UserStreamSpeechStarted())
         self._emit(
@@ -344,6 +363,8 @@ class Call:
             self._emit(ev.AgentThinkingEvent, now, content=msg.content)
         else:
             self.transcript.add_latency(msg.total_latency)
+            if msg.total_latency is not None:
+                self.observations.append(("agent_response_latency_seconds", msg.total_latency))
 
     def _on_agent_audio_done(self, msg: dg.AgentAudioDone, now: float) -> None:
         self.playout.end_turn()
@@ -424,6 +445,7 @@ class Call:
             if self.agent_state is AgentState.BACKOFF:
                 self.agent_state = AgentState.CONNECTING
                 self.actions.append(ConnectAgent(attempt=self._failures + 1))
+                self._connect_started = now
             elif self.agent_state in (AgentState.CONNECTING, AgentState.HANDSHAKE):
                 self.actions.append(CloseAgent())
                 self.agent_lost(now, "agent handshake timed out")
@@ -446,6 +468,16 @@ class Call:
     @property
     def is_active(self) -> bool:
         return self.state is CallState.ACTIVE or self.state is CallState.DETACHED
+
+    def end_session(self, now: float, reason: str) -> None:
+        """The application hangs up."""
+        self._check_open("end_session")
+        self.hangup(now, reason)
+
+    def transfer_call(self, now: float, activity: ac.Activity) -> None:
+        """The application transfers the call."""
+        self._check_open("transfer")
+        self.transfer(now, activity)
 
     def _check_open(self, what: str) -> None:
         if not self.is_active:
@@ -548,6 +580,37 @@ class Call:
             reason_code=reason_code,
             detail=detail,
             duration_s=now - self.started_at,
+            record=self._record(now),
+        )
+
+    def _record(self, now: float) -> CallRecord:
+        reason, reason_code, detail = self.end_reason or ("", None, None)
+        p50, worst = latency_figures(self.transcript.latencies)
+        fmt, stats = self.media_format, self.stats
+        return CallRecord(
+            conversation_id=self.conversation_id,
+            session_id=self.session_id,
+            caller=self.initiate.caller,
+            bot_name=self.initiate.bot_name,
+            media_format=fmt.token,
+            started_at=iso(self.started_wall),
+            ended_at=iso(self.started_wall + now - self.started_at),
+            duration_s=round(now - self.started_at, 3),
+            end_reason=reason,
+            reason_code=reason_code,
+            detail=detail,
+            turns=self.transcript.turns,
+            transcript=tuple(RecordTurn(role, text) for role, text in self.transcript.texts()),
+            function_calls=self.transcript.function_calls,
+            agent_latency_p50_ms=p50,
+            agent_latency_max_ms=worst,
+            barge_ins=stats.barge_ins,
+            resumes=stats.resumes,
+            agent_reconnects=stats.agent_reconnects,
+            warnings=stats.warnings,
+            errors=stats.errors,
+            caller_audio_s=round(fmt.duration_ms(stats.caller_bytes) / 1000, 3),
+            agent_audio_s=round(fmt.duration_ms(stats.play_bytes) / 1000, 3),
         )
 
     def end(self, now: float, reason: str, detail: str | None = None) -> None:
@@ -562,12 +625,13 @@ class Call:
         )
 
     def _warn(self, now: float, code: str, description: str, *, source: str = "bridge") -> None:
+        self.stats.warnings += 1
         self._emit(ev.WarningEvent, now, code=code, description=description, source=source)
 
     def _error(
         self, now: float, code: str, message: str, *, source: str = "bridge", fatal: bool = False
     ) -> None:
-        self.counters["errors"] += 1
+        self.stats.errors += 1
         self._emit(ev.BridgeErrorEvent, now, code=code, message=message, source=source, fatal=fatal)
 
     def protocol_warning(self, now: float, source: str, description: str) -> None:

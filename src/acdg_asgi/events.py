@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from .protocols.deepgram import FunctionCall
+from .records import CallRecord
 
 __all__ = [
     "EVENT_NAMES",
@@ -67,6 +68,7 @@ class SessionEndEvent(Event, frozen=True, kw_only=True):
     reason_code: str | None = None
     detail: str | None = None
     duration_s: float = 0.0
+    record: CallRecord | None = None  # the whole call in one summary
 
 
 class SessionResumedEvent(Event, frozen=True, kw_only=True):

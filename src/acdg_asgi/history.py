@@ -34,5 +34,9 @@ class Transcript:
         return [(e.role, e.content) for e in self.entries if e.role and e.content is not None]
 
     @property
+    def function_calls(self) -> int:
+        return sum(len(e.function_calls) for e in self.entries if e.function_calls)
+
+    @property
     def turns(self) -> int:
         return sum(1 for e in self.entries if e.role == "assistant")

@@ -9,8 +9,10 @@ was sent is never more than ``lead`` ahead of what has played:
     send the next chunk when it ends no more than ``lead`` after now
     (or at once, when everything sent has already played)
 
-On barge-in the unsent rest is dropped, the stream is stopped and the clock resets in
-the same step, so the caller hears at most ``lead`` of the interrupted turn.
+Each agent utterance gets a play stream of its own (start, chunks, stop), even when the
+next one is queued before the previous one has played out. On barge-in the unsent rest
+is dropped, the stream is stopped and the clock resets in the same step, so the caller
+hears at most ``lead`` of the interrupted turn.
 
 Pure: no clock is read here; every method takes ``now`` (seconds) and the owner asks
 :meth:`next_deadline` when to call :meth:`pull` again.
@@ -18,12 +20,14 @@ Pure: no clock is read here; every method takes ``now`` (seconds) and the owner 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import msgspec
 
 from .audio import MediaFormat, wav_header
 from .protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
+from .stats import CallStats
 
 __all__ = ["Cut", "Playout"]
 
@@ -37,8 +41,22 @@ class Cut(msgspec.Struct, frozen=True):
     dropped_ms: float
 
 
+class _Utterance:
+    """One agent utterance in the queue: its text, and where its audio ends once known."""
+
+    __slots__ = ("alt_text", "end")
+
+    def __init__(self, alt_text: str | None) -> None:
+        self.alt_text = alt_text
+        self.end: int | None = None  # absolute byte position; None while audio still comes
+
+
 class Playout:
-    """One call's agent audio: a bounded buffer, a play stream at a time, and the clock."""
+    """One call's agent audio: a bounded buffer, a play stream at a time, and the clock.
+
+    Positions in the buffer are absolute (bytes since the call began), so utterance
+    boundaries survive compaction and overflow drops.
+    """
 
     def __init__(
         self,
@@ -48,40 +66,57 @@ class Playout:
         chunk_ms: int,
         max_buffer_ms: int,
         next_stream_id: Callable[[], str],
+        stats: CallStats | None = None,
     ) -> None:
         self.fmt = fmt
         self.lead = lead_ms / 1000
-        self.chunk_s = chunk_ms / 1000
         self.chunk_bytes = fmt.frame_bytes(chunk_ms)
         self.bytes_per_s = fmt.sample_rate * fmt.sample_width
         self.max_buffer = fmt.frame_bytes(max_buffer_ms)
         self._next_stream_id = next_stream_id
+        self.stats = stats or CallStats()
         self._buf = bytearray()
-        self._pos = 0  # read offset into _buf; compacted lazily to keep pulls O(chunk)
-        self._turn_done = False
+        self._off = 0  # read offset into _buf
+        self._read = 0  # absolute position of _buf[_off]
+        self._queue: deque[_Utterance] = deque()
         self.stream_id: str | None = None
-        self.alt_text: str | None = None
-        self.play_head = 0.0
+        self.play_head = 0.0  # when everything sent so far will have played
         self.sent_bytes = 0  # in the open stream
-        self.dropped_bytes = 0  # overflow, whole call
 
     # --- inputs -----------------------------------------------------------------------
 
+    def begin(self, alt_text: str | None) -> None:
+        """A new agent utterance starts (its text arrives before its audio)."""
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.end is None:
+            if self._written > self._utterance_start(last):
+                last.end = self._written  # the agent moved on without AgentAudioDone
+            else:
+                last.alt_text = alt_text  # no audio yet: it is this utterance after all
+                return
+        self._queue.append(_Utterance(alt_text))
+
     def push(self, audio: bytes) -> int:
         """Queue agent audio. Returns how many bytes of older audio were dropped to fit."""
+        if not self._queue or self._queue[-1].end is not None:
+            self._queue.append(_Utterance(None))
         self._buf += audio
-        self._turn_done = False
-        over = len(self._buf) - self._pos - self.max_buffer
+        over = self.pending - self.max_buffer
         if over <= 0:
             return 0
         over += -over % self.fmt.sample_width
-        self._pos += over
-        self.dropped_bytes += over
+        self._skip(over)
+        self.stats.play_bytes_dropped += over
         return over
 
     def end_turn(self) -> None:
-        """The agent finished this turn's audio: stop the stream once it is all sent."""
-        self._turn_done = True
+        """The agent finished this utterance's audio: stop its stream once it is sent."""
+        if self._queue and self._queue[-1].end is None:
+            last = self._queue[-1]
+            if self._utterance_start(last) == self._written and last is not self._streaming:
+                self._queue.pop()  # it never had audio: nothing to play or stop
+            else:
+                last.end = self._written
 
     def cut(self, now: float) -> tuple[Cut, PlayStreamStop | None]:
         """Barge-in: drop what was not sent, stop the stream, reset the clock."""
@@ -100,15 +135,13 @@ class Playout:
 
     def clear(self) -> None:
         """Forget queued audio and any open stream, without sending anything."""
-        self._buf.clear()
-        self._pos = 0
-        self._turn_done = False
+        self._skip(self.pending)
+        self._queue.clear()
         self.stream_id = None
-        self.alt_text = None
         self.sent_bytes = 0
 
     def detach(self) -> None:
-        """VAIC's socket is gone: its play stream went with it; keep the audio queued."""
+        """VAIC's socket is gone and its play stream with it; keep the audio queued."""
         self.stream_id = None
         self.sent_bytes = 0
 
@@ -116,7 +149,7 @@ class Playout:
 
     @property
     def pending(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._off
 
     @property
     def speaking(self) -> bool:
@@ -124,50 +157,77 @@ class Playout:
 
     def next_deadline(self) -> float | None:
         """When :meth:`pull` will have something to send, or ``None`` if only input will."""
-        if not self._sendable():
+        size = self._next_size()
+        if size is None:
             return None
-        if not self.lead or self._next_size() == 0:
+        if not self.lead or size == 0:
             return 0.0  # due now
-        return self.play_head + self._next_size() / self.bytes_per_s - self.lead
+        return self.play_head + size / self.bytes_per_s - self.lead
 
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""
-        while self._sendable():
-            size = self._next_size()
-            if size == 0:  # the turn ended on half a sample: drop it
-                self._pos = len(self._buf)
-                break
+        while (size := self._next_size()) is not None:
+            utterance = self._queue[0]
+            if size == 0:  # this utterance is all sent
+                if self.stream_id is not None:
+                    out.append(PlayStreamStop(stream_id=self.stream_id))
+                    self.stream_id = None
+                self._queue.popleft()
+                self._skip(utterance.end - self._read if utterance.end else 0)  # odd byte
+                continue
             end = self.play_head + size / self.bytes_per_s
             if self.lead and self.play_head > now and end - now > self.lead + 1e-9:
                 return
-            chunk = bytes(self._buf[self._pos : self._pos + size])
-            self._pos += size
-            if self._pos > 65536 and self._pos * 2 > len(self._buf):
-                del self._buf[: self._pos]
-                self._pos = 0
+            chunk = bytes(self._buf[self._off : self._off + size])
+            self._skip(size)
             if self.stream_id is None:
                 self.stream_id = self._next_stream_id()
                 self.sent_bytes = 0
-                start = PlayStreamStart(
-                    stream_id=self.stream_id, media_format=self.fmt.token, alt_text=self.alt_text
-                )
-                out.append(start)
+                out.append(PlayStreamStart(stream_id=self.stream_id, media_format=self.fmt.token,
+                                           alt_text=utterance.alt_text))
                 if self.fmt.wav:
                     chunk = wav_header(self.fmt) + chunk
             self.sent_bytes += size
+            self.stats.play_chunks += 1
+            self.stats.play_bytes += size
             self.play_head = max(self.play_head, now) + size / self.bytes_per_s
             out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=chunk))
-        if self._turn_done and self.stream_id is not None and self.pending == 0:
-            out.append(PlayStreamStop(stream_id=self.stream_id))
-            self.stream_id = None
-            self.alt_text = None
-            self._turn_done = False
 
-    def _next_size(self) -> int:
-        size = min(self.chunk_bytes, self.pending)
-        return size - size % self.fmt.sample_width
+    # --- internals --------------------------------------------------------------------
 
-    def _sendable(self) -> bool:
-        if self.pending >= self.chunk_bytes:
-            return True
-        return self._turn_done and (self.pending > 0 or self.stream_id is not None)
+    @property
+    def _streaming(self) -> _Utterance | None:
+        return self._queue[0] if self.stream_id is not None and self._queue else None
+
+    @property
+    def _written(self) -> int:
+        return self._read + self.pending
+
+    def _utterance_start(self, utterance: _Utterance) -> int:
+        start = self._read
+        for u in self._queue:
+            if u is utterance:
+                return start
+            start = u.end if u.end is not None else start
+        return start
+
+    def _next_size(self) -> int | None:
+        """Bytes of the next chunk; 0 when the head utterance is done; None to wait."""
+        if not self._queue:
+            return None
+        end = self._queue[0].end
+        available = (end if end is not None else self._written) - self._read
+        size = min(self.chunk_bytes, available)
+        size -= size % self.fmt.sample_width
+        if size == 0 and end is None:
+            return None  # more audio is coming
+        if end is None and size < self.chunk_bytes:
+            return None  # wait for a whole chunk while the utterance goes on
+        return size
+
+    def _skip(self, n: int) -> None:
+        self._off += n
+        self._read += n
+        if self._off > 65536 and self._off * 2 > len(self._buf):
+            del self._buf[: self._off]
+            self._off = 0

@@ -28,6 +28,7 @@ from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnect
 from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
 from .errors import RemoteProtocolError
 from .handlers import EventHandlers
+from .observe import Observers
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 from .scheduler import Scheduler
@@ -56,6 +57,7 @@ class Services(msgspec.Struct, frozen=True):
     agent_headers: Mapping[str, str]
     scheduler: Scheduler
     handlers: EventHandlers
+    observers: Observers = Observers()
     end_handler_timeout_s: float = 10.0
 
 
@@ -80,7 +82,9 @@ class CallRuntime:
         )
         self._connects_in, self._connects_out = anyio.create_memory_object_stream[int](8)
         self._tg: TaskGroup | None = None
+        self._observers = services.observers
         self.done = anyio.Event()
+        self.finished = False  # set in the same step as observers hear of the end
 
     def __repr__(self) -> str:
         return f"<CallRuntime {self.call!r}>"
@@ -91,6 +95,8 @@ class CallRuntime:
         """Run the call to its end. Called by the ASGI task of the socket that started it."""
         self._vaic = vaic
         self.log.info("call accepted: %s from %s", self.call.media_format.token, vaic.client)
+        if self._observers:
+            self._observers.call_started(self)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -138,7 +144,7 @@ class CallRuntime:
                 await vaic.send_text(ac.encode(hangup))
         self.call.end(now, "error", detail=reason)
         self._deliver_events()
-        self.done.set()
+        self._finished()
 
     async def _close_sockets(self) -> None:
         agent, self._agent = self._agent, None
@@ -154,15 +160,15 @@ class CallRuntime:
         limit = vaic.max_frame_bytes
         while (frame := await vaic.receive()) is not None:
             if isinstance(frame, bytes):
-                self._peer_error("audiocodes", f"binary frame of {len(frame)} bytes ignored")
+                self._peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
                 continue
             if len(frame) > limit:
-                self._peer_error("audiocodes", f"frame of {len(frame)} bytes over the limit")
+                self._peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
                 continue
             try:
                 msg = ac.decode(frame)
             except ac.DecodeError as exc:
-                self._peer_error("audiocodes", f"malformed message ignored: {exc}")
+                self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
                 continue
             if isinstance(msg, ac.UnknownMessage):
                 self.log.info("unknown VAIC message type %r ignored", msg.type)
@@ -170,7 +176,7 @@ class CallRuntime:
             try:
                 call.vaic(msg, now())
             except RemoteProtocolError as exc:
-                self._peer_error("audiocodes", str(exc))
+                self._peer_error("audiocodes", "out_of_order", str(exc))
             await self._flush()
         self._vaic_gone(vaic)
         await self._flush()
@@ -214,7 +220,7 @@ class CallRuntime:
                 try:
                     msg = dg.decode_server(frame)
                 except dg.DecodeError as exc:
-                    self._peer_error("deepgram", f"malformed agent message ignored: {exc}")
+                    self._peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
                     continue
                 if isinstance(msg, dg.UnknownMessage):
                     self.log.info("unknown agent message type %r ignored", msg.type)
@@ -253,6 +259,8 @@ class CallRuntime:
         call = self.call
         if call.events:
             self._deliver_events()
+        if call.observations:
+            self._observe()
         if call.actions:
             self._take_actions()
         if not self.done.is_set():
@@ -321,6 +329,8 @@ class CallRuntime:
                 try:
                     for msg in batch:
                         await vaic.send_text(ac.encode(msg))
+                        if msg.__class__ is ac.PlayStreamStop and call.barge_in_at is not None:
+                            self._barge_in_written()
                 except VaicClosed:
                     self._vaic_gone(vaic)
             if self._vaic_close_pending and self._vaic is not None:
@@ -347,15 +357,38 @@ class CallRuntime:
                     self._tg.start_soon(agent.close)
             elif isinstance(action, CloseVaic):
                 self._vaic_close_pending = True
-                self._connects_in.close()
-                self._events_in.close()
-                self.done.set()
-                self._tick.set()
+                self._finished()
+
+    def _finished(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._connects_in.close()
+        self._events_in.close()
+        self.done.set()
+        self._tick.set()
+        if self._observers:
+            self._observers.call_finished(self)
+
+    def _observe(self) -> None:
+        observations, self.call.observations = self.call.observations, []
+        if self._observers:
+            for name, value in observations:
+                self._observers.call_observed(self, name, value)
+
+    def _barge_in_written(self) -> None:
+        at, self.call.barge_in_at = self.call.barge_in_at, None
+        if self._observers and at is not None:
+            reaction = self._scheduler.now() - at
+            self._observers.call_observed(self, "barge_in_reaction_seconds", reaction)
 
     def _deliver_events(self) -> None:
         events, self.call.events = self.call.events, []
+        observers = self._observers
         for event in events:
             self._log_event(event)
+            if observers:
+                observers.call_event(self, event)
             try:
                 self._events_in.send_nowait(event)
             except anyio.WouldBlock:
@@ -374,5 +407,7 @@ class CallRuntime:
         elif isinstance(event, ev.SessionEndEvent):
             self.log.info("call ended: %s (%s)", event.reason, event.detail or event.reason_code)
 
-    def _peer_error(self, source: str, description: str) -> None:
+    def _peer_error(self, source: str, kind: str, description: str) -> None:
         self.call.protocol_warning(self._scheduler.now(), source, description)
+        if self._observers:
+            self._observers.protocol_error(source, kind)

@@ -121,13 +121,13 @@ class Session:
             params["handoverReason"] = handover_reason
         if transfer_sip_headers:
             params["transferSipHeaders"] = transfer_sip_headers
-        await self._runtime.command(lambda call, now: call.transfer(
+        await self._runtime.command(lambda call, now: call.transfer_call(
             now, _event("transfer", activity_params=params)))
 
     async def end_session(self, reason: str | None = None) -> None:
         """Hang up (``hangup`` activity with ``hangupReason``) and end the session."""
         await self._runtime.command(
-            lambda call, now: call.hangup(now, reason or "call ended by the application"))
+            lambda call, now: call.end_session(now, reason or "call ended by the application"))
 
     async def play_url(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         """Have VAIC fetch and play an audio file (``playUrl``)."""

@@ -24,6 +24,7 @@ __all__ = [
     "DecodeError",
     "Envelope",
     "InboundMessage",
+    "OutboundActivities",
     "OutboundMessage",
     "PlayStreamChunk",
     "PlayStreamStart",
@@ -81,7 +82,7 @@ class Activity(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
 
 class Alternative(msgspec.Struct, omit_defaults=True, frozen=True):
     text: str
-    confidence: float | None = None
+    confidence: float | str | None = None  # a number; one doc example shows a string
 
 
 # --- VAIC -> bot ---------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class DecodeError(ValueError):
 
 
 class ConnectionValidated(_Message, tag="connection.validated", frozen=True):
-    success: bool = True
+    success: bool  # always sent: every known VAIC-side implementation expects it
 
 
 class SessionAccepted(_Message, tag="session.accepted", frozen=True):
@@ -204,7 +205,7 @@ class UserStreamSpeechRecognition(_Message, tag="userStream.speech.recognition",
 
 class PlayStreamStart(_Message, tag="playStream.start", frozen=True):
     stream_id: str
-    media_format: str
+    media_format: str | None = None  # the bridge always sends it; decoding tolerates a gap
     alt_text: str | None = None
     activity_params: dict[str, Any] | None = None
     participant: str | None = None

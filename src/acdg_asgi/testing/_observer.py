@@ -195,7 +195,8 @@ class CallObserver:
                 final = isinstance(message, UserStreamSpeechRecognition)
                 self.report.transcripts.append(Transcript(t, final, message.alternatives))
             case PlayStreamStart(stream_id=sid, media_format=fmt, alt_text=alt):
-                stream = PlayStream(stream_id=sid, media_format=fmt, alt_text=alt, started_ms=t)
+                stream = PlayStream(stream_id=sid, media_format=fmt or "", alt_text=alt,
+                                    started_ms=t)
                 self.report.play_streams.append(stream)
                 self._streams[sid] = self.open_stream = stream
             case PlayStreamChunk(stream_id=sid, audio_chunk=audio):

@@ -212,9 +212,12 @@ def summarize(message: InboundMessage | OutboundMessage) -> str:
 
 
 def _alternative(alternative: Alternative) -> str:
-    if alternative.confidence is None:
+    confidence = alternative.confidence
+    if confidence is None:
         return repr(alternative.text)
-    return f"{alternative.text!r} ({alternative.confidence:.2f})"
+    if isinstance(confidence, str):
+        return f"{alternative.text!r} ({confidence})"
+    return f"{alternative.text!r} ({confidence:.2f})"
 
 
 def _activity(activity: dict[str, Any]) -> str:

@@ -1,0 +1,27 @@
+"""Per-call counters: plain integers bumped on the frame path, read by metrics and records.
+
+Counting here costs an integer add per frame; exporting (Prometheus, the per-call record)
+happens only when someone asks, never on the frame path.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["CallStats"]
+
+
+class CallStats(msgspec.Struct):
+    caller_frames: int = 0  # userStream.chunk received from VAIC
+    caller_bytes: int = 0
+    caller_frames_dropped: int = 0  # waiting for the agent too long, or a slow agent socket
+    agent_frames: int = 0  # binary audio frames received from the agent
+    agent_bytes: int = 0
+    play_chunks: int = 0  # playStream.chunk produced for VAIC
+    play_bytes: int = 0
+    play_bytes_dropped: int = 0  # agent audio dropped: buffer overflow or a slow VAIC socket
+    barge_ins: int = 0
+    resumes: int = 0
+    agent_reconnects: int = 0
+    warnings: int = 0
+    errors: int = 0
