@@ -13,6 +13,8 @@ from typing import Protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from .redact import redacted_logger
+
 __all__ = [
     "AgentClosed",
     "AgentConnectError",
@@ -20,6 +22,9 @@ __all__ = [
     "AgentConnector",
     "WebsocketsConnector",
 ]
+
+
+_ws_logger = redacted_logger("acdg_asgi.agent.websocket")
 
 
 class AgentClosed(Exception):
@@ -100,6 +105,7 @@ class WebsocketsConnector:
                 max_size=self.max_frame_bytes,
                 compression=None,  # audio does not compress; deflate only costs CPU
                 proxy=None,
+                logger=_ws_logger,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -43,12 +43,13 @@ def call_tracer(*, enabled: bool | None) -> Observer | None:
 
 
 class _Spans:
-    __slots__ = ("call", "context", "turn")
+    __slots__ = ("call", "context", "played_at", "turn")
 
     def __init__(self, call: Any, context: Any) -> None:
         self.call = call
         self.context = context
         self.turn: Any = None
+        self.played_at: int | None = None  # when the turn's audio will have played (ns)
 
 
 class CallTracer:
@@ -75,10 +76,17 @@ class CallTracer:
         if isinstance(event, ConversationTextEvent) and event.role == "assistant":
             self._end_turn(spans, interrupted=False)
             spans.turn = self._tracer.start_span("acdg.agent.turn", context=spans.context)
-        elif isinstance(event, AgentAudioDoneEvent):
-            self._end_turn(spans, interrupted=False)
-        elif isinstance(event, UserStartedSpeakingEvent) and event.interrupted:
-            self._end_turn(spans, interrupted=True, heard_ms=event.agent_audio_heard_ms)
+        elif isinstance(event, AgentAudioDoneEvent) and spans.turn is not None:
+            # The agent is done producing; the turn lasts until the caller has heard it.
+            spans.turn.add_event("agent.audio_done")
+            playout = runtime.call.playout
+            ahead = max(0.0, playout.play_head - event.at) + playout.pending / playout.bytes_per_s
+            spans.played_at = time.time_ns() + int(ahead * 1e9)
+        elif isinstance(event, UserStartedSpeakingEvent):
+            if event.interrupted:
+                self._end_turn(spans, interrupted=True, heard_ms=event.agent_audio_heard_ms)
+            else:
+                self._end_turn(spans, interrupted=False)
         elif isinstance(event, SessionResumedEvent):
             spans.call.add_event("session.resumed", {"gap_ms": event.gap_ms})
         elif isinstance(event, AgentReconnectedEvent):
@@ -114,5 +122,9 @@ class CallTracer:
         spans.turn.set_attribute("acdg.interrupted", interrupted)
         if heard_ms is not None:
             spans.turn.set_attribute("acdg.heard_ms", heard_ms)
-        spans.turn.end()
+        end = time.time_ns()
+        if not interrupted and spans.played_at is not None:
+            end = min(end, spans.played_at)
+        spans.turn.end(end_time=end)
         spans.turn = None
+        spans.played_at = None

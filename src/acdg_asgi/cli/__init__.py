@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-calls", type=int, help="refuse calls beyond this many")
     serve.add_argument("--log-format", choices=("text", "json"), help="log line format")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--records", metavar="FILE.jsonl",
+                       help="append a JSON summary of every finished call to this file")
+    serve.add_argument("--no-metrics", dest="metrics", action="store_false", default=None,
+                       help="do not serve Prometheus metrics at <path>/metrics")
 
     from .call import add_arguments as add_call_arguments
 
@@ -81,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             overrides = {
                 "server": {"host": args.host, "port": args.port, "path": args.path,
-                           "log_format": args.log_format, "log_level": args.log_level},
+                           "log_format": args.log_format, "log_level": args.log_level,
+                           "records": args.records, "metrics": args.metrics},
                 "bridge": {"deepgram_url": args.deepgram_url},
                 "playout": {"lead_ms": args.lead_ms, "chunk_ms": args.chunk_ms},
                 "limits": {"max_calls": args.max_calls},

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from ..app import BridgeApp
+from ..events import SessionEndEvent
+from ..metrics import prometheus_client_missing
 from ..serving import DrainingServer
 from .logs import configure_logging
 from .settings import ServeSettings
@@ -17,7 +20,7 @@ log = logging.getLogger("acdg_asgi.serve")
 
 
 def build_app(settings: ServeSettings) -> BridgeApp:
-    return BridgeApp(
+    bridge = BridgeApp(
         agent=settings.agent_config(),
         deepgram_url=settings.bridge.deepgram_url,
         auth=settings.token,
@@ -25,7 +28,21 @@ def build_app(settings: ServeSettings) -> BridgeApp:
         playout=settings.playout,
         limits=settings.limits,
         reconnect=settings.reconnect,
+        metrics=settings.server.metrics and not prometheus_client_missing,
     )
+    if settings.server.records:
+        write_records(bridge, Path(settings.server.records))
+    return bridge
+
+
+def write_records(bridge: BridgeApp, path: Path) -> None:
+    """Append each finished call's record to ``path`` as one JSON line."""
+
+    @bridge.on("session_end")
+    def record(event: SessionEndEvent) -> None:
+        if event.record is not None:
+            with path.open("ab") as f:
+                f.write(event.record.to_json() + b"\n")
 
 
 def describe_agent(settings: ServeSettings) -> str:
@@ -49,6 +66,11 @@ def run(settings: ServeSettings) -> int:
              where, server.host, server.port, server.path)
     log.info("agent: %s at %s (API key %s)", describe_agent(settings),
              settings.bridge.deepgram_url, "set" if bridge.deepgram_api_key else "missing")
+    if bridge.metrics is not None:
+        log.info("metrics at http://%s:%d%s/metrics", server.host, server.port,
+                 server.path.rstrip("/"))
+    elif settings.server.metrics:
+        log.info("no metrics: pip install 'acdg-asgi[metrics]' to serve them")
     log.info("accepting formats %s; auth: %s; at most %s calls; pacing lead %d ms",
              ", ".join(settings.bridge.media_formats),
              "bearer token" if settings.token else "NONE (set ACDG_TOKEN to require one)",

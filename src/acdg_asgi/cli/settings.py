@@ -71,6 +71,8 @@ class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     loop: str = "auto"
     log_format: str = "text"
     log_level: str = "info"
+    metrics: bool = True  # GET <path>/metrics, when prometheus-client is installed
+    records: str | None = None  # append one JSON line per finished call to this file
 
 
 class Bridge(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ..protocols.audiocodes import InboundMessage, encode
+from ..redact import redacted_logger
 from ._observer import CallObserver
 from .conformance import Sender
 
@@ -38,6 +39,7 @@ class VaicSocket:
             ws = await connect(
                 url, additional_headers=dict(headers), open_timeout=10, close_timeout=2,
                 max_size=MAX_FRAME_BYTES, compression=None, user_agent_header="acdg-vaic",
+                logger=redacted_logger("acdg_asgi.testing.vaic.websocket"),
             )
         except InvalidStatus as exc:
             error = f"HTTP {exc.response.status_code}"

@@ -42,6 +42,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ..protocols import deepgram as dg
+from ..redact import redacted_logger
 from ._agent_session import AUDIO, AgentSession
 from ._agent_turns import AFTER_SCRIPT, DEFAULT_TURNS, AgentScript, Turn
 
@@ -126,6 +127,7 @@ class StandInAgent:
             select_subprotocol=_select_subprotocol,
             compression=None,
             close_timeout=2,
+            logger=redacted_logger("acdg_asgi.testing.agent.websocket"),
         )
         port = next(iter(self._server.sockets)).getsockname()[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
