@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from acdg_asgi import AgentSettings, BridgeApp, Playout, SessionEndEvent
+from acdg_asgi import AgentSettings, BridgeApp, SessionEndEvent
 from acdg_asgi.audio import FORMATS
 from acdg_asgi.cli.logs import JsonFormatter
 from acdg_asgi.cli.serve import write_records
@@ -71,6 +71,8 @@ async def test_metrics_move_with_a_call() -> None:
     async with StandInAgent(script=SCRIPT, api_key=API_KEY) as agent:
         bridge = BridgeApp(agent=AgentSettings(greeting="Hi there"), deepgram_url=agent.url,
                            deepgram_api_key=API_KEY, auth=TOKEN, metrics=True, tracing=False)
+        started = anyio.Event()
+        bridge.on("session_start")(lambda event: started.set())
         async with serve(bridge) as host:
             before = await scrape(host)
             assert sample(before, "acdg_active_calls") == 0
@@ -81,8 +83,7 @@ async def test_metrics_move_with_a_call() -> None:
                     reports.append(await run_call(f"ws://{host}/", CALL, token=TOKEN))
 
                 tg.start_soon(call)
-                while not bridge.calls:
-                    await anyio.sleep(0.02)
+                await started.wait()
                 await anyio.sleep(0.3)
                 during = await scrape(host)
                 await anyio.sleep(0.3)
