@@ -1,0 +1,88 @@
+"""The bridge inside a FastAPI app, at ``/audiocodes``.
+
+Run it::
+
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... uvicorn --factory examples.fastapi_app:build_app
+
+and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``. The app's
+own API stays as it is (here ``GET /health``); the bridge answers the calls, Live Hub's
+probe (``GET /audiocodes``) and ``GET /audiocodes/ready``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+from acdg_asgi import (
+    AgentSettings,
+    BridgeApp,
+    Function,
+    FunctionCallRequestEvent,
+    Session,
+    SpeakSettings,
+    ThinkSettings,
+)
+
+AGENT = AgentSettings(
+    think=ThinkSettings(
+        provider={"type": "open_ai", "model": "gpt-4o-mini"},
+        prompt="You are Acme's phone agent. Keep answers short.",
+        functions=(
+            Function(
+                name="lookup_order",
+                description="Look up the status of an order by its number.",
+                parameters={"type": "object", "properties": {"order": {"type": "string"}},
+                            "required": ["order"]},
+            ),
+        ),
+    ),
+    speak=SpeakSettings(provider={"type": "deepgram", "model": "aura-2-thalia-en"}),
+    greeting="Thanks for calling Acme. How can I help?",
+)
+
+
+def build_bridge(
+    deepgram_url: str | None = None,
+    *,
+    deepgram_api_key: str | None = None,
+    auth: str | None = None,
+) -> BridgeApp:
+    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``."""
+    options = {"deepgram_url": deepgram_url} if deepgram_url else {}
+    bridge = BridgeApp(
+        agent=AGENT,
+        deepgram_api_key=deepgram_api_key,
+        auth=auth if auth is not None else os.environ.get("ACDG_TOKEN") or None,
+        **options,
+    )
+
+    @bridge.on("function_call_request")
+    async def lookup_order(session: Session, event: FunctionCallRequestEvent) -> None:
+        for fn in event.functions:
+            if fn.client_side and fn.name == "lookup_order":
+                await session.respond_to_function_call(fn.id, fn.name, {"status": "shipped"})
+
+    return bridge
+
+
+def build_app(
+    deepgram_url: str | None = None,
+    *,
+    deepgram_api_key: str | None = None,
+    auth: str | None = None,
+) -> FastAPI:
+    bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
+    app = FastAPI(lifespan=bridge.lifespan)  # drain calls on shutdown
+
+    @app.get("/health")
+    async def health() -> dict[str, int]:
+        return {"calls": len(bridge.calls)}
+
+    # FastAPI (Starlette) redirects "/audiocodes" to "/audiocodes/" for HTTP only; a
+    # WebSocket to the bare mount path would get 403, so route that path as well.
+    app.router.add_websocket_route("/audiocodes", bridge)
+    app.mount("/audiocodes", bridge)
+    app.state.bridge = bridge
+    return app

@@ -1,0 +1,96 @@
+"""The bridge inside a Starlette app, at ``/audiocodes``.
+
+Run it::
+
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... uvicorn --factory examples.starlette_app:build_app
+
+and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``. The app
+keeps its own routes (here ``/``); the bridge answers the calls, Live Hub's probe
+(``GET /audiocodes``) and ``GET /audiocodes/ready``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from acdg_asgi import (
+    AgentSettings,
+    BridgeApp,
+    Function,
+    FunctionCallRequestEvent,
+    Session,
+    SpeakSettings,
+    ThinkSettings,
+)
+
+AGENT = AgentSettings(
+    think=ThinkSettings(
+        provider={"type": "open_ai", "model": "gpt-4o-mini"},
+        prompt="You are Acme's phone agent. Keep answers short.",
+        functions=(
+            Function(
+                name="lookup_order",
+                description="Look up the status of an order by its number.",
+                parameters={"type": "object", "properties": {"order": {"type": "string"}},
+                            "required": ["order"]},
+            ),
+        ),
+    ),
+    speak=SpeakSettings(provider={"type": "deepgram", "model": "aura-2-thalia-en"}),
+    greeting="Thanks for calling Acme. How can I help?",
+)
+
+
+def build_bridge(
+    deepgram_url: str | None = None,
+    *,
+    deepgram_api_key: str | None = None,
+    auth: str | None = None,
+) -> BridgeApp:
+    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``."""
+    options = {"deepgram_url": deepgram_url} if deepgram_url else {}
+    bridge = BridgeApp(
+        agent=AGENT,
+        deepgram_api_key=deepgram_api_key,
+        auth=auth if auth is not None else os.environ.get("ACDG_TOKEN") or None,
+        **options,
+    )
+
+    @bridge.on("function_call_request")
+    async def lookup_order(session: Session, event: FunctionCallRequestEvent) -> None:
+        for fn in event.functions:
+            if fn.client_side and fn.name == "lookup_order":
+                await session.respond_to_function_call(fn.id, fn.name, {"status": "shipped"})
+
+    return bridge
+
+
+async def home(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("Acme voice agent")
+
+
+def build_app(
+    deepgram_url: str | None = None,
+    *,
+    deepgram_api_key: str | None = None,
+    auth: str | None = None,
+) -> Starlette:
+    bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            # Starlette redirects "/audiocodes" to "/audiocodes/" for HTTP only; a
+            # WebSocket to the bare mount path would get 403. VAIC URLs usually have no
+            # trailing slash, so route that path to the bridge as well.
+            WebSocketRoute("/audiocodes", bridge),
+            Mount("/audiocodes", bridge),
+        ],
+        lifespan=bridge.lifespan,  # drain calls on shutdown
+    )
+    app.state.bridge = bridge
+    return app

@@ -1,0 +1,232 @@
+"""Who may open a call: refused upgrades get an HTTP status before any call exists.
+
+A real uvicorn server, real WebSocket upgrades; accepted calls go on to the stand-in
+agent, which itself requires the bridge's Deepgram key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import serve, standin
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from vaic_raw import EventLog, vaic
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from acdg_asgi import AuthError, BridgeApp, Connection, Secret
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "vaic-token-5b1f9c"
+DEEPGRAM_KEY = "dg-key-7e2a4d"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # frameworks resolve handler annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+async def upgrade_status(
+    host: str, path: str = "/", headers: Mapping[str, str] | None = None
+) -> int:
+    """The HTTP status of a WebSocket upgrade: 101 if accepted."""
+    try:
+        async with connect(f"ws://{host}{path}", additional_headers=headers, proxy=None):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def bridge_served(auth: Any) -> AsyncIterator[tuple[BridgeApp, EventLog, str]]:
+    async with standin(api_key=DEEPGRAM_KEY) as agent:
+        bridge = BridgeApp(deepgram_url=agent.url, deepgram_api_key=DEEPGRAM_KEY, auth=auth)
+        log = EventLog(bridge)
+        async with serve(bridge) as host:
+            yield bridge, log, host
+
+
+async def test_static_token() -> None:
+    async with bridge_served(TOKEN) as (bridge, log, host):
+        assert await upgrade_status(host) == 401
+        assert await upgrade_status(host, headers=bearer("wrong")) == 401
+        assert await upgrade_status(host, headers=bearer(TOKEN + "x")) == 401
+        assert await upgrade_status(host, headers={"Authorization": f"Token {TOKEN}"}) == 401
+        assert await upgrade_status(host, headers={"Authorization": TOKEN}) == 401
+        assert log.events == []  # refused before any call existed
+
+        async with vaic(host, headers=bearer(TOKEN)) as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            # The stand-in only accepts the bridge's Deepgram key, so a greeting-less
+            # call that gets as far as a clean end proves the key went along.
+            await caller.end()
+            await caller.wait_closed()
+        end = await log.wait_for("session_end")
+        assert end.reason == "caller"
+        assert log.of("error") == [] and log.of("warning") == []
+
+    for text in (repr(bridge), str(bridge), repr(bridge.deepgram_api_key)):
+        assert TOKEN not in text and DEEPGRAM_KEY not in text
+    assert "auth=token" in repr(bridge)
+
+
+async def test_token_given_as_secret_is_masked_too() -> None:
+    async with bridge_served(Secret(TOKEN)) as (bridge, _, host):
+        assert await upgrade_status(host, headers=bearer(TOKEN)) == 101
+        assert await upgrade_status(host, headers=bearer("nope")) == 401
+    assert TOKEN not in repr(bridge)
+
+
+async def test_custom_hook_sees_the_upgrade() -> None:
+    seen: list[Connection] = []
+
+    async def tenant_allow_list(conn: Connection) -> bool:
+        seen.append(conn)
+        return conn.headers.get("x-tenant") == "acme"
+
+    async with bridge_served(tenant_allow_list) as (bridge, log, host):
+        assert await upgrade_status(host, "/acme?region=eu", {"X-Tenant": "acme"}) == 101
+        assert await upgrade_status(host, "/acme", {"X-Tenant": "globex"}) == 401
+        assert await upgrade_status(host, "/acme") == 401
+        assert log.events == []
+    accepted = seen[0]
+    assert accepted.path == "/acme"
+    assert accepted.query_string == "region=eu"
+    assert accepted.headers["x-tenant"] == "acme"  # names arrive lower-cased
+    assert accepted.client is not None and accepted.client[0] == "127.0.0.1"
+    assert len(seen) == 3
+    assert "tenant_allow_list" in repr(bridge)
+
+
+async def test_auth_error_sets_the_status() -> None:
+    async def hook(conn: Connection) -> bool:
+        if conn.bearer_token is None:
+            raise AuthError("no token")
+        if conn.bearer_token != TOKEN:
+            raise AuthError("not for you", status_code=403)
+        return True
+
+    async with bridge_served(hook) as (_, log, host):
+        assert await upgrade_status(host) == 401
+        assert await upgrade_status(host, headers=bearer("other")) == 403
+        async with vaic(host, headers=bearer(TOKEN)) as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            await caller.end()
+            await caller.wait_closed()
+        await log.wait_for("session_end")
+
+
+# --- examples/oauth_jwt.py ----------------------------------------------------------------
+
+ISSUER = "https://idp.example.com/"
+AUDIENCE = "acme-voice-bot"
+HS_SECRET = "hs256-secret-for-tests-0123456789abcdef"  # PyJWT wants >= 32 bytes for HS256
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "vaic", "iat": now, "exp": now + 300,
+            "scope": "voice.calls other"}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+async def test_jwt_example_hs256() -> None:
+    jwt = pytest.importorskip("jwt")
+    example = load_example("oauth_jwt")
+    hook = example.jwt_auth(key=HS_SECRET, algorithms=["HS256"], issuer=ISSUER,
+                            audience=AUDIENCE, scope="voice.calls")
+
+    def token(key: str = HS_SECRET, **overrides: Any) -> dict[str, str]:
+        return bearer(jwt.encode(claims(**overrides), key, algorithm="HS256"))
+
+    async with standin() as agent:
+        bridge = example.build_bridge(agent.url, auth=hook)
+        async with serve(bridge) as host:
+            assert await upgrade_status(host, headers=token()) == 101
+            assert await upgrade_status(host) == 401
+            assert await upgrade_status(host, headers=bearer("not-a-jwt")) == 401
+            assert await upgrade_status(host, headers=token(key="x" * 40)) == 401
+            assert await upgrade_status(host, headers=token(exp=int(time.time()) - 3600)) == 401
+            assert await upgrade_status(host, headers=token(exp=None)) == 401
+            assert await upgrade_status(host, headers=token(aud="someone-else")) == 401
+            assert await upgrade_status(host, headers=token(iss="https://evil.example/")) == 401
+            assert await upgrade_status(host, headers=token(scope="other")) == 403
+            unsigned = jwt.encode(claims(), None, algorithm="none")
+            assert await upgrade_status(host, headers=bearer(unsigned)) == 401
+
+            async with vaic(host, headers=token()) as caller:
+                assert (await caller.initiate())["type"] == "session.accepted"
+                start = await caller.wait_for("playStream.start")
+                assert start.msg["altText"] == "Hello! How can I help?"
+                await caller.end()
+                await caller.wait_closed()
+
+
+@asynccontextmanager
+async def jwks_server(jwks: dict[str, Any]) -> AsyncIterator[str]:
+    async def serve_jwks(request: Any) -> JSONResponse:
+        return JSONResponse(jwks)
+
+    async with serve(Starlette(routes=[Route("/jwks.json", serve_jwks)])) as host:
+        yield f"http://{host}/jwks.json"
+
+
+async def test_jwt_example_rs256_with_a_jwks_url() -> None:
+    jwt = pytest.importorskip("jwt")
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    example = load_example("oauth_jwt")
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(signing.public_key(), as_dict=True), "kid": "k1",
+           "use": "sig", "alg": "RS256"}
+
+    def token(key: Any = signing, kid: str = "k1", **overrides: Any) -> dict[str, str]:
+        return bearer(jwt.encode(claims(**overrides), key, algorithm="RS256",
+                                 headers={"kid": kid}))
+
+    async with jwks_server({"keys": [jwk]}) as jwks_url, standin() as agent:
+        by_url = example.jwt_auth(jwks_url=jwks_url, issuer=ISSUER, audience=AUDIENCE)
+        by_key = example.jwt_auth(key=signing.public_key(), issuer=ISSUER, audience=AUDIENCE)
+        for hook in (by_url, by_key):
+            async with serve(example.build_bridge(agent.url, auth=hook)) as host:
+                assert await upgrade_status(host, headers=token()) == 101
+                assert await upgrade_status(host, headers=token(key=stranger)) == 401
+                assert await upgrade_status(host, headers=token(aud="other")) == 401
+                # An HS256 token is refused: only RS256 is allowed, whatever the header says.
+                hs = jwt.encode(claims(), HS_SECRET, algorithm="HS256", headers={"kid": "k1"})
+                assert await upgrade_status(host, headers=bearer(hs)) == 401
+        async with serve(example.build_bridge(agent.url, auth=by_url)) as host:
+            assert await upgrade_status(host, headers=token(kid="unknown")) == 401
+
+
+async def test_jwt_example_needs_one_key_source() -> None:
+    pytest.importorskip("jwt")
+    example = load_example("oauth_jwt")
+    with pytest.raises(ValueError, match="exactly one"):
+        example.jwt_auth()
+    with pytest.raises(ValueError, match="exactly one"):
+        example.jwt_auth(key="k" * 32, jwks_url="http://127.0.0.1:1/jwks.json")
