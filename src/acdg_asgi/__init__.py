@@ -10,6 +10,7 @@ from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnect
 from .app import AgentFactory, BridgeApp, CallInfo
 from .audio import FORMATS, MediaFormat
 from .auth import BearerToken, Connection
+from .cluster import CallNotFound, ControlError
 from .config import AgentConfig, Limits, Playout, Reconnect, Secret
 from .errors import (
     AuthError,
@@ -51,7 +52,9 @@ from .protocols.deepgram import (
     SpeakSettings,
     ThinkSettings,
 )
+from .serving import DrainingServer
 from .session import Session
+from .store import CallStore, InMemoryStore
 
 __version__ = "0.1.0"
 
@@ -74,9 +77,13 @@ __all__ = [
     "BridgeError",
     "BridgeErrorEvent",
     "CallInfo",
+    "CallNotFound",
+    "CallStore",
     "ConfigError",
     "Connection",
+    "ControlError",
     "ConversationTextEvent",
+    "DrainingServer",
     "DtmfEvent",
     "Endpoint",
     "Event",
@@ -85,6 +92,7 @@ __all__ = [
     "FunctionCall",
     "FunctionCallCancelledEvent",
     "FunctionCallRequestEvent",
+    "InMemoryStore",
     "InboundActivityEvent",
     "Limits",
     "ListenSettings",

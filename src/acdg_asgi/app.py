@@ -14,47 +14,32 @@ still works; it just cannot drain.
 from __future__ import annotations
 
 import os
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
-import msgspec
 from starlette.types import Receive, Scope, Send
 
+from .admission import AgentFactory, AgentSpec, CallInfo, admit
 from .agent import AgentConnector, WebsocketsConnector
-from .audio import DEFAULT_PREFERENCE, FORMATS, negotiate
-from .auth import AuthHook, Connection, build_auth
-from .call import Call
+from .audio import DEFAULT_PREFERENCE, FORMATS
+from .auth import AuthHook, build_auth
+from .cluster import Cluster
 from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_config
-from .errors import AuthError, ConfigError, SessionClosedError
+from .control import CallControl
+from .errors import ConfigError
 from .events import Event
 from .handlers import EventHandlers, H
-from .metrics import CONTENT_TYPE, PrometheusMetrics
+from .metrics import PrometheusMetrics
 from .observe import Observer, Observers
-from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
+from .routes import handle_http
 from .runtime import CallRuntime, Services, logger
 from .scheduler import Scheduler
+from .store import CallStore, open_store
 from .tracing import call_tracer
-from .transport import VaicSocket
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
-
-PROBE_BODY = b'{"type":"ac-bot-api","success":true}'
-
-
-class CallInfo(msgspec.Struct, frozen=True):
-    """What a per-call agent factory can choose from: the upgrade and the initiate."""
-
-    connection: Connection
-    initiate: ac.SessionInitiate
-
-
-AgentSpec = AgentConfig | dg.AgentSettings | dict[str, Any]
-AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec]]
 
 
 class BridgeApp:
@@ -90,13 +75,17 @@ class BridgeApp:
         metrics: bool | PrometheusMetrics = False,
         tracing: bool | None = None,
         observers: Sequence[Observer] = (),
+        store: CallStore | str | None = None,
+        instance_id: str | None = None,
+        lease_ttl_s: float = 30.0,
+        control_auth: str | Secret | AuthHook | None = None,
     ) -> None:
         if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
             static = as_agent_config(agent if agent is not None else AgentConfig())
-            self._agent_factory: AgentFactory | None = None
-            self._static_agent: AgentConfig | None = static
+            self.agent_factory: AgentFactory | None = None
+            self.static_agent: AgentConfig | None = static
         elif callable(agent):
-            self._agent_factory, self._static_agent = agent, None
+            self.agent_factory, self.static_agent = agent, None
         else:
             raise ConfigError(f"agent must be settings, a dict or an async factory: {agent!r}")
         unknown = [f for f in media_formats if f not in FORMATS]
@@ -113,7 +102,10 @@ class BridgeApp:
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
         self.drain_timeout_s = drain_timeout_s
-        self._auth = build_auth(auth)
+        self.auth = build_auth(auth)
+        self.control_auth = build_auth(control_auth) if control_auth is not None else None
+        self.cluster = Cluster(open_store(store), instance_id=instance_id,
+                               lease_ttl_s=lease_ttl_s)
         self._auth_repr = "none" if auth is None else "token" if isinstance(
             auth, str | Secret) else getattr(auth, "__qualname__", "hook")
         self._connector = connector or WebsocketsConnector(
@@ -131,12 +123,13 @@ class BridgeApp:
         self.calls: dict[str, CallRuntime] = {}
         self.draining = False
         self._no_calls = anyio.Event()
+        self._background: AsyncExitStack | None = None
 
     def __repr__(self) -> str:
         return (
             f"BridgeApp(deepgram_url={self.deepgram_url!r}, "
             f"deepgram_api_key={self.deepgram_api_key!r}, auth={self._auth_repr}, "
-            f"calls={len(self.calls)}, draining={self.draining})"
+            f"cluster={self.cluster!r}, calls={len(self.calls)}, draining={self.draining})"
         )
 
     def on(self, event: str | type[Event]) -> Callable[[H], H]:
@@ -146,11 +139,22 @@ class BridgeApp:
     # --- lifespan and drain --------------------------------------------------------------
 
     async def __aenter__(self) -> BridgeApp:
+        """Start: with a shared store, this instance's control channel and heartbeat."""
         self.draining = False
+        if self.cluster.shared and self._background is None:
+            stack = AsyncExitStack()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            tg.start_soon(self.cluster.serve, self.calls)
+            self._background = stack
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.drain()
+        if self._background is not None:
+            stack, self._background = self._background, None
+            await stack.aclose()
+        await self.cluster.store.close()
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -158,9 +162,19 @@ class BridgeApp:
         async with self:
             yield
 
-    async def drain(self, timeout_s: float | None = None) -> None:
-        """Refuse new calls, let active ones finish, then hang up what is left."""
+    async def drain(self, timeout_s: float | None = None, *, migrate: bool = False) -> None:
+        """Refuse new calls, let active ones finish, then hang up what is left.
+
+        With ``migrate=True`` (and a shared store), active calls are not waited for: each
+        VAIC socket is closed without ``session.end``, VAIC reconnects through the load
+        balancer, and another instance resumes the call with its history.
+        """
         self.draining = True
+        if migrate and self.cluster.shared:
+            for runtime in list(self.calls.values()):
+                await runtime.command(lambda call, now: call.end(now, "migrated"))
+            await self._wait_for_no_calls(self.limits.hangup_timeout_s)
+            return
         deadline = self.drain_timeout_s if timeout_s is None else timeout_s
         if self.calls:
             logger.info("draining: %d calls active, waiting up to %.0f s", len(self.calls),
@@ -180,30 +194,24 @@ class BridgeApp:
             with anyio.move_on_after(timeout_s):
                 await self._no_calls.wait()
 
+    def call_removed(self) -> None:
+        if not self.calls:
+            self._no_calls.set()
+
+    def control(self, conversation_id: str, *, timeout_s: float = 5.0) -> CallControl:
+        """Call-control methods for a call on this or (with a shared store) any instance."""
+        return CallControl(self, conversation_id, timeout_s=timeout_s)
+
     # --- ASGI ----------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await admit(self, scope, receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            await handle_http(self, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-
-    async def _http(self, scope: Scope, send: Send) -> None:
-        path = _route_path(scope)
-        if scope["method"] not in ("GET", "HEAD"):
-            await _respond(send, 405, b'{"error":"method not allowed"}')
-        elif path == "/":
-            await _respond(send, 200, PROBE_BODY)
-        elif path == "/ready":
-            body = msgspec.json.encode({"ready": not self.draining, "calls": len(self.calls)})
-            await _respond(send, 503 if self.draining else 200, body)
-        elif path == "/metrics" and self.metrics is not None:
-            await _respond(send, 200, self.metrics.render(), CONTENT_TYPE)
-        else:
-            await _respond(send, 404, b'{"error":"not found"}')
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -212,103 +220,12 @@ class BridgeApp:
                 await self.__aenter__()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.drain()
+                await self.__aexit__(None, None, None)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        conn = Connection.from_scope(scope, _route_path(scope))
-        if (await receive())["type"] != "websocket.connect":
-            return
-        if self.draining:
-            self.observers.refused("draining")
-            await _deny(scope, send, 503, "draining: not accepting new calls")
-            return
-        try:
-            allowed = await self._auth(conn)
-            status = 401
-        except AuthError as exc:
-            allowed, status = False, exc.status_code
-        if not allowed:
-            self.observers.refused("auth")
-            logger.warning("upgrade refused (%d) from %s", status, conn.client)
-            await _deny(scope, send, status, "unauthorized")
-            return
-        await send({"type": "websocket.accept"})
-        client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
-        vaic = VaicSocket(receive, send, client=client, max_frame_bytes=self.limits.max_frame_bytes)
-        first = None
-        with anyio.move_on_after(self.limits.initiate_timeout_s):
-            first = await _await_session(vaic)
-        if first is None:
-            self.observers.refused("no_session")
-            await vaic.close(1000 if vaic.closed else 1008, "no session.initiate")
-            return
-        if isinstance(first, ac.SessionResume):
-            await self._resume(vaic, first)
-        else:
-            await self._initiate(vaic, conn, first)
-
-    async def _initiate(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionInitiate) -> None:
-        cid = msg.conversation_id
-        refusal: tuple[str, str] | None = None  # (cause for metrics, reason for VAIC)
-        fmt = negotiate(msg.supported_media_formats, self.media_formats)
-        if not cid:
-            refusal = ("bad_request", "session.initiate without conversationId")
-        elif self.draining:
-            refusal = ("draining", "bridge is shutting down")
-        elif self.limits.max_calls is not None and len(self.calls) >= self.limits.max_calls:
-            refusal = ("capacity", "bridge at capacity")
-        elif cid in self.calls:
-            refusal = ("duplicate", "conversation already in progress")
-        elif not msg.expect_audio_messages:
-            refusal = ("no_audio", "this bot answers with audio; set directTTS "
-                       "(expectAudioMessages)")
-        elif fmt is None:
-            refusal = ("no_format", "no supported media format: offered "
-                       f"{list(msg.supported_media_formats)}, supported {list(self.media_formats)}")
-        agent = self._static_agent
-        if refusal is None and agent is None and self._agent_factory is not None:
-            try:
-                agent = as_agent_config(await self._agent_factory(CallInfo(conn, msg)))
-            except Exception as exc:
-                logger.exception("[%s] agent factory failed", cid)
-                refusal = ("agent_config",
-                           f"no agent configuration for this call ({type(exc).__name__})")
-        if refusal is not None or fmt is None or agent is None or not cid:
-            cause, reason = refusal or ("bad_request", "refused")
-            self.observers.refused(cause)
-            logger.warning("[%s] session refused: %s", cid, reason)
-            await _refuse(vaic, reason, cid)
-            return
-        call = Call(msg, session_id=uuid.uuid4().hex, media_format=fmt, agent_config=agent,
-                    now=Scheduler.for_running_loop().now(), playout=self.playout,
-                    limits=self.limits, reconnect=self.reconnect, wall_clock=time.time())
-        runtime = CallRuntime(call, self._services())
-        self.calls[cid] = runtime
-        try:
-            await runtime.run(vaic)
-        finally:
-            if self.calls.get(cid) is runtime:
-                del self.calls[cid]
-            if not self.calls:
-                self._no_calls.set()
-
-    async def _resume(self, vaic: VaicSocket, msg: ac.SessionResume) -> None:
-        cid = msg.conversation_id or ""
-        runtime = self.calls.get(cid)
-        if runtime is None:
-            self.observers.refused("resume_unknown")
-            logger.warning("[%s] resume refused: conversation not found", cid)
-            await _refuse(vaic, "conversation not found", cid)
-            return
-        try:
-            await runtime.attach(vaic)
-        except SessionClosedError:
-            self.observers.refused("resume_ended")
-            await _refuse(vaic, "conversation has ended", cid)
-
-    def _services(self) -> Services:
+    def services(self) -> Services:
+        """What each call borrows from the bridge."""
         key = self.deepgram_api_key
         return Services(
             connector=self._connector,
@@ -317,63 +234,5 @@ class BridgeApp:
             scheduler=Scheduler.for_running_loop(),
             handlers=self.handlers,
             observers=self.observers,
+            cluster=self.cluster,
         )
-
-
-async def _await_session(vaic: VaicSocket) -> ac.SessionInitiate | ac.SessionResume | None:
-    """Read until a session starts, answering ``connection.validate`` on the way."""
-    while (frame := await vaic.receive()) is not None:
-        try:
-            msg = ac.decode(frame) if isinstance(frame, str) else None
-        except ac.DecodeError as exc:
-            logger.warning("malformed message before session.initiate from %s: %s",
-                           vaic.client, exc)
-            continue
-        if isinstance(msg, ac.SessionInitiate | ac.SessionResume):
-            return msg
-        if isinstance(msg, ac.ConnectionValidate):
-            await vaic.send_text(ac.encode(ac.ConnectionValidated(success=True)))
-        elif msg is None:
-            logger.warning("binary frame before session.initiate from %s ignored", vaic.client)
-        else:
-            cid = getattr(msg, "conversation_id", None)
-            logger.warning("[%s] %s before session.initiate ignored", cid, msg.type if isinstance(
-                msg, ac.UnknownMessage) else type(msg).__struct_config__.tag)
-    return None
-
-
-async def _refuse(vaic: VaicSocket, reason: str, cid: str | None) -> None:
-    try:
-        await vaic.send_text(ac.encode(ac.SessionError(reason=reason, conversation_id=cid)))
-    finally:
-        await vaic.close(1000, reason)
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope.get("path", "/")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return path or "/"
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str = "application/json"
-) -> None:
-    headers = [(b"content-type", content_type.encode()),
-               (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _deny(scope: Scope, send: Send, status: int, reason: str) -> None:
-    """Refuse an upgrade with a real HTTP status where the server allows it."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = msgspec.json.encode({"error": reason})
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": reason})

@@ -109,7 +109,10 @@ class Call:
         limits: Limits | None = None,
         reconnect: Reconnect | None = None,
         wall_clock: float = 0.0,
+        taken_over: tuple[int, list[dg.History]] | None = None,
     ) -> None:
+        """A new call (answers ``session.initiate``), or with ``taken_over=(epoch, history)``
+        a call resumed from another instance (answers ``session.resume``)."""
         self.conversation_id = initiate.conversation_id or ""
         self.session_id = session_id
         self.initiate = initiate
@@ -119,13 +122,15 @@ class Call:
         self.reconnect = reconnect or Reconnect()
         playout = playout or Playout()
         self.stats = CallStats()
-        stream_ids = itertools.count(1)
+        self.epoch, history = taken_over or (0, [])
+        prefix = f"{self.epoch}-" if self.epoch else ""  # streamIds stay unique across owners
+        stream_ids = (f"{prefix}{n}" for n in itertools.count(1))
         self.playout = PlayoutClock(
             media_format,
             lead_ms=playout.lead_ms,
             chunk_ms=playout.chunk_ms,
             max_buffer_ms=playout.max_buffer_ms,
-            next_stream_id=lambda: str(next(stream_ids)),
+            next_stream_id=lambda: next(stream_ids),
             stats=self.stats,
         )
         self.transcript = Transcript()
@@ -163,14 +168,18 @@ class Call:
         self.barge_in_at: float | None = None  # a barge-in stop waiting to be written
 
         self.to_vaic.append(ac.SessionAccepted(media_format=media_format.token))
-        self._emit(
-            ev.SessionStartEvent,
-            now,
-            caller=initiate.caller,
-            bot_name=initiate.bot_name,
-            media_format=media_format.token,
-            offered_formats=tuple(initiate.supported_media_formats),
-        )
+        if taken_over is not None:
+            self.transcript.entries.extend(history)
+            self._emit(ev.SessionResumedEvent, now, gap_ms=0.0, taken_over=True)
+        else:
+            self._emit(
+                ev.SessionStartEvent,
+                now,
+                caller=initiate.caller,
+                bot_name=initiate.bot_name,
+                media_format=media_format.token,
+                offered_formats=tuple(initiate.supported_media_formats),
+            )
         self.actions.append(ConnectAgent(attempt=1))
 
     def __repr__(self) -> str:

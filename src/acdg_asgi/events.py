@@ -72,9 +72,14 @@ class SessionEndEvent(Event, frozen=True, kw_only=True):
 
 
 class SessionResumedEvent(Event, frozen=True, kw_only=True):
-    """VAIC reconnected with ``session.resume`` and the call carries on."""
+    """VAIC reconnected with ``session.resume`` and the call carries on.
+
+    ``taken_over``: the call came from another instance (its Session on that instance has
+    ended with reason ``"migrated"``); ``gap_ms`` is then unknown here and 0.
+    """
 
     gap_ms: float
+    taken_over: bool = False
 
 
 class ConversationTextEvent(Event, frozen=True, kw_only=True):

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from . import events as ev
 from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnector
 from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
+from .cluster import Cluster
 from .errors import RemoteProtocolError
 from .handlers import EventHandlers
 from .observe import Observers
@@ -58,6 +59,7 @@ class Services(msgspec.Struct, frozen=True):
     scheduler: Scheduler
     handlers: EventHandlers
     observers: Observers = Observers()
+    cluster: Cluster | None = None  # only when the call state is shared with other instances
     end_handler_timeout_s: float = 10.0
 
 
@@ -72,6 +74,7 @@ class CallRuntime:
         self._scheduler = services.scheduler
         self._vaic: VaicSocket | None = None
         self._vaic_close_pending = False
+        self._vaic_close_code = 1000
         self._agent: AgentConnection | None = None
         self._writing_vaic = False
         self._writing_agent = False
@@ -85,6 +88,9 @@ class CallRuntime:
         self._observers = services.observers
         self.done = anyio.Event()
         self.finished = False  # set in the same step as observers hear of the end
+        self._cluster = services.cluster if services.cluster and services.cluster.shared else None
+        self._history_grew = anyio.Event()
+        self.persisted = len(call.transcript.entries)  # history entries already shared
 
     def __repr__(self) -> str:
         return f"<CallRuntime {self.call!r}>"
@@ -104,6 +110,8 @@ class CallRuntime:
                 tg.start_soon(self._clock_loop)
                 dispatcher_done = anyio.Event()
                 tg.start_soon(self._dispatch_loop, dispatcher_done)
+                if self._cluster is not None:
+                    tg.start_soon(self._keep_loop, self._cluster)
                 await self._flush()
                 await self.read_vaic(vaic)
                 await self.done.wait()
@@ -235,6 +243,23 @@ class CallRuntime:
             self.call.tick(self._scheduler.now())
             await self._flush()
 
+    async def _keep_loop(self, cluster: Cluster) -> None:
+        """Share new history per turn and renew this instance's lease on the call."""
+        while not self.done.is_set():
+            with anyio.move_on_after(cluster.lease_ttl_s / 3):
+                await self._history_grew.wait()
+            self._history_grew = anyio.Event()
+            if self.done.is_set():
+                return
+            if not await cluster.keep(self, self.unshared_history()):
+                self.log.warning("another instance owns this call now: letting it go")
+                await self.command(lambda call, now: call.end(now, "migrated"))
+
+    def unshared_history(self) -> list[dg.History]:
+        entries = self.call.transcript.entries[self.persisted:]
+        self.persisted += len(entries)
+        return entries
+
     async def _dispatch_loop(self, finished: anyio.Event) -> None:
         handlers = self.services.handlers
         try:
@@ -261,6 +286,8 @@ class CallRuntime:
             self._deliver_events()
         if call.observations:
             self._observe()
+        if self._cluster is not None and len(call.transcript.entries) != self.persisted:
+            self._history_grew.set()
         if call.actions:
             self._take_actions()
         if not self.done.is_set():
@@ -335,7 +362,7 @@ class CallRuntime:
                     self._vaic_gone(vaic)
             if self._vaic_close_pending and self._vaic is not None:
                 self._vaic_close_pending = False
-                await self._vaic.close(1000)
+                await self._vaic.close(self._vaic_close_code)
         finally:
             self._writing_vaic = False
 
@@ -357,6 +384,8 @@ class CallRuntime:
                     self._tg.start_soon(agent.close)
             elif isinstance(action, CloseVaic):
                 self._vaic_close_pending = True
+                if action.reason == "migrated":  # no session.end: VAIC resumes elsewhere
+                    self._vaic_close_code = 1012
                 self._finished()
 
     def _finished(self) -> None:
