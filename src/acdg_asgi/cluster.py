@@ -24,7 +24,10 @@ from .store.base import CallSnapshot, CallStore, Command, Reply, StoreUnavailabl
 if TYPE_CHECKING:
     from .runtime import CallRuntime
 
-__all__ = ["CONTROL_METHODS", "CallNotFound", "Cluster", "ControlError"]
+__all__ = [
+    "CONTROL_METHODS", "CallNotFound", "Cluster", "CommandFailed", "ControlError",
+    "ControlTimeout",
+]
 
 log = logging.getLogger("acdg_asgi.cluster")
 
@@ -45,6 +48,14 @@ class ControlError(BridgeError):
 
 class CallNotFound(ControlError):
     """No live instance owns that call."""
+
+
+class CommandFailed(ControlError):
+    """The owner ran the command and it raised (e.g. the call had just ended)."""
+
+
+class ControlTimeout(ControlError):
+    """The owner did not answer in time."""
 
 
 class Cluster:
@@ -147,9 +158,9 @@ class Cluster:
         finally:
             self._pending.pop(command.id, None)
         if reply is None:
-            raise ControlError(f"no answer about call {cid!r} within {timeout_s} s")
+            raise ControlTimeout(f"no answer about call {cid!r} within {timeout_s} s")
         if not reply.ok:
-            raise ControlError(reply.error or "failed")
+            raise CommandFailed(reply.error or "failed")
 
     async def serve(self, calls: Mapping[str, CallRuntime]) -> None:
         """Answer commands for our calls and collect replies; heartbeat. Runs until cancelled."""

@@ -4,7 +4,9 @@
     GET  <mount>/ready                 200 while taking calls, 503 while draining
     GET  <mount>/metrics               Prometheus text (with metrics=True)
     POST <mount>/calls/{id}/{method}   run a Session method on a call, wherever it is
-                                       (with control_auth=; JSON body = keyword arguments)
+                                       (with control_auth=; JSON body = keyword arguments):
+                                       200 done, 400 bad request, 401, 404 no such call,
+                                       409 the call refused it, 503 store down, 504 no answer
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 
 from .auth import Connection
-from .cluster import CONTROL_METHODS, CallNotFound, ControlError
+from .cluster import CONTROL_METHODS, CallNotFound, CommandFailed, ControlError, ControlTimeout
 from .errors import AuthError, BridgeError
 from .metrics import CONTENT_TYPE
 
@@ -75,9 +77,11 @@ async def _control(
         await respond(send, 404, _error(exc))
     except (ValueError, TypeError, msgspec.DecodeError) as exc:
         await respond(send, 400, _error(exc))
-    except ControlError as exc:
+    except ControlTimeout as exc:
         await respond(send, 504, _error(exc))
-    except BridgeError as exc:
+    except (CommandFailed, ControlError) as exc:
+        await respond(send, 409 if isinstance(exc, CommandFailed) else 503, _error(exc))
+    except BridgeError as exc:  # the call is here and refused the command
         await respond(send, 409, _error(exc))
     else:
         await respond(send, 200, b'{"ok":true}')

@@ -37,7 +37,7 @@ class CallSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     started_wall: float = 0.0
 
 
-class Command(msgspec.Struct, frozen=True):
+class Command(msgspec.Struct, tag=True, frozen=True):
     """A Session method to run on the instance that owns the call."""
 
     id: str
@@ -47,7 +47,7 @@ class Command(msgspec.Struct, frozen=True):
     reply_to: str  # instance id of the requester
 
 
-class Reply(msgspec.Struct, frozen=True):
+class Reply(msgspec.Struct, tag=True, frozen=True):
     id: str
     ok: bool
     error: str | None = None

@@ -129,6 +129,7 @@ class CallReport(msgspec.Struct, kw_only=True):
     connect_error: str | None = None
     validated: bool | None = None  # None: connection.validate not sent
     resumed: bool | None = None  # None: no resume attempted
+    resume_gaps_ms: list[float] = msgspec.field(default_factory=list)  # socket lost -> accepted
     ended_by: str = ""
     hangup_reason: str | None = None
     duration_ms: float = 0.0

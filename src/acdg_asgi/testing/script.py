@@ -69,6 +69,9 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     activities: tuple[tuple[int, Activity], ...] = ()
     validate_first: bool = False  # connection.validate on a separate socket first
     drop_and_resume_at_ms: int | None = None
+    # As VAIC does: when the bot closes the socket without a hangup, reconnect and resume.
+    resume_on_close: bool = False
+    resume_urls: tuple[str, ...] = ()  # where resumes go, in turn (a load balancer's pick)
     hangup_after_ms: int | None = None  # caller hangs up (session.end client-disconnected)
     wait_for_hangup: bool = False  # after the script, stay on the line until the bot hangs up
     max_duration_ms: int = 30_000

@@ -152,6 +152,7 @@ class _Call:
         self._audio_t0 = 0.0  # call time at which caller audio started
         self._user_stream_open = False
         self._wav_header_due = False
+        self._resumes = 0
 
     async def run(self, *, validate_only: bool = False) -> CallReport:
         s = self.script
@@ -248,6 +249,11 @@ class _Call:
             while seen.ending is None and actions and actions[0][0] <= i * s.frame_ms:
                 if await actions.pop(0)[1]():  # time was lost: skip the audio meanwhile
                     i = max(i, math.ceil((anyio.current_time() - start) * 1000 / s.frame_ms))
+            if seen.ending == "socket-closed" and s.resume_on_close:
+                seen.ending = None
+                await self._drop_and_resume()
+                i = max(i, math.ceil((anyio.current_time() - start) * 1000 / s.frame_ms))
+                continue
             if seen.ending is None and seen.now() >= s.max_duration_ms:
                 seen.ending = "max-duration"
             if seen.ending is not None:
@@ -300,17 +306,23 @@ class _Call:
     async def _drop_and_resume(self) -> bool:
         """Lose the socket without session.end, reconnect and resume, as VAIC does."""
         seen, sock = self.seen, self._sock
-        if sock is not None:
+        if sock is not None and not sock.gone.is_set():
             seen.event("local", "socket.drop", "abrupt close, no session.end")
             sock.abort()
             await sock.gone.wait()
-        if await self._connect() is None:
+        lost_at = seen.now()
+        urls = self.script.resume_urls
+        url = urls[self._resumes % len(urls)] if urls else self.url
+        self._resumes += 1
+        if await self._connect(url) is None:
             seen.report.resumed = False
             seen.ending = "socket-closed"
             return True
         await self._send(SessionResume(conversation_id=self.cid))
         answer = await self._await_answer()
         seen.report.resumed = isinstance(answer, SessionAccepted)
+        if seen.report.resumed:
+            seen.report.resume_gaps_ms.append(seen.now() - lost_at)
         if not seen.report.resumed:
             seen.ending = seen.ending or "resume-refused"
         elif self._user_stream_open:
@@ -343,9 +355,9 @@ class _Call:
 
     # --- sockets -------------------------------------------------------------------------
 
-    async def _connect(self) -> VaicSocket | None:
+    async def _connect(self, url: str | None = None) -> VaicSocket | None:
         assert self._tg is not None
-        self._sock = await VaicSocket.open(self.url, self.headers, self.seen, self._tg)
+        self._sock = await VaicSocket.open(url or self.url, self.headers, self.seen, self._tg)
         return self._sock
 
     async def _close(self) -> None:
