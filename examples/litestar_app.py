@@ -81,7 +81,8 @@ def build_app(
 ) -> Litestar:
     bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
     return Litestar(
-        route_handlers=[health, asgi("/audiocodes", is_mount=True)(bridge)],
+        # copy_scope: the bridge does not change the scope; Litestar 3 will default to it.
+        route_handlers=[health, asgi("/audiocodes", is_mount=True, copy_scope=True)(bridge)],
         lifespan=[bridge.lifespan],  # drain calls on shutdown
         state=State({"bridge": bridge}),
     )

@@ -84,9 +84,9 @@ async def upgrade_status(host: str, path: str) -> int:
     "starlette",
     "fastapi",
     pytest.param("litestar", marks=pytest.mark.xfail(strict=True, reason=(
-        "Litestar's mount hands the bridge paths with a trailing slash ('/ready/'), and "
-        "BridgeApp._http compares _route_path(scope) with '/ready' exactly, so "
-        "GET /audiocodes/ready answers 404 under Litestar"))),
+        "Litestar's mount hands the bridge sub-paths with a trailing slash ('/ready/'); "
+        "routes.handle_http compares routes.route_path(scope) with '/ready' exactly, so "
+        "GET /audiocodes/ready answers 404 under Litestar (likewise /metrics, /calls/...)"))),
 ])
 async def test_ready_endpoint_under_the_mount(framework: str) -> None:
     async with standin(SCRIPT) as agent:
@@ -94,7 +94,7 @@ async def test_ready_endpoint_under_the_mount(framework: str) -> None:
         async with serve(app) as host, httpx.AsyncClient() as http:
             ready = await http.get(f"http://{host}/audiocodes/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "calls": 0}
+    assert ready.json()["ready"] is True and ready.json()["calls"] == 0
 
 
 @pytest.mark.parametrize(("framework", "own_route"), [
@@ -205,5 +205,5 @@ async def test_multi_tenant_picks_the_persona_per_call() -> None:
               if c.settings is not None]
     assert voices == ["aura-2-thalia-en", "aura-2-orion-en", "aura-2-orion-en"]
     assert refused["type"] == "session.error"
-    assert "UnknownTenant" in refused["reason"]
+    assert "agent configuration" in refused["reason"]
     assert len(agent.connections) == 3  # the refused call never reached the agent

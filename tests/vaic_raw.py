@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -321,7 +320,3 @@ class EventLog:
                 await self._changed.wait()
         raise AssertionError(f"no {name} event (x{count}) after {within} s: {self.names()}")
 
-
-def struct_fields(message: msgspec.Struct) -> dict[str, Any]:
-    """A message struct as its wire dict (for comparing with what the stand-in recorded)."""
-    return dict(json.loads(msgspec.json.encode(message)))
