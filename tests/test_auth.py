@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from acdg_asgi import AuthError, BridgeApp, Connection, Secret
+from acdg_asgi.testing.agent import StandInAgent
 
 pytestmark = pytest.mark.anyio
 
@@ -58,16 +59,19 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def bridge_served(auth: Any) -> AsyncIterator[tuple[BridgeApp, EventLog, str]]:
+async def bridge_served(
+    auth: Any,
+) -> AsyncIterator[tuple[StandInAgent, BridgeApp, EventLog, str]]:
+    # The stand-in accepts only the bridge's Deepgram key (HTTP 401 otherwise).
     async with standin(api_key=DEEPGRAM_KEY) as agent:
         bridge = BridgeApp(deepgram_url=agent.url, deepgram_api_key=DEEPGRAM_KEY, auth=auth)
         log = EventLog(bridge)
         async with serve(bridge) as host:
-            yield bridge, log, host
+            yield agent, bridge, log, host
 
 
 async def test_static_token() -> None:
-    async with bridge_served(TOKEN) as (bridge, log, host):
+    async with bridge_served(TOKEN) as (agent, bridge, log, host):
         assert await upgrade_status(host) == 401
         assert await upgrade_status(host, headers=bearer("wrong")) == 401
         assert await upgrade_status(host, headers=bearer(TOKEN + "x")) == 401
@@ -77,13 +81,14 @@ async def test_static_token() -> None:
 
         async with vaic(host, headers=bearer(TOKEN)) as caller:
             assert (await caller.initiate())["type"] == "session.accepted"
-            # The stand-in only accepts the bridge's Deepgram key, so a greeting-less
-            # call that gets as far as a clean end proves the key went along.
+            # The stand-in accepted the bridge's own upgrade: the Deepgram key went along.
+            await agent.wait_for_connections(1)
             await caller.end()
             await caller.wait_closed()
         end = await log.wait_for("session_end")
         assert end.reason == "caller"
         assert log.of("error") == [] and log.of("warning") == []
+        assert agent.refused == 0
 
     for text in (repr(bridge), str(bridge), repr(bridge.deepgram_api_key)):
         assert TOKEN not in text and DEEPGRAM_KEY not in text
@@ -91,7 +96,7 @@ async def test_static_token() -> None:
 
 
 async def test_token_given_as_secret_is_masked_too() -> None:
-    async with bridge_served(Secret(TOKEN)) as (bridge, _, host):
+    async with bridge_served(Secret(TOKEN)) as (_, bridge, _, host):
         assert await upgrade_status(host, headers=bearer(TOKEN)) == 101
         assert await upgrade_status(host, headers=bearer("nope")) == 401
     assert TOKEN not in repr(bridge)
@@ -104,7 +109,7 @@ async def test_custom_hook_sees_the_upgrade() -> None:
         seen.append(conn)
         return conn.headers.get("x-tenant") == "acme"
 
-    async with bridge_served(tenant_allow_list) as (bridge, log, host):
+    async with bridge_served(tenant_allow_list) as (_, bridge, log, host):
         assert await upgrade_status(host, "/acme?region=eu", {"X-Tenant": "acme"}) == 101
         assert await upgrade_status(host, "/acme", {"X-Tenant": "globex"}) == 401
         assert await upgrade_status(host, "/acme") == 401
@@ -126,7 +131,7 @@ async def test_auth_error_sets_the_status() -> None:
             raise AuthError("not for you", status_code=403)
         return True
 
-    async with bridge_served(hook) as (_, log, host):
+    async with bridge_served(hook) as (_, _, log, host):
         assert await upgrade_status(host) == 401
         assert await upgrade_status(host, headers=bearer("other")) == 403
         async with vaic(host, headers=bearer(TOKEN)) as caller:

@@ -23,6 +23,7 @@ from acdg_asgi import (
     AgentSettings,
     BridgeApp,
     LocalProtocolError,
+    Playout,
     Session,
     SessionClosedError,
 )
@@ -204,7 +205,10 @@ async def test_barge_in_stops_the_stream_and_bounds_what_follows() -> None:
     lead_ms, slack_ms = 100, 500
     long_reply = " ".join(["word"] * 60)  # 6 s of audio; burst mode sends it in ~0.6 s
     turns = (Turn(long_reply, heard="hi"),)
-    async with running(turns, script={"ms_per_word": 100}) as env, vaic(env.host) as caller:
+    async with (
+        running(turns, script={"ms_per_word": 100}, playout=Playout(lead_ms=lead_ms)) as env,
+        vaic(env.host) as caller,
+    ):
         await caller.initiate(["raw/lpcm16"])
         await caller.start_stream()
         await caller.speak(voiced_ms=200, silent_ms=300, pace=0.5)
