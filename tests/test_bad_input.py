@@ -133,10 +133,6 @@ async def test_bad_frames_warn_and_leave_both_calls_running() -> None:
         await wait_until(lambda: not bridge.calls, what="both calls released")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CallRuntime.read_vaic calls _peer_error and then `continue`s without _flush() for "
-    "binary, oversized and undecodable frames, so their warning event waits in call.events "
-    "until some later input or timer flushes (a KeepAlive tick, up to keepalive_s later)"))
 async def test_a_bad_frame_on_an_idle_call_warns_at_once() -> None:
     async with (
         bridge_with(limits=Limits(keepalive_s=60)) as (agent, _, log, host),

@@ -221,7 +221,7 @@ def test_agent_that_never_comes_back_ends_the_call_with_a_reason() -> None:
         call.tick(now)
         assert isinstance(drain(call)[3][-1], ConnectAgent)
         call.agent_lost(now, "refused")
-    to_vaic, _, events, actions = drain(call)
+    to_vaic, _, events, _ = drain(call)
     hangup = to_vaic[-1]
     assert isinstance(hangup, ac.OutboundActivities)
     assert hangup.activities[0].name == "hangup"

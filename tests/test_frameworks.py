@@ -83,10 +83,7 @@ async def upgrade_status(host: str, path: str) -> int:
 @pytest.mark.parametrize("framework", [
     "starlette",
     "fastapi",
-    pytest.param("litestar", marks=pytest.mark.xfail(strict=True, reason=(
-        "Litestar's mount hands the bridge sub-paths with a trailing slash ('/ready/'); "
-        "routes.handle_http compares routes.route_path(scope) with '/ready' exactly, so "
-        "GET /audiocodes/ready answers 404 under Litestar (likewise /metrics, /calls/...)"))),
+    "litestar",
 ])
 async def test_ready_endpoint_under_the_mount(framework: str) -> None:
     async with standin(SCRIPT) as agent:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import statistics
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
-__all__ = ["CallRecord", "Turn"]
+if TYPE_CHECKING:
+    from .call import Call
+
+__all__ = ["CallRecord", "Turn", "build_record"]
 
 
 class Turn(msgspec.Struct, frozen=True):
@@ -57,3 +61,35 @@ def latency_figures(latencies: list[float]) -> tuple[float | None, float | None]
     if not latencies:
         return None, None
     return statistics.median(latencies) * 1000, max(latencies) * 1000
+
+
+def build_record(call: Call, now: float) -> CallRecord:
+    """The record of ``call``, ended at ``now``."""
+    reason, reason_code, detail = call.end_reason or ("", None, None)
+    p50, worst = latency_figures(call.transcript.latencies)
+    fmt, stats = call.media_format, call.stats
+    return CallRecord(
+        conversation_id=call.conversation_id,
+        session_id=call.session_id,
+        caller=call.initiate.caller,
+        bot_name=call.initiate.bot_name,
+        media_format=fmt.token,
+        started_at=iso(call.started_wall),
+        ended_at=iso(call.started_wall + now - call.started_at),
+        duration_s=round(now - call.started_at, 3),
+        end_reason=reason,
+        reason_code=reason_code,
+        detail=detail,
+        turns=call.transcript.turns,
+        transcript=tuple(Turn(role, text) for role, text in call.transcript.texts()),
+        function_calls=call.transcript.function_calls,
+        agent_latency_p50_ms=p50,
+        agent_latency_max_ms=worst,
+        barge_ins=stats.barge_ins,
+        resumes=stats.resumes,
+        agent_reconnects=stats.agent_reconnects,
+        warnings=stats.warnings,
+        errors=stats.errors,
+        caller_audio_s=round(fmt.duration_ms(stats.caller_bytes) / 1000, 3),
+        agent_audio_s=round(fmt.duration_ms(stats.play_bytes) / 1000, 3),
+    )

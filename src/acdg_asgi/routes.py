@@ -108,6 +108,8 @@ def route_path(scope: Scope) -> str:
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/")  # Litestar hands mounted apps "/ready/"
     return path or "/"
 
 

@@ -169,22 +169,21 @@ class CallRuntime:
         while (frame := await vaic.receive()) is not None:
             if isinstance(frame, bytes):
                 self._peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
-                continue
-            if len(frame) > limit:
+            elif len(frame) > limit:
                 self._peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
-                continue
-            try:
-                msg = ac.decode(frame)
-            except ac.DecodeError as exc:
-                self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
-                continue
-            if isinstance(msg, ac.UnknownMessage):
-                self.log.info("unknown VAIC message type %r ignored", msg.type)
-                continue
-            try:
-                call.vaic(msg, now())
-            except RemoteProtocolError as exc:
-                self._peer_error("audiocodes", "out_of_order", str(exc))
+            else:
+                try:
+                    msg = ac.decode(frame)
+                except ac.DecodeError as exc:
+                    self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
+                else:
+                    if isinstance(msg, ac.UnknownMessage):
+                        self.log.info("unknown VAIC message type %r ignored", msg.type)
+                        continue
+                    try:
+                        call.vaic(msg, now())
+                    except RemoteProtocolError as exc:
+                        self._peer_error("audiocodes", "out_of_order", str(exc))
             await self._flush()
         self._vaic_gone(vaic)
         await self._flush()
@@ -229,11 +228,11 @@ class CallRuntime:
                     msg = dg.decode_server(frame)
                 except dg.DecodeError as exc:
                     self._peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
-                    continue
-                if isinstance(msg, dg.UnknownMessage):
-                    self.log.info("unknown agent message type %r ignored", msg.type)
-                    continue
-                call.agent(msg, now())
+                else:
+                    if isinstance(msg, dg.UnknownMessage):
+                        self.log.info("unknown agent message type %r ignored", msg.type)
+                        continue
+                    call.agent(msg, now())
             await self._flush()
 
     async def _clock_loop(self) -> None:
