@@ -24,8 +24,9 @@ from .errors import AuthError, SessionClosedError
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 from .routes import deny, route_path
-from .runtime import CallRuntime, logger
+from .runtime import CallRuntime
 from .scheduler import Scheduler
+from .services import logger
 from .transport import VaicSocket
 
 if TYPE_CHECKING:

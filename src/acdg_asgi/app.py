@@ -34,8 +34,9 @@ from .metrics import PrometheusMetrics
 from .observe import Observer, Observers
 from .protocols import deepgram as dg
 from .routes import handle_http
-from .runtime import CallRuntime, Services, logger
+from .runtime import CallRuntime
 from .scheduler import Scheduler
+from .services import Services, logger
 from .store import CallStore, open_store
 from .tracing import call_tracer
 

@@ -14,54 +14,25 @@ empty). A failed write is a lost socket, reported to the call as such.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
-from . import events as ev
-from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnector
+from .agent import AgentClosed, AgentConnectError, AgentConnection
 from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
 from .cluster import Cluster
+from .dispatch import EventDispatch
 from .errors import RemoteProtocolError
-from .handlers import EventHandlers
-from .observe import Observers
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
-from .scheduler import Scheduler
+from .services import CallLog, Services, logger
 from .session import Session
 from .transport import VaicClosed, VaicSocket
 
-__all__ = ["CallLog", "CallRuntime", "Services"]
-
-logger = logging.getLogger("acdg_asgi.call")
-
-
-class CallLog(logging.LoggerAdapter[logging.Logger]):
-    """Every line names the call: ``conversation_id`` and ``session_id`` ride in ``extra``."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"[{extra.get('conversation_id')}] {msg}", kwargs
-
-
-class Services(msgspec.Struct, frozen=True):
-    """What the app lends each call: the far end, the timer and the handlers."""
-
-    connector: AgentConnector
-    agent_url: str
-    agent_headers: Mapping[str, str]
-    scheduler: Scheduler
-    handlers: EventHandlers
-    observers: Observers = Observers()
-    cluster: Cluster | None = None  # only when the call state is shared with other instances
-    end_handler_timeout_s: float = 10.0
-
+__all__ = ["CallRuntime"]
 
 class CallRuntime:
     def __init__(self, call: Call, services: Services) -> None:
@@ -80,12 +51,11 @@ class CallRuntime:
         self._writing_agent = False
         self._tick = anyio.Event()
         self._scheduled = math.inf
-        self._events_in, self._events_out = anyio.create_memory_object_stream[ev.Event](
-            call.limits.event_queue
-        )
         self._connects_in, self._connects_out = anyio.create_memory_object_stream[int](8)
         self._tg: TaskGroup | None = None
         self._observers = services.observers
+        self._events = EventDispatch(self, services.handlers, services.observers, self.log,
+                                     queue=call.limits.event_queue)
         self.done = anyio.Event()
         self.finished = False  # set in the same step as observers hear of the end
         self._cluster = services.cluster if services.cluster and services.cluster.shared else None
@@ -108,15 +78,14 @@ class CallRuntime:
                 self._tg = tg
                 tg.start_soon(self._agent_loop)
                 tg.start_soon(self._clock_loop)
-                dispatcher_done = anyio.Event()
-                tg.start_soon(self._dispatch_loop, dispatcher_done)
+                tg.start_soon(self._events.run)
                 if self._cluster is not None:
                     tg.start_soon(self._keep_loop, self._cluster)
                 await self._flush()
                 await self.read_vaic(vaic)
                 await self.done.wait()
                 with anyio.move_on_after(self.services.end_handler_timeout_s):
-                    await dispatcher_done.wait()
+                    await self._events.finished.wait()
                 tg.cancel_scope.cancel()
         except Exception:
             self.log.exception("call failed inside the bridge")
@@ -151,7 +120,8 @@ class CallRuntime:
             ):
                 await vaic.send_text(ac.encode(hangup))
         self.call.end(now, "error", detail=reason)
-        self._deliver_events()
+        self._events.deliver(self.call.events, self._tg)
+        self.call.events = []
         self._finished()
 
     async def _close_sockets(self) -> None:
@@ -259,15 +229,6 @@ class CallRuntime:
         self.persisted += len(entries)
         return entries
 
-    async def _dispatch_loop(self, finished: anyio.Event) -> None:
-        handlers = self.services.handlers
-        try:
-            async with self._events_out:
-                async for event in self._events_out:
-                    await handlers.dispatch(self.session, event, self.log)
-        finally:
-            finished.set()
-
     # --- commands from the Session -------------------------------------------------------
 
     async def command(self, fn: Callable[[Call, float], None]) -> None:
@@ -282,9 +243,11 @@ class CallRuntime:
     async def _flush(self) -> None:
         call = self.call
         if call.events:
-            self._deliver_events()
+            events, call.events = call.events, []
+            self._events.deliver(events, self._tg)
         if call.observations:
-            self._observe()
+            observations, call.observations = call.observations, []
+            self._events.observe(observations)
         if self._cluster is not None and len(call.transcript.entries) != self.persisted:
             self._history_grew.set()
         if call.actions:
@@ -392,48 +355,17 @@ class CallRuntime:
             return
         self.finished = True
         self._connects_in.close()
-        self._events_in.close()
+        self._events.close()
         self.done.set()
         self._tick.set()
         if self._observers:
             self._observers.call_finished(self)
-
-    def _observe(self) -> None:
-        observations, self.call.observations = self.call.observations, []
-        if self._observers:
-            for name, value in observations:
-                self._observers.call_observed(self, name, value)
 
     def _barge_in_written(self) -> None:
         at, self.call.barge_in_at = self.call.barge_in_at, None
         if self._observers and at is not None:
             reaction = self._scheduler.now() - at
             self._observers.call_observed(self, "barge_in_reaction_seconds", reaction)
-
-    def _deliver_events(self) -> None:
-        events, self.call.events = self.call.events, []
-        observers = self._observers
-        for event in events:
-            self._log_event(event)
-            if observers:
-                observers.call_event(self, event)
-            try:
-                self._events_in.send_nowait(event)
-            except anyio.WouldBlock:
-                if isinstance(event, ev.SessionEndEvent) and self._tg is not None:
-                    self._tg.start_soon(self._events_in.send, event)
-                else:
-                    self.log.warning("event queue full: %s dropped", type(event).__name__)
-            except anyio.ClosedResourceError:
-                pass
-
-    def _log_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.WarningEvent):
-            self.log.warning("%s %s: %s", event.source, event.code, event.description)
-        elif isinstance(event, ev.BridgeErrorEvent):
-            self.log.error("%s %s: %s", event.source, event.code, event.message)
-        elif isinstance(event, ev.SessionEndEvent):
-            self.log.info("call ended: %s (%s)", event.reason, event.detail or event.reason_code)
 
     def _peer_error(self, source: str, kind: str, description: str) -> None:
         self.call.protocol_warning(self._scheduler.now(), source, description)
