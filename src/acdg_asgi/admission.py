@@ -51,7 +51,7 @@ async def admit(bridge: BridgeApp, scope: Scope, receive: Receive, send: Send) -
     conn = Connection.from_scope(scope, route_path(scope))
     if (await receive())["type"] != "websocket.connect":
         return
-    if bridge.draining:
+    if bridge.draining and not bridge.awaiting_resume():
         bridge.observers.refused("draining")
         await deny(scope, send, 503, "draining: not accepting new calls")
         return
@@ -124,7 +124,10 @@ async def _resume(
         except SessionClosedError:
             await _refuse(bridge, vaic, cid, "resume_ended", "conversation has ended")
         return
-    if not bridge.cluster.shared or bridge.draining:
+    if bridge.draining:
+        await _refuse(bridge, vaic, cid, "draining", "bridge is shutting down")
+        return
+    if not bridge.cluster.shared:
         await _refuse(bridge, vaic, cid, "resume_unknown", "conversation not found")
         return
     claimed = await bridge.cluster.take_over(cid)

@@ -30,6 +30,7 @@ from .control import CallControl
 from .errors import ConfigError
 from .events import Event
 from .handlers import EventHandlers, H
+from .lifecycle import CallState
 from .metrics import PrometheusMetrics
 from .observe import Observer, Observers
 from .protocols import deepgram as dg
@@ -190,10 +191,17 @@ class BridgeApp:
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
 
     async def _wait_for_no_calls(self, timeout_s: float) -> None:
-        if self.calls:
+        if not self.calls:
+            return
+        if self._no_calls.is_set():  # set when calls last ran out; shared by every waiter
             self._no_calls = anyio.Event()
-            with anyio.move_on_after(timeout_s):
-                await self._no_calls.wait()
+        with anyio.move_on_after(timeout_s):
+            await self._no_calls.wait()
+
+    def awaiting_resume(self) -> bool:
+        """Whether some call lost its VAIC socket and waits for ``session.resume``: while
+        draining, upgrades are still let in for those (new calls get ``session.error``)."""
+        return any(r.call.state is CallState.DETACHED for r in self.calls.values())
 
     def call_removed(self) -> None:
         if not self.calls:
