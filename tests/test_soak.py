@@ -1,0 +1,160 @@
+"""Soak and load over real loopback sockets: nothing leaks, no caller frame is lost.
+
+* Soak: 150 short calls, ten at a time, through one bridge (the VAIC simulator, the
+  stand-in agent, real uvicorn). After a warm-up and at the end the process is sampled:
+  asyncio tasks, open file descriptors, ``bridge.calls`` and RSS. Tasks and descriptors
+  must come back to the warm-up level, RSS may grow only a little. No timing assertions.
+* Load: 200 calls at once, the stand-in in echo mode. Every caller frame carries its
+  number; the stand-in must receive every frame of every call (counted per connection)
+  and VAIC must hear every frame echoed back, in order, once.
+
+Everything (bridge, agent, callers) shares this process's one event loop, so the load
+test is a worst case for the bridge: it gets well under one core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from typing import Any
+
+import anyio
+import pytest
+from _faults import SETTLE_S, load_call, rig
+from vaic_raw import wait_until
+
+from acdg_asgi import AgentConfig, CallInfo, Limits
+from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
+from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.vaic import run_calls
+
+pytestmark = pytest.mark.anyio
+
+SOAK_CALLS = 150
+SOAK_WARMUP = 20
+SOAK_CONCURRENCY = 10
+LOAD_CALLS = 200
+LOAD_FRAMES = 100  # 2 s of caller audio per call
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def sample() -> dict[str, int]:
+    await anyio.sleep(0.3)  # let closing sockets finish their handshakes
+    gc.collect()
+    return {"tasks": tasks(), "fds": fds(), "rss": rss_bytes()}
+
+
+def soak_script() -> CallScript:
+    # ~1 s: say something short, hear the answer, hang up.
+    return CallScript(utterances=(Utterance(speech_ms=200, pause_ms=900),), hangup_after_ms=1000,
+                      max_duration_ms=15_000)
+
+
+async def test_soak_many_short_calls_leak_nothing() -> None:
+    script = AgentScript(turns=(Turn("ok", heard="hi"),), ms_per_word=40, end_of_turn_ms=200)
+    async with rig(script) as r:
+        ended: list[str] = []
+
+        async def batch(n: int) -> list[Any]:
+            reports = await run_calls(f"ws://{r.host}/", [soak_script() for _ in range(n)],
+                                      concurrency=SOAK_CONCURRENCY)
+            ended.extend(report.ended_by for report in reports)
+            return reports
+
+        warm = await batch(SOAK_WARMUP)
+        await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="warm-up calls gone")
+        before = await sample()
+
+        rest = await batch(SOAK_CALLS - SOAK_WARMUP)
+        await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="all calls gone")
+        await wait_until(lambda: tasks() <= before["tasks"], within=SETTLE_S,
+                         what="tasks back to the warm-up level")
+        for record in r.agent.connections:
+            await wait_until(record.closed.is_set, within=SETTLE_S, what="agent closed")
+        after = await sample()
+
+        reports = warm + rest
+        assert len(reports) == SOAK_CALLS
+        assert [x.connect_error for x in reports if x.connect_error] == []
+        assert [x.refused_reason for x in reports if x.refused_reason] == []
+        assert ended.count("caller-hangup") == SOAK_CALLS, ended
+        assert all(x.play_streams for x in reports)  # every caller heard an answer
+        ends = r.log.of("session_end")
+        assert len(ends) == SOAK_CALLS
+        assert len({e.conversation_id for e in ends}) == SOAK_CALLS  # once per call
+        assert {e.reason for e in ends} == {"caller"}
+        assert len(r.agent.connections) == SOAK_CALLS
+        assert r.bridge.calls == {}
+        assert r.logs.problems() == []
+
+    print("soak samples", before, after)
+    assert after["tasks"] <= before["tasks"], (before, after)
+    assert after["fds"] <= before["fds"] + 5, (before, after)
+    growth = after["rss"] - before["rss"]
+    assert growth < 20 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB: {before} {after}"
+
+
+async def test_load_concurrent_calls_lose_no_caller_frame() -> None:
+    async def tag_with_conversation(info: CallInfo) -> AgentConfig:
+        return AgentConfig(tags=(info.initiate.conversation_id or "",))
+
+    script = AgentScript(echo=True, idle_timeout=60)
+    limits = Limits(max_calls=LOAD_CALLS, handshake_timeout_s=30, pre_ready_audio_ms=30_000)
+    async with rig(script, agent=tag_with_conversation, limits=limits) as r:
+        agent: StandInAgent = r.agent
+        by_call: dict[str, Any] = {}
+
+        def agent_frames(cid: str) -> int:
+            record = by_call.get(cid)
+            if record is None:
+                for rec in agent.connections:
+                    if rec.settings is not None and rec.settings.tags == (cid,):
+                        by_call[cid] = record = rec
+                        break
+                else:
+                    return 0
+            return int(record.audio_frames)
+
+        calls: list[Any] = [None] * LOAD_CALLS
+
+        async def one(i: int) -> None:
+            await anyio.sleep(i * 0.005)  # a one-second ramp, as calls arrive in life
+            calls[i] = await load_call(r.host, LOAD_FRAMES, agent_frames=agent_frames)
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for i in range(LOAD_CALLS):
+                    tg.start_soon(one, i)
+
+        errors = [c.error for c in calls if c.error]
+        assert errors == [], errors[:3]
+        assert all(c.accepted and c.sent == LOAD_FRAMES for c in calls)
+        # Caller -> agent: every frame of every call reached that call's agent connection.
+        assert len(agent.connections) == LOAD_CALLS
+        for c in calls:
+            record = by_call[c.conversation_id]
+            assert record.audio_frames == LOAD_FRAMES, c.conversation_id
+            assert record.audio_bytes == LOAD_FRAMES * 640
+        # Agent -> caller: every frame came back, in order, once.
+        lost_back = [c.conversation_id for c in calls if c.echoed != list(range(LOAD_FRAMES))]
+        assert lost_back == []
+        assert all(c.closed_by_bridge and c.close_code == 1000 for c in calls)
+
+        await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="all calls gone")
+        ends = r.log.of("session_end")
+        assert len(ends) == LOAD_CALLS and {e.reason for e in ends} == {"caller"}
+        assert r.log.of("warning") == [] and r.log.of("error") == []
+        assert r.logs.problems() == []
