@@ -415,39 +415,37 @@ async def test_drain_refuses_new_calls_and_lets_the_active_one_finish() -> None:
     assert len(r.agent.connections) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.BridgeApp._websocket answers every upgrade with HTTP 503 once draining, before it "
-    "reads the first message, so a session.resume for a call that is still active (its "
-    "VAIC socket dropped during the drain) is refused too: the call cannot carry on and "
-    "sits detached until resume_grace_s or the drain deadline ends it. Upgrades should be "
-    "accepted while calls wait for a resume (refusing session.initiate with session.error), "
-    "so that active calls really run to their end."))
 async def test_a_call_can_resume_during_a_drain() -> None:
-    async with (
-        rig(QUICK, limits=Limits(resume_grace_s=10)) as r,
-        vaic(r.host) as old,
-        anyio.create_task_group() as tg,
-    ):
-        cid = old.conversation_id
-        await old.initiate()
-        await ready_record(r.agent)
-        await old.start_stream()
-        tg.start_soon(r.bridge.drain, 20)
-        await wait_until(lambda: r.bridge.draining, what="draining")
-        abort(old)
-        await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
-                         what="the call detached")
-        try:
+    async with rig(QUICK, limits=Limits(resume_grace_s=10)) as r:
+        tasks_before = tasks_now()
+        async with vaic(r.host) as old, anyio.create_task_group() as tg:
+            cid = old.conversation_id
+            await old.initiate()
+            await ready_record(r.agent)
+            await old.start_stream()
+            tg.start_soon(r.bridge.drain, 20)
+            await wait_until(lambda: r.bridge.draining, what="draining")
+            abort(old)
+            await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
+                             what="the call detached")
+            # While a call waits for its resume the upgrade is let in; a new call is still
+            # turned away, now at the session level.
+            async with vaic(r.host) as newcomer:
+                refused = await newcomer.initiate()
+                await newcomer.wait_closed()
+            assert refused["type"] == "session.error"
             async with resumed(r.host, cid) as new:
-                assert answer(new)["type"] == "session.accepted"
+                assert answer(new) == {"type": "session.accepted", "mediaFormat": "raw/lpcm16"}
                 await new.start_stream()
                 await exchange(new)
+                assert not any(is_hangup(x) for x in new.replies)
                 await new.end()
                 await new.wait_closed()
-        finally:
-            tg.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await r.bridge.drain(0)
+            await r.log.wait_for("session_end")
+            assert await upgrade_status(r.host) == 503  # nothing left to resume
+        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"},
+                      allow_logs=refusal_log)
+    assert newcomer.conversation_id not in {e.conversation_id for e in r.log.of("session_start")}
 
 
 async def test_drain_deadline_hangs_up_politely_with_reason_shutdown() -> None:
@@ -488,11 +486,6 @@ async def test_drain_deadline_ends_a_detached_call_at_once() -> None:
         await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "shutdown"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.BridgeApp._wait_for_no_calls replaces self._no_calls with a new Event on every "
-    "call and call_removed sets only the newest, so when two drains overlap the first "
-    "one never sees its Event set: it waits its whole timeout (here 30 s) although the "
-    "last call ended at once. Every waiter should be woken when the last call goes."))
 async def test_concurrent_drains_all_return_when_the_last_call_ends() -> None:
     async with rig(QUICK) as r:
         async with vaic(r.host) as caller, anyio.create_task_group() as tg:
