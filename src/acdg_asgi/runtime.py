@@ -51,6 +51,7 @@ class CallRuntime:
         self._writing_agent = False
         self._tick = anyio.Event()
         self._scheduled = math.inf
+        self._woken_for = 0.0
         self._connects_in, self._connects_out = anyio.create_memory_object_stream[int](8)
         self._tg: TaskGroup | None = None
         self._observers = services.observers
@@ -209,7 +210,8 @@ class CallRuntime:
         while not self.done.is_set():
             await self._tick.wait()
             self._tick = anyio.Event()
-            self.call.tick(self._scheduler.now())
+            # Woken for a deadline: it is at least that time, however coarse the clock.
+            self.call.tick(max(self._scheduler.now(), self._woken_for))
             await self._flush()
 
     async def _keep_loop(self, cluster: Cluster) -> None:
@@ -282,8 +284,9 @@ class CallRuntime:
             self._scheduler.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
         )
 
-    def _wake(self) -> None:
+    def _wake(self, when: float) -> None:
         self._scheduled = math.inf
+        self._woken_for = max(self._woken_for, when)
         self._tick.set()
 
     async def _write_agent(self) -> None:

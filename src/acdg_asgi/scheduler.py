@@ -22,7 +22,7 @@ __all__ = ["Scheduler"]
 class Scheduler:
     def __init__(self, *, slack: float = 0.002) -> None:
         self.slack = slack
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
@@ -40,8 +40,12 @@ class Scheduler:
     def now() -> float:
         return asyncio.get_running_loop().time()
 
-    def wake_at(self, when: float, wake: Callable[[], None]) -> None:
-        """Call ``wake()`` at ``when`` (loop time) or up to ``slack`` earlier."""
+    def wake_at(self, when: float, wake: Callable[[float], None]) -> None:
+        """Call ``wake(when)`` at ``when`` (loop time) or up to ``slack`` earlier.
+
+        Loop clocks can be coarse (uvloop counts whole milliseconds), so a wake-up may
+        come a little early: ``when`` tells the woken what time it was woken for.
+        """
         heapq.heappush(self._heap, (when, next(self._seq), wake))
         if when < self._armed_at:
             self._arm(when)
@@ -58,7 +62,8 @@ class Scheduler:
         heap = self._heap
         limit = asyncio.get_running_loop().time() + self.slack
         while heap and heap[0][0] <= limit:
-            heapq.heappop(heap)[2]()
+            when, _, wake = heapq.heappop(heap)
+            wake(when)
         if heap:
             self._arm(heap[0][0])
 
