@@ -4,7 +4,8 @@
   stand-in agent, real uvicorn). After a warm-up and at the end the process is sampled:
   asyncio tasks, open file descriptors, ``bridge.calls`` and RSS. Tasks and descriptors
   must come back to the warm-up level, RSS may grow only a little. No timing assertions.
-* Load: 200 calls at once, the stand-in in echo mode. Every caller frame carries its
+* Load: 300 calls at once (arriving over 1.5 s, each 2 s of audio), the stand-in in echo
+  mode. Every caller frame carries its
   number; the stand-in must receive every frame of every call (counted per connection)
   and VAIC must hear every frame echoed back, in order, once.
 
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.anyio
 SOAK_CALLS = 150
 SOAK_WARMUP = 20
 SOAK_CONCURRENCY = 10
-LOAD_CALLS = 200
+LOAD_CALLS = 300
 LOAD_FRAMES = 100  # 2 s of caller audio per call
 
 
@@ -129,15 +130,27 @@ async def test_load_concurrent_calls_lose_no_caller_frame() -> None:
             return int(record.audio_frames)
 
         calls: list[Any] = [None] * LOAD_CALLS
+        peak = 0
 
         async def one(i: int) -> None:
-            await anyio.sleep(i * 0.005)  # a one-second ramp, as calls arrive in life
+            await anyio.sleep(i * 0.005)  # a ramp, as calls arrive in life
             calls[i] = await load_call(r.host, LOAD_FRAMES, agent_frames=agent_frames)
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(r.bridge.calls))
+                await anyio.sleep(0.05)
 
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
-                for i in range(LOAD_CALLS):
-                    tg.start_soon(one, i)
+                tg.start_soon(watch)
+                async with anyio.create_task_group() as callers:
+                    for i in range(LOAD_CALLS):
+                        callers.start_soon(one, i)
+                tg.cancel_scope.cancel()
+        print(f"load: {LOAD_CALLS} calls, at most {peak} at once")
+        assert peak >= LOAD_CALLS // 2  # they really overlapped
 
         errors = [c.error for c in calls if c.error]
         assert errors == [], errors[:3]
