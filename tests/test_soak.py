@@ -93,6 +93,7 @@ async def test_soak_many_short_calls_leak_nothing() -> None:
         assert [x.refused_reason for x in reports if x.refused_reason] == []
         assert ended.count("caller-hangup") == SOAK_CALLS, ended
         assert all(x.play_streams for x in reports)  # every caller heard an answer
+        assert [v for x in reports for v in x.violations] == []  # conformant throughout
         ends = r.log.of("session_end")
         assert len(ends) == SOAK_CALLS
         assert len({e.conversation_id for e in ends}) == SOAK_CALLS  # once per call
@@ -101,7 +102,6 @@ async def test_soak_many_short_calls_leak_nothing() -> None:
         assert r.bridge.calls == {}
         assert r.logs.problems() == []
 
-    print("soak samples", before, after)
     assert after["tasks"] <= before["tasks"], (before, after)
     assert after["fds"] <= before["fds"] + 5, (before, after)
     growth = after["rss"] - before["rss"]
