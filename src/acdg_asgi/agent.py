@@ -7,8 +7,8 @@ default one uses ``websockets``; tests and ``acdg demo`` point it at the stand-i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -20,6 +20,7 @@ __all__ = [
     "AgentConnectError",
     "AgentConnection",
     "AgentConnector",
+    "PushAgentConnection",
     "WebsocketsConnector",
 ]
 
@@ -53,6 +54,20 @@ class AgentConnection(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PushAgentConnection(AgentConnection, Protocol):
+    """A connection that hands messages over as they arrive and writes without waiting:
+    the fast path (see :mod:`acdg_asgi.agentws`)."""
+
+    def listen(
+        self, on_message: Callable[[str | bytes], None], on_closed: Callable[[str], None]
+    ) -> None: ...
+
+    def write_text(self, data: bytes) -> None: ...
+
+    def write_audio(self, data: bytes) -> None: ...
 
 
 class AgentConnector(Protocol):

@@ -21,7 +21,8 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from .admission import AgentFactory, AgentSpec, CallInfo, admit
-from .agent import AgentConnector, WebsocketsConnector
+from .agent import AgentConnector
+from .agentws import LeanConnector
 from .audio import DEFAULT_PREFERENCE, FORMATS
 from .auth import AuthHook, build_auth
 from .cluster import Cluster
@@ -110,8 +111,7 @@ class BridgeApp:
                                lease_ttl_s=lease_ttl_s)
         self._auth_repr = "none" if auth is None else "token" if isinstance(
             auth, str | Secret) else getattr(auth, "__qualname__", "hook")
-        self._connector = connector or WebsocketsConnector(
-            open_timeout=self.limits.handshake_timeout_s)
+        self._connector = connector or LeanConnector()
         self.handlers = EventHandlers()
         self.metrics = PrometheusMetrics() if metrics is True else metrics or None
         watchers: list[Observer] = list(observers)

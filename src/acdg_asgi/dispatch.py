@@ -54,8 +54,8 @@ class EventDispatch:
                     tg.start_soon(self._in.send, event)
                 else:
                     self._log.warning("event queue full: %s dropped", type(event).__name__)
-            except anyio.ClosedResourceError:
-                pass
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # the call is over and its dispatcher gone
 
     def observe(self, observations: list[tuple[str, float]]) -> None:
         if self.observers:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .agent import AgentClosed, AgentConnectError, AgentConnection
+from .agent import AgentClosed, AgentConnectError, AgentConnection, PushAgentConnection
 from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
 from .cluster import Cluster
 from .dispatch import EventDispatch
@@ -47,6 +47,7 @@ class CallRuntime:
         self._vaic_close_pending = False
         self._vaic_close_code = 1000
         self._agent: AgentConnection | None = None
+        self._agent_push = False  # the connection writes without waiting (checked once)
         self._writing_vaic = False
         self._writing_agent = False
         self._tick = anyio.Event()
@@ -177,34 +178,64 @@ class CallRuntime:
                     await conn.close()
                     break
                 self._agent = conn
+                self._agent_push = isinstance(conn, PushAgentConnection)
                 call.agent_connected(now())
                 await self._flush()
-                reason = await self._read_agent(conn)
+                if self._agent_push:
+                    reason = await self._listen_agent(cast(PushAgentConnection, conn))
+                else:
+                    reason = await self._read_agent(conn)
                 if self._agent is conn:  # not closed on the call's own request
                     self._agent = None
                     call.agent_lost(now(), reason)
                     await self._flush()
 
     async def _read_agent(self, conn: AgentConnection) -> str:
-        call, now = self.call, self._scheduler.now
+        """The general path: await each message, then flush."""
         while True:
             try:
                 frame = await conn.recv()
             except AgentClosed as exc:
                 return str(exc)
-            if isinstance(frame, bytes):
-                call.agent_audio(frame, now())
-            else:
-                try:
-                    msg = dg.decode_server(frame)
-                except dg.DecodeError as exc:
-                    self._peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
-                else:
-                    if isinstance(msg, dg.UnknownMessage):
-                        self.log.info("unknown agent message type %r ignored", msg.type)
-                        continue
-                    call.agent(msg, now())
+            self._agent_frame(frame)
             await self._flush()
+
+    async def _listen_agent(self, conn: PushAgentConnection) -> str:
+        """The fast path: each message is handled inside the connection's data callback;
+        only what must be written to VAIC wakes the clock task, which flushes."""
+        closed = anyio.Event()
+        why = ["closed"]
+
+        def on_message(frame: str | bytes) -> None:
+            self._agent_frame(frame)
+            call = self.call
+            if call.to_vaic or call.events or call.actions or call.to_agent or call.observations:
+                self._tick.set()
+            else:
+                self._reschedule()
+
+        def on_closed(reason: str) -> None:
+            why[0] = reason
+            closed.set()
+
+        conn.listen(on_message, on_closed)
+        await closed.wait()
+        return why[0]
+
+    def _agent_frame(self, frame: str | bytes) -> None:
+        call, now = self.call, self._scheduler.now()
+        if isinstance(frame, bytes):
+            call.agent_audio(frame, now)
+            return
+        try:
+            msg = dg.decode_server(frame)
+        except dg.DecodeError as exc:
+            self._peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
+            return
+        if isinstance(msg, dg.UnknownMessage):
+            self.log.info("unknown agent message type %r ignored", msg.type)
+            return
+        call.agent(msg, now)
 
     async def _clock_loop(self) -> None:
         while not self.done.is_set():
@@ -254,11 +285,7 @@ class CallRuntime:
             self._history_grew.set()
         if call.actions:
             self._take_actions()
-        if not self.done.is_set():
-            deadline = call.next_deadline()
-            if deadline is not None and deadline < self._scheduled:
-                self._scheduled = deadline
-                self._scheduler.wake_at(deadline, self._wake)
+        self._reschedule()
         limit = call.limits.outbound_queue
         if len(call.to_agent) > limit:
             self._shed(call.to_agent, limit, "agent")
@@ -268,6 +295,13 @@ class CallRuntime:
             await self._write_agent()
         if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
             await self._write_vaic()
+
+    def _reschedule(self) -> None:
+        if not self.done.is_set():
+            deadline = self.call.next_deadline()
+            if deadline is not None and deadline < self._scheduled:
+                self._scheduled = deadline
+                self._scheduler.wake_at(deadline, self._wake)
 
     def _shed(self, queue: list[Any], limit: int, peer: str) -> None:
         """A peer reads slower than real time: drop the oldest audio, keep every control
@@ -298,6 +332,9 @@ class CallRuntime:
                 conn = self._agent
                 if conn is None:
                     continue  # reconnecting: the call re-sends what matters
+                if self._agent_push:
+                    self._write_agent_now(cast(PushAgentConnection, conn), batch)
+                    continue
                 try:
                     for item in batch:
                         if isinstance(item, bytes):
@@ -308,6 +345,17 @@ class CallRuntime:
                     pass  # the reader sees the same loss and reports it
         finally:
             self._writing_agent = False
+
+    @staticmethod
+    def _write_agent_now(conn: PushAgentConnection, batch: list[dg.ClientMessage | bytes]) -> None:
+        try:
+            for item in batch:
+                if isinstance(item, bytes):
+                    conn.write_audio(item)
+                else:
+                    conn.write_text(dg.encode(item))
+        except AgentClosed:
+            pass  # the connection reports its loss itself
 
     async def _write_vaic(self) -> None:
         call = self.call
