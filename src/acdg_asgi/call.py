@@ -36,12 +36,12 @@ from typing import Any, Final
 
 from . import events as ev
 from .agent_messages import AGENT_HANDLERS
-from .audio import MediaFormat
+from .audio import MediaFormat, strip_wav_header
 from .config import AgentConfig, Limits, Playout, Reconnect
 from .errors import RemoteProtocolError, SessionClosedError
 from .history import Transcript
 from .lifecycle import Action, CallState, CloseAgent, CloseVaic, ConnectAgent
-from .link import AgentLink
+from .link import AgentLink, AgentState
 from .pacing import Playout as PlayoutClock
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
@@ -145,6 +145,21 @@ class Call:
             )
         handler(self, msg, now)
 
+    def caller_audio(self, audio: bytes, now: float) -> bytes | None:
+        """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
+        agent is not ready (then it is held, bounded, until it is)."""
+        stats = self.stats
+        stats.caller_frames += 1
+        stats.caller_bytes += len(audio)
+        if self.media_format.wav:
+            audio = strip_wav_header(audio)
+        link = self.link
+        if link.state is AgentState.READY:
+            link.last_send = now
+            return audio
+        link.hold(audio)
+        return None
+
     def vaic_ended(self, now: float, reason_code: str | None, reason: str | None) -> None:
         """VAIC's ``session.end``: the call is over (after our hangup, for our reason)."""
         if self.state is CallState.ENDING and self._pending_end is not None:
@@ -224,12 +239,16 @@ class Call:
         """The earliest time :meth:`tick` has work to do, or ``None``."""
         if self.state is CallState.ENDED:
             return None
-        candidates = [self.link.next_deadline(), self._resume_deadline, self._hangup_deadline]
+        # Runs after every input: plain comparisons, no temporary lists.
+        best = self.link.next_deadline()
+        candidates: tuple[float | None, ...] = (self._resume_deadline, self._hangup_deadline)
         if self.state is CallState.ACTIVE:
-            candidates.append(self.playout.next_deadline())
-            if self._deferred_end is not None:
-                candidates.append(min(self._deferred_until, self.playout.play_head))
-        return min((c for c in candidates if c is not None), default=None)
+            deferred = self._deferred_end and min(self._deferred_until, self.playout.play_head)
+            candidates = (*candidates, self.playout.next_deadline(), deferred or None)
+        for c in candidates:
+            if c is not None and (best is None or c < best):
+                best = c
+        return best
 
     def tick(self, now: float) -> None:
         if self.state is CallState.ENDED:

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import events as ev
-from .audio import strip_wav_header
 from .lifecycle import CallState
-from .link import AgentState
 from .protocols import audiocodes as ac
 
 if TYPE_CHECKING:
@@ -23,18 +21,9 @@ __all__ = ["VAIC_HANDLERS"]
 
 
 def _chunk(call: Call, msg: ac.UserStreamChunk, now: float) -> None:
-    audio = msg.audio_chunk
-    stats = call.stats
-    stats.caller_frames += 1
-    stats.caller_bytes += len(audio)
-    if call.media_format.wav:
-        audio = strip_wav_header(audio)
-    link = call.link
-    if link.state is AgentState.READY:
+    audio = call.caller_audio(msg.audio_chunk, now)
+    if audio is not None:
         call.to_agent.append(audio)
-        link.last_send = now
-    else:
-        link.hold(audio)
 
 
 def _user_stream_start(call: Call, msg: ac.UserStreamStart, now: float) -> None:
