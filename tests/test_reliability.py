@@ -24,6 +24,7 @@ import pytest
 from _faults import (
     SETTLE_S,
     UVICORN_REFUSAL_LOG,
+    LogCapture,
     broken_agent,
     hangup_reason,
     is_hangup,
@@ -32,7 +33,7 @@ from _faults import (
     rig,
     settled,
 )
-from conftest import standin
+from conftest import serve, standin
 from vaic_raw import PlayStream, RawVaic, vaic, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -105,6 +106,27 @@ async def agent_turn_sent(record: AgentConnectionRecord, count: int = 1) -> None
 
 def tasks_now() -> int:
     return len(asyncio.all_tasks())
+
+
+# --- 0. the harness can see what it asserts on ---------------------------------------------
+
+
+async def test_the_log_capture_sees_a_traceback_in_the_server() -> None:
+    """``settled`` asserts that uvicorn logged no traceback: prove the capture catches one."""
+
+    async def broken_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            raise RuntimeError("bug in the app")
+
+    logs = LogCapture()
+    with logs.installed():
+        async with serve(broken_app, log_config=None) as host, vaic(host) as caller:
+            await caller.wait_closed()
+        await wait_until(logs.problems, what="the traceback to be logged")
+    assert any("Exception in ASGI application" in p and "bug in the app" in p
+               for p in logs.problems())
 
 
 # --- 1. session resume ----------------------------------------------------------------------
@@ -341,6 +363,28 @@ async def test_agent_drop_while_vaic_is_detached_then_resume() -> None:
             await new.end()
             await new.wait_closed()
         await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+
+
+async def test_agent_gone_for_good_while_vaic_is_detached_refuses_the_resume() -> None:
+    reconnect = Reconnect(attempts=1, initial_backoff_s=0.05, max_backoff_s=0.1)
+    async with rig(QUICK, reconnect=reconnect, limits=Limits(resume_grace_s=10)) as r:
+        tasks_before = tasks_now()
+        async with vaic(r.host) as old:
+            cid = old.conversation_id
+            await old.initiate()
+            await ready_record(r.agent)
+            abort(old)
+        await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
+                         what="the call detached")
+        r.agent.refuse_next(100)
+        await r.agent.drop_all()
+        end = await r.log.wait_for("session_end")  # nobody to hang up on: it just ends
+        assert end.reason == "error"
+        async with resumed(r.host, cid) as new:
+            refused = answer(new)
+            await new.wait_closed()
+        assert refused["type"] == "session.error" and refused["reason"]
+        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "error"})
 
 
 async def test_agent_gone_for_good_hangs_up_with_a_reason() -> None:
