@@ -39,11 +39,12 @@ HERE: Final = Path(__file__).resolve().parent
 # name -> script and its extra arguments. The first three run by default.
 TARGETS: Final = {
     "bridge": ("bridge_uvicorn.py",),
+    "acdg-serve": ("acdg_serve.py",),
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
     "bridge-unpaced": ("bridge_uvicorn.py", "--lead-ms", "0"),
 }
-DEFAULT_TARGETS: Final = ("bridge", "straightforward", "floor")
+DEFAULT_TARGETS: Final = ("acdg-serve", "bridge", "straightforward", "floor")
 TOKEN: Final = "bench-token"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S: Final = 20.0

@@ -23,6 +23,7 @@ def build(agent_url: str, token: str | None, agent_key: str | None, lead_ms: int
         deepgram_api_key=agent_key or "",
         auth=token or None,
         playout=Playout(lead_ms=lead_ms),
+        metrics=True,
     )
     return Starlette(routes=[Mount("/", app=bridge)], lifespan=bridge.lifespan)
 

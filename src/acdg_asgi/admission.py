@@ -21,6 +21,7 @@ from .auth import Connection
 from .call import Call
 from .config import AgentConfig, as_agent_config
 from .errors import AuthError, SessionClosedError
+from .fastws import DIRECT
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 from .routes import deny, route_path
@@ -66,7 +67,9 @@ async def admit(bridge: BridgeApp, scope: Scope, receive: Receive, send: Send) -
         return
     await send({"type": "websocket.accept"})
     client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
-    vaic = VaicSocket(receive, send, client=client, max_frame_bytes=bridge.limits.max_frame_bytes)
+    direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
+    vaic = VaicSocket(receive, send, client=client,
+                      max_frame_bytes=bridge.limits.max_frame_bytes, direct=direct)
     first = None
     with anyio.move_on_after(bridge.limits.initiate_timeout_s):
         first = await _await_session(vaic)

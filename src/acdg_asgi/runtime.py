@@ -138,31 +138,43 @@ class CallRuntime:
     # --- readers -----------------------------------------------------------------------
 
     async def read_vaic(self, vaic: VaicSocket) -> None:
-        call, now = self.call, self._scheduler.now
-        limit = vaic.max_frame_bytes
+        """Read VAIC's socket until it closes. With a direct socket (``acdg.direct``), text
+        frames arrive as callbacks instead and are handled inside ``data_received``."""
+        if vaic.direct:
+            vaic.listen(self._vaic_text)
         while (frame := await vaic.receive()) is not None:
-            if isinstance(frame, bytes):
-                self._peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
-            elif len(frame) > limit:
-                self._peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
-            else:
-                try:
-                    msg = ac.decode(frame)
-                except ac.DecodeError as exc:
-                    self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
-                else:
-                    if msg.__class__ is ac.UserStreamChunk and self._forward_now(msg):
-                        continue
-                    if isinstance(msg, ac.UnknownMessage):
-                        self.log.info("unknown VAIC message type %r ignored", msg.type)
-                        continue
-                    try:
-                        call.vaic(msg, now())
-                    except RemoteProtocolError as exc:
-                        self._peer_error("audiocodes", "out_of_order", str(exc))
-            await self._flush()
+            if self._vaic_frame(frame, vaic.max_frame_bytes):
+                await self._flush()
         self._vaic_gone(vaic)
         await self._flush()
+
+    def _vaic_text(self, text: str) -> None:
+        if self._vaic_frame(text, self.call.limits.max_frame_bytes) and not self._flush_now():
+            self._tick.set()
+
+    def _vaic_frame(self, frame: str | bytes, limit: int) -> bool:
+        """Take one frame from VAIC; ``True`` if there may be something to flush."""
+        call = self.call
+        if isinstance(frame, bytes):
+            self._peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
+        elif len(frame) > limit:
+            self._peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
+        else:
+            try:
+                msg = ac.decode(frame)
+            except ac.DecodeError as exc:
+                self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
+                return True
+            if msg.__class__ is ac.UserStreamChunk and self._forward_now(msg):
+                return False
+            if isinstance(msg, ac.UnknownMessage):
+                self.log.info("unknown VAIC message type %r ignored", msg.type)
+                return False
+            try:
+                call.vaic(msg, self._scheduler.now())
+            except RemoteProtocolError as exc:
+                self._peer_error("audiocodes", "out_of_order", str(exc))
+        return True
 
     def _forward_now(self, msg: ac.UserStreamChunk) -> bool:
         """The fast path for caller audio, the message that comes 50 times a second: with
@@ -225,11 +237,8 @@ class CallRuntime:
 
         def on_message(frame: str | bytes) -> None:
             self._agent_frame(frame)
-            call = self.call
-            if call.to_vaic or call.events or call.actions or call.to_agent or call.observations:
-                self._tick.set()
-            else:
-                self._reschedule()
+            if not self._flush_now():
+                self._tick.set()  # something must be written with waiting: the clock task
 
         def on_closed(reason: str) -> None:
             why[0] = reason
@@ -291,7 +300,23 @@ class CallRuntime:
     # --- the single flush ----------------------------------------------------------------
 
     async def _flush(self) -> None:
+        if self._flush_now(in_task=True):
+            return
         call = self.call
+        if call.to_agent and not self._writing_agent:
+            await self._write_agent()
+        if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
+            await self._write_vaic()
+
+    def _flush_now(self, *, in_task: bool = False) -> bool:
+        """The part of a flush that needs no waiting: events, actions, the timer, and
+        writes to sockets that take them without waiting. ``True`` if nothing is left.
+
+        Outside a task (a socket callback) actions are left to the clock task, which
+        flushes everything in order: they start tasks, and the call is ending anyway."""
+        call = self.call
+        if call.actions and not in_task:
+            return False
         if call.events:
             events, call.events = call.events, []
             self._events.deliver(events, self._tg)
@@ -308,10 +333,23 @@ class CallRuntime:
             self._shed(call.to_agent, limit, "agent")
         if len(call.to_vaic) > limit:
             self._shed(call.to_vaic, limit, "VAIC")
-        if call.to_agent and not self._writing_agent:
-            await self._write_agent()
-        if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
-            await self._write_vaic()
+        if call.to_agent and self._agent_push and not self._writing_agent:
+            batch, call.to_agent = call.to_agent, []
+            if self._agent is not None:
+                self._write_agent_now(cast(PushAgentConnection, self._agent), batch)
+        vaic = self._vaic
+        if call.to_vaic and vaic is not None and vaic.direct and not self._writing_vaic:
+            batch_out, call.to_vaic = call.to_vaic, []
+            self._write_vaic_now(vaic, batch_out)
+        return not (call.to_agent or call.to_vaic or self._vaic_close_pending)
+
+    def _write_vaic_now(self, vaic: VaicSocket, batch: list[ac.OutboundMessage]) -> None:
+        for msg in batch:
+            if not vaic.write_text(ac.encode(msg)):
+                self._vaic_gone(vaic)
+                return
+            if msg.__class__ is ac.PlayStreamStop and self.call.barge_in_at is not None:
+                self._barge_in_written()
 
     def _reschedule(self) -> None:
         if not self.done.is_set():
@@ -338,6 +376,12 @@ class CallRuntime:
     def _wake(self, when: float) -> None:
         self._scheduled = math.inf
         self._woken_for = max(self._woken_for, when)
+        vaic = self._vaic
+        if vaic is not None and vaic.direct and not self.done.is_set():
+            # Both sockets take writes without waiting: do the tick right here.
+            self.call.tick(max(self._scheduler.now(), self._woken_for))
+            if self._flush_now():
+                return
         self._tick.set()
 
     async def _write_agent(self) -> None:

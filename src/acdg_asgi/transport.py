@@ -7,6 +7,8 @@ becomes :class:`VaicClosed`, which the runtime turns into a "socket lost" input.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import Receive, Send
 
@@ -18,16 +20,32 @@ class VaicClosed(Exception):
 
 
 class VaicSocket:
-    __slots__ = ("_receive", "_send", "client", "closed", "max_frame_bytes")
+    """``direct`` is the server protocol when it offers the ``acdg.direct`` extension
+    (:mod:`acdg_asgi.fastws`): text frames then come by callback and go out unawaited."""
+
+    __slots__ = ("_direct", "_receive", "_send", "client", "closed", "direct", "max_frame_bytes")
 
     def __init__(
-        self, receive: Receive, send: Send, *, client: str, max_frame_bytes: int
+        self, receive: Receive, send: Send, *, client: str, max_frame_bytes: int,
+        direct: Any = None,
     ) -> None:
         self._receive = receive
         self._send = send
         self.client = client
         self.max_frame_bytes = max_frame_bytes
         self.closed = False
+        self._direct = direct
+        self.direct = direct is not None
+
+    def listen(self, on_text: Callable[[str], None]) -> None:
+        self._direct.listen(on_text)
+
+    def write_text(self, data: bytes) -> bool:
+        """Direct sockets only: write now; ``False`` once the socket is gone."""
+        if self.closed or not self._direct.write_text(data):
+            self.closed = True
+            return False
+        return True
 
     async def receive(self) -> str | bytes | None:
         """The next frame, or ``None`` once the socket is closed."""
