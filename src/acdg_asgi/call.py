@@ -36,12 +36,12 @@ from typing import Any, Final
 
 from . import events as ev
 from .agent_messages import AGENT_HANDLERS
-from .audio import MediaFormat, strip_wav_header
+from .audio import MediaFormat
 from .config import AgentConfig, Limits, Playout, Reconnect
 from .errors import RemoteProtocolError, SessionClosedError
 from .history import Transcript
 from .lifecycle import Action, CallState, CloseAgent, CloseVaic, ConnectAgent
-from .link import AgentLink, AgentState
+from .link import AgentLink
 from .pacing import Playout as PlayoutClock
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
@@ -85,11 +85,8 @@ class Call:
         prefix = f"{self.epoch}-" if self.epoch else ""  # streamIds stay unique across owners
         stream_ids = (f"{prefix}{n}" for n in itertools.count(1))
         self.playout = PlayoutClock(
-            media_format,
-            lead_ms=playout.lead_ms,
-            chunk_ms=playout.chunk_ms,
-            max_buffer_ms=playout.max_buffer_ms,
-            next_stream_id=lambda: next(stream_ids),
+            media_format, lead_ms=playout.lead_ms, chunk_ms=playout.chunk_ms,
+            max_buffer_ms=playout.max_buffer_ms, next_stream_id=lambda: next(stream_ids),
             stats=self.stats,
         )
         self.transcript = Transcript()
@@ -121,14 +118,9 @@ class Call:
             self.transcript.entries.extend(history)
             self.emit(ev.SessionResumedEvent, now, gap_ms=0.0, taken_over=True)
         else:
-            self.emit(
-                ev.SessionStartEvent,
-                now,
-                caller=initiate.caller,
-                bot_name=initiate.bot_name,
-                media_format=media_format.token,
-                offered_formats=tuple(initiate.supported_media_formats),
-            )
+            self.emit(ev.SessionStartEvent, now, caller=initiate.caller,
+                      bot_name=initiate.bot_name, media_format=media_format.token,
+                      offered_formats=tuple(initiate.supported_media_formats))
         self.actions.append(ConnectAgent(attempt=1))
 
     def __repr__(self) -> str:
@@ -144,21 +136,6 @@ class Call:
                 conversation_id=self.conversation_id,
             )
         handler(self, msg, now)
-
-    def caller_audio(self, audio: bytes, now: float) -> bytes | None:
-        """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
-        agent is not ready (then it is held, bounded, until it is)."""
-        stats = self.stats
-        stats.caller_frames += 1
-        stats.caller_bytes += len(audio)
-        if self.media_format.wav:
-            audio = strip_wav_header(audio)
-        link = self.link
-        if link.state is AgentState.READY:
-            link.last_send = now
-            return audio
-        link.hold(audio)
-        return None
 
     def vaic_ended(self, now: float, reason_code: str | None, reason: str | None) -> None:
         """VAIC's ``session.end``: the call is over (after our hangup, for our reason)."""

@@ -20,7 +20,7 @@ import enum
 from collections import deque
 from typing import Literal
 
-from .audio import MediaFormat
+from .audio import MediaFormat, strip_wav_header
 from .config import Limits, Reconnect
 from .stats import CallStats
 
@@ -53,6 +53,7 @@ class AgentLink:
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
         self._held_max = fmt.frame_bytes(limits.pre_ready_audio_ms)
+        self._wav = fmt.wav
 
     @property
     def ready(self) -> bool:
@@ -89,6 +90,20 @@ class AgentLink:
         self._held_bytes = 0
         self.last_send = now
         return handshake, gap, held
+
+    def caller_audio(self, audio: bytes, now: float) -> bytes | None:
+        """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
+        agent is not ready (then it is held, bounded, until it is)."""
+        stats = self.stats
+        stats.caller_frames += 1
+        stats.caller_bytes += len(audio)
+        if self._wav:
+            audio = strip_wav_header(audio)
+        if self.state is AgentState.READY:
+            self.last_send = now
+            return audio
+        self.hold(audio)
+        return None
 
     def hold(self, audio: bytes) -> None:
         """Caller audio while no agent is ready: keep the newest, bounded."""

@@ -22,13 +22,13 @@ from typing import Any, cast
 import anyio
 from anyio.abc import TaskGroup
 
-from .agent import AgentClosed, AgentConnectError, AgentConnection, PushAgentConnection
+from .agent import AgentClosed, AgentConnection, PushAgentConnection
 from .call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent
 from .cluster import Cluster
 from .dispatch import EventDispatch
-from .errors import RemoteProtocolError
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
+from .readers import agent_loop, read_vaic
 from .services import CallLog, Services, logger
 from .session import Session
 from .transport import VaicClosed, VaicSocket
@@ -43,19 +43,19 @@ class CallRuntime:
         self.log = CallLog(
             logger, {"conversation_id": call.conversation_id, "session_id": call.session_id}
         )
-        self._scheduler = services.scheduler
+        self.scheduler = services.scheduler
         self._vaic: VaicSocket | None = None
         self._vaic_close_pending = False
         self._vaic_close_code = 1000
-        self._agent: AgentConnection | None = None
-        self._agent_push = False  # the connection writes without waiting (checked once)
+        self.agent_conn: AgentConnection | None = None
+        self.agent_push = False  # the connection writes without waiting (checked once)
         self._writing_vaic = False
         self._writing_agent = False
         # A plain asyncio.Event: it can be cleared, so a wake-up costs no new object.
-        self._tick = asyncio.Event()
+        self.kick = asyncio.Event()
         self._scheduled = math.inf
         self._woken_for = 0.0
-        self._connects_in, self._connects_out = anyio.create_memory_object_stream[int](8)
+        self._connect_send, self.connect_requests = anyio.create_memory_object_stream[int](8)
         self._tg: TaskGroup | None = None
         self._observers = services.observers
         self._events = EventDispatch(self, services.handlers, services.observers, self.log,
@@ -80,13 +80,13 @@ class CallRuntime:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._agent_loop)
+                tg.start_soon(agent_loop, self)
                 tg.start_soon(self._clock_loop)
                 tg.start_soon(self._events.run)
                 if self._cluster is not None:
                     tg.start_soon(self._keep_loop, self._cluster)
-                await self._flush()
-                await self.read_vaic(vaic)
+                await self.flush()
+                await read_vaic(self, vaic)
                 await self.done.wait()
                 with anyio.move_on_after(self.services.end_handler_timeout_s):
                     await self._events.finished.wait()
@@ -104,15 +104,15 @@ class CallRuntime:
         old, self._vaic = self._vaic, None
         if old is not None:
             await old.close(1000, "replaced by a resumed socket")
-        self.call.vaic_resumed(self._scheduler.now())
+        self.call.vaic_resumed(self.scheduler.now())
         self._vaic = vaic
         self.log.info("call resumed from %s", vaic.client)
-        await self._flush()
-        await self.read_vaic(vaic)
+        await self.flush()
+        await read_vaic(self, vaic)
 
     async def _abort(self, reason: str) -> None:
         """Our own failure: hang up politely if VAIC is there, and end the call."""
-        now = self._scheduler.now()
+        now = self.scheduler.now()
         vaic = self._vaic
         if vaic is not None and not vaic.closed and self.call.state is CallState.ACTIVE:
             hangup = ac.OutboundActivities(activities=(ac.Activity(
@@ -129,7 +129,7 @@ class CallRuntime:
         self._finished()
 
     async def _close_sockets(self) -> None:
-        agent, self._agent = self._agent, None
+        agent, self.agent_conn = self.agent_conn, None
         if agent is not None:
             await agent.close()
         if self._vaic is not None:
@@ -137,139 +137,13 @@ class CallRuntime:
 
     # --- readers -----------------------------------------------------------------------
 
-    async def read_vaic(self, vaic: VaicSocket) -> None:
-        """Read VAIC's socket until it closes. With a direct socket (``acdg.direct``), text
-        frames arrive as callbacks instead and are handled inside ``data_received``."""
-        if vaic.direct:
-            vaic.listen(self._vaic_text)
-        while (frame := await vaic.receive()) is not None:
-            if self._vaic_frame(frame, vaic.max_frame_bytes):
-                await self._flush()
-        self._vaic_gone(vaic)
-        await self._flush()
-
-    def _vaic_text(self, text: str) -> None:
-        if self._vaic_frame(text, self.call.limits.max_frame_bytes) and not self._flush_now():
-            self._tick.set()
-
-    def _vaic_frame(self, frame: str | bytes, limit: int) -> bool:
-        """Take one frame from VAIC; ``True`` if there may be something to flush."""
-        call = self.call
-        if isinstance(frame, bytes):
-            self._peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
-        elif len(frame) > limit:
-            self._peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
-        else:
-            try:
-                msg = ac.decode(frame)
-            except ac.DecodeError as exc:
-                self._peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
-                return True
-            if msg.__class__ is ac.UserStreamChunk and self._forward_now(msg):
-                return False
-            if isinstance(msg, ac.UnknownMessage):
-                self.log.info("unknown VAIC message type %r ignored", msg.type)
-                return False
-            try:
-                call.vaic(msg, self._scheduler.now())
-            except RemoteProtocolError as exc:
-                self._peer_error("audiocodes", "out_of_order", str(exc))
-        return True
-
-    def _forward_now(self, msg: ac.UserStreamChunk) -> bool:
-        """The fast path for caller audio, the message that comes 50 times a second: with
-        a push connection and nothing queued, it goes straight to the agent, past the
-        dispatch table and the flush. Anything else takes the general path."""
-        call = self.call
-        if not self._agent_push or call.state is not CallState.ACTIVE or call.to_agent:
-            return False
-        audio = call.caller_audio(msg.audio_chunk, self._scheduler.now())
-        if audio is not None:
-            with contextlib.suppress(AgentClosed):  # the connection reports its own loss
-                cast(PushAgentConnection, self._agent).write_audio(audio)
-        return True
-
-    async def _agent_loop(self) -> None:
-        services, call, now = self.services, self.call, self._scheduler.now
-        async with self._connects_out:
-            async for attempt in self._connects_out:
-                self.log.info("connecting to the agent (attempt %d)", attempt)
-                try:
-                    with anyio.fail_after(call.limits.handshake_timeout_s):
-                        conn = await services.connector.connect(
-                            services.agent_url, services.agent_headers
-                        )
-                except (AgentConnectError, TimeoutError) as exc:
-                    call.agent_lost(now(), str(exc) or "agent connect timed out")
-                    await self._flush()
-                    continue
-                if call.state is CallState.ENDED:
-                    await conn.close()
-                    break
-                self._agent = conn
-                self._agent_push = isinstance(conn, PushAgentConnection)
-                call.agent_connected(now())
-                await self._flush()
-                if self._agent_push:
-                    reason = await self._listen_agent(cast(PushAgentConnection, conn))
-                else:
-                    reason = await self._read_agent(conn)
-                if self._agent is conn:  # not closed on the call's own request
-                    self._agent = None
-                    call.agent_lost(now(), reason)
-                    await self._flush()
-
-    async def _read_agent(self, conn: AgentConnection) -> str:
-        """The general path: await each message, then flush."""
-        while True:
-            try:
-                frame = await conn.recv()
-            except AgentClosed as exc:
-                return str(exc)
-            self._agent_frame(frame)
-            await self._flush()
-
-    async def _listen_agent(self, conn: PushAgentConnection) -> str:
-        """The fast path: each message is handled inside the connection's data callback;
-        only what must be written to VAIC wakes the clock task, which flushes."""
-        closed = anyio.Event()
-        why = ["closed"]
-
-        def on_message(frame: str | bytes) -> None:
-            self._agent_frame(frame)
-            if not self._flush_now():
-                self._tick.set()  # something must be written with waiting: the clock task
-
-        def on_closed(reason: str) -> None:
-            why[0] = reason
-            closed.set()
-
-        conn.listen(on_message, on_closed)
-        await closed.wait()
-        return why[0]
-
-    def _agent_frame(self, frame: str | bytes) -> None:
-        call, now = self.call, self._scheduler.now()
-        if isinstance(frame, bytes):
-            call.agent_audio(frame, now)
-            return
-        try:
-            msg = dg.decode_server(frame)
-        except dg.DecodeError as exc:
-            self._peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
-            return
-        if isinstance(msg, dg.UnknownMessage):
-            self.log.info("unknown agent message type %r ignored", msg.type)
-            return
-        call.agent(msg, now)
-
     async def _clock_loop(self) -> None:
         while not self.done.is_set():
-            await self._tick.wait()
-            self._tick.clear()
+            await self.kick.wait()
+            self.kick.clear()
             # Woken for a deadline: it is at least that time, however coarse the clock.
-            self.call.tick(max(self._scheduler.now(), self._woken_for))
-            await self._flush()
+            self.call.tick(max(self.scheduler.now(), self._woken_for))
+            await self.flush()
 
     async def _keep_loop(self, cluster: Cluster) -> None:
         """Share new history per turn and renew this instance's lease on the call."""
@@ -291,16 +165,16 @@ class CallRuntime:
     # --- commands from the Session -------------------------------------------------------
 
     async def command(self, fn: Callable[[Call, float], None]) -> None:
-        fn(self.call, self._scheduler.now())
-        await self._flush()
+        fn(self.call, self.scheduler.now())
+        await self.flush()
 
     async def to_agent(self, msg: dg.ClientMessage) -> None:
         await self.command(lambda call, now: call.send_to_agent(msg, now))
 
     # --- the single flush ----------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        if self._flush_now(in_task=True):
+    async def flush(self) -> None:
+        if self.flush_now(in_task=True):
             return
         call = self.call
         if call.to_agent and not self._writing_agent:
@@ -308,7 +182,7 @@ class CallRuntime:
         if (call.to_vaic or self._vaic_close_pending) and not self._writing_vaic:
             await self._write_vaic()
 
-    def _flush_now(self, *, in_task: bool = False) -> bool:
+    def flush_now(self, *, in_task: bool = False) -> bool:
         """The part of a flush that needs no waiting: events, actions, the timer, and
         writes to sockets that take them without waiting. ``True`` if nothing is left.
 
@@ -333,10 +207,10 @@ class CallRuntime:
             self._shed(call.to_agent, limit, "agent")
         if len(call.to_vaic) > limit:
             self._shed(call.to_vaic, limit, "VAIC")
-        if call.to_agent and self._agent_push and not self._writing_agent:
+        if call.to_agent and self.agent_push and not self._writing_agent:
             batch, call.to_agent = call.to_agent, []
-            if self._agent is not None:
-                self._write_agent_now(cast(PushAgentConnection, self._agent), batch)
+            if self.agent_conn is not None:
+                self._write_agent_now(cast(PushAgentConnection, self.agent_conn), batch)
         vaic = self._vaic
         if call.to_vaic and vaic is not None and vaic.direct and not self._writing_vaic:
             batch_out, call.to_vaic = call.to_vaic, []
@@ -346,7 +220,7 @@ class CallRuntime:
     def _write_vaic_now(self, vaic: VaicSocket, batch: list[ac.OutboundMessage]) -> None:
         for msg in batch:
             if not vaic.write_text(ac.encode(msg)):
-                self._vaic_gone(vaic)
+                self.vaic_gone(vaic)
                 return
             if msg.__class__ is ac.PlayStreamStop and self.call.barge_in_at is not None:
                 self._barge_in_written()
@@ -356,7 +230,7 @@ class CallRuntime:
             deadline = self.call.next_deadline()
             if deadline is not None and deadline < self._scheduled:
                 self._scheduled = deadline
-                self._scheduler.wake_at(deadline, self._wake)
+                self.scheduler.wake_at(deadline, self._wake)
 
     def _shed(self, queue: list[Any], limit: int, peer: str) -> None:
         """A peer reads slower than real time: drop the oldest audio, keep every control
@@ -370,7 +244,7 @@ class CallRuntime:
         dropped = len(queue) - len(kept)
         queue[:] = kept
         self.call.protocol_warning(
-            self._scheduler.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
+            self.scheduler.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
         )
 
     def _wake(self, when: float) -> None:
@@ -379,10 +253,10 @@ class CallRuntime:
         vaic = self._vaic
         if vaic is not None and vaic.direct and not self.done.is_set():
             # Both sockets take writes without waiting: do the tick right here.
-            self.call.tick(max(self._scheduler.now(), self._woken_for))
-            if self._flush_now():
+            self.call.tick(max(self.scheduler.now(), self._woken_for))
+            if self.flush_now():
                 return
-        self._tick.set()
+        self.kick.set()
 
     async def _write_agent(self) -> None:
         call = self.call
@@ -390,10 +264,10 @@ class CallRuntime:
         try:
             while batch := call.to_agent:
                 call.to_agent = []
-                conn = self._agent
+                conn = self.agent_conn
                 if conn is None:
                     continue  # reconnecting: the call re-sends what matters
-                if self._agent_push:
+                if self.agent_push:
                     self._write_agent_now(cast(PushAgentConnection, conn), batch)
                     continue
                 try:
@@ -433,27 +307,27 @@ class CallRuntime:
                         if msg.__class__ is ac.PlayStreamStop and call.barge_in_at is not None:
                             self._barge_in_written()
                 except VaicClosed:
-                    self._vaic_gone(vaic)
+                    self.vaic_gone(vaic)
             if self._vaic_close_pending and self._vaic is not None:
                 self._vaic_close_pending = False
                 await self._vaic.close(self._vaic_close_code)
         finally:
             self._writing_vaic = False
 
-    def _vaic_gone(self, vaic: VaicSocket) -> None:
+    def vaic_gone(self, vaic: VaicSocket) -> None:
         if self._vaic is vaic:
             self._vaic = None
-            self.call.vaic_lost(self._scheduler.now())
-            self._tick.set()  # let the clock loop flush what the loss produced
+            self.call.vaic_lost(self.scheduler.now())
+            self.kick.set()  # let the clock loop flush what the loss produced
 
     def _take_actions(self) -> None:
         actions, self.call.actions = self.call.actions, []
         for action in actions:
             if isinstance(action, ConnectAgent):
                 with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-                    self._connects_in.send_nowait(action.attempt)
+                    self._connect_send.send_nowait(action.attempt)
             elif isinstance(action, CloseAgent):
-                agent, self._agent = self._agent, None
+                agent, self.agent_conn = self.agent_conn, None
                 if agent is not None and self._tg is not None:
                     self._tg.start_soon(agent.close)
             elif isinstance(action, CloseVaic):
@@ -466,20 +340,20 @@ class CallRuntime:
         if self.finished:
             return
         self.finished = True
-        self._connects_in.close()
+        self._connect_send.close()
         self._events.close()
         self.done.set()
-        self._tick.set()
+        self.kick.set()
         if self._observers:
             self._observers.call_finished(self)
 
     def _barge_in_written(self) -> None:
         at, self.call.barge_in_at = self.call.barge_in_at, None
         if self._observers and at is not None:
-            reaction = self._scheduler.now() - at
+            reaction = self.scheduler.now() - at
             self._observers.call_observed(self, "barge_in_reaction_seconds", reaction)
 
-    def _peer_error(self, source: str, kind: str, description: str) -> None:
-        self.call.protocol_warning(self._scheduler.now(), source, description)
+    def peer_error(self, source: str, kind: str, description: str) -> None:
+        self.call.protocol_warning(self.scheduler.now(), source, description)
         if self._observers:
             self._observers.protocol_error(source, kind)

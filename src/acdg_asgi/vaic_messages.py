@@ -21,7 +21,7 @@ __all__ = ["VAIC_HANDLERS"]
 
 
 def _chunk(call: Call, msg: ac.UserStreamChunk, now: float) -> None:
-    audio = call.caller_audio(msg.audio_chunk, now)
+    audio = call.link.caller_audio(msg.audio_chunk, now)
     if audio is not None:
         call.to_agent.append(audio)
 
