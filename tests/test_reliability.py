@@ -228,11 +228,12 @@ async def test_a_resume_racing_the_old_socket_takes_over_and_the_old_one_is_clos
 
 @pytest.mark.xfail(strict=True, reason=(
     "VAIC sends session.end and closes its socket while the bridge is writing to it: "
-    "runtime.CallRuntime._write_vaic takes the failed send (uvicorn raises "
-    "ClientDisconnected once it has parsed the close frame) for a lost socket, "
-    "_vaic_gone -> Call.vaic_lost detaches the call, and transport.VaicSocket.send_text "
-    "marks the socket closed so VaicSocket.receive returns None without reading what is "
-    "still queued. The frame being handled is refused ('userStream.chunk not expected "
+    "runtime.CallRuntime._write_vaic (and _write_vaic_now) take the failed send (uvicorn "
+    "raises ClientDisconnected once it has parsed the close frame) for a lost socket, "
+    "CallRuntime.vaic_gone -> Call.vaic_lost detaches the call, and "
+    "transport.VaicSocket.send_text/write_text mark the socket closed so "
+    "VaicSocket.receive returns None without reading what is still queued. The frame "
+    "being handled is refused ('userStream.chunk not expected "
     "while detached'), the queued caller audio and session.end are never read, and the "
     "call waits out resume_grace_s and ends as 'timeout' instead of 'caller'. The bridge "
     "should read the socket to its end before treating it as lost."))
