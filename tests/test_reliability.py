@@ -226,17 +226,6 @@ async def test_a_resume_racing_the_old_socket_takes_over_and_the_old_one_is_clos
         await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "VAIC sends session.end and closes its socket while the bridge is writing to it: "
-    "runtime.CallRuntime._write_vaic (and _write_vaic_now) take the failed send (uvicorn "
-    "raises ClientDisconnected once it has parsed the close frame) for a lost socket, "
-    "CallRuntime.vaic_gone -> Call.vaic_lost detaches the call, and "
-    "transport.VaicSocket.send_text/write_text mark the socket closed so "
-    "VaicSocket.receive returns None without reading what is still queued. The frame "
-    "being handled is refused ('userStream.chunk not expected "
-    "while detached'), the queued caller audio and session.end are never read, and the "
-    "call waits out resume_grace_s and ends as 'timeout' instead of 'caller'. The bridge "
-    "should read the socket to its end before treating it as lost."))
 async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> None:
     """VAIC sends audio, session.end and closes its socket at once, while the bridge is
     busy writing to it (the echo agent makes every caller frame a write to VAIC). Six
@@ -983,13 +972,6 @@ async def test_agent_socket_dies(phase: str, then: str) -> None:
         assert len(r.log.of("agent_reconnected")) == (1 if then == "reconnect" else 0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serving.DrainingServer: the second SIGTERM ('send it again to stop at once') only sets "
-    "uvicorn's should_exit; uvicorn then closes the VAIC socket with 1012, which "
-    "Call.vaic_lost takes for a network loss (DETACHED, waiting resume_grace_s), and "
-    "uvicorn waits for that call's ASGI task: the process lingers for the whole resume "
-    "grace period (30 s by default) and the call ends as 'timeout'. The second signal "
-    "should end the remaining calls at once so that the process exits promptly."))
 async def test_a_second_sigterm_stops_the_server_at_once() -> None:
     async with standin(QUICK) as agent:
         process = await anyio.open_process([sys.executable, "-c", SERVER, agent.url, "60", "20"])

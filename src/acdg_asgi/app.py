@@ -190,6 +190,17 @@ class BridgeApp:
         for runtime in list(self.calls.values()):
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
 
+    async def stop(self) -> None:
+        """End every call at once: hang up politely where VAIC is there, no resume grace."""
+        self.draining = True
+        for runtime in list(self.calls.values()):
+            if runtime.call.is_active:
+                await runtime.command(lambda call, now: call.hangup(
+                    now, "service stopping", end_reason="shutdown", wait_for_playout=False))
+        await self._wait_for_no_calls(1.0)
+        for runtime in list(self.calls.values()):
+            await runtime.command(lambda call, now: call.end(now, "shutdown"))
+
     async def _wait_for_no_calls(self, timeout_s: float) -> None:
         if not self.calls:
             return

@@ -290,13 +290,18 @@ class Call:
         self._check_open("send_activity")
         self.to_vaic.append(ac.OutboundActivities(activities=activities))
 
-    def hangup(self, now: float, reason: str, *, end_reason: str = "ended") -> None:
+    def hangup(
+        self, now: float, reason: str, *, end_reason: str = "ended", wait_for_playout: bool = True
+    ) -> None:
         """Hang up (``hangup`` activity with ``hangupReason``) once the agent's words have
         played; the call ends when VAIC confirms or after ``hangup_timeout_s``."""
         activity = ac.Activity(
             type="event", name="hangup", activity_params={"hangupReason": reason}
         )
-        self._end_after_playout(now, activity, end_reason, reason)
+        if wait_for_playout:
+            self._end_after_playout(now, activity, end_reason, reason)
+        else:
+            self._end_with(now, activity, end_reason, reason)
 
     def transfer(self, now: float, activity: ac.Activity) -> None:
         """Transfer once the agent's words have played; the call ends with it."""

@@ -228,6 +228,9 @@ class Playout:
     def _skip(self, n: int) -> None:
         self._off += n
         self._read += n
-        if self._off > 65536 and self._off * 2 > len(self._buf):
+        if self._off == len(self._buf):  # all sent: free it (the usual case, and no copy)
+            self._buf = bytearray()
+            self._off = 0
+        elif self._off > 65536 and self._off * 2 > len(self._buf):
             del self._buf[: self._off]
             self._off = 0

@@ -220,8 +220,7 @@ class CallRuntime:
     def _write_vaic_now(self, vaic: VaicSocket, batch: list[ac.OutboundMessage]) -> None:
         for msg in batch:
             if not vaic.write_text(ac.encode(msg)):
-                self.vaic_gone(vaic)
-                return
+                return  # its reader reads what VAIC sent before, then reports the loss
             if msg.__class__ is ac.PlayStreamStop and self.call.barge_in_at is not None:
                 self._barge_in_written()
 
@@ -307,7 +306,7 @@ class CallRuntime:
                         if msg.__class__ is ac.PlayStreamStop and call.barge_in_at is not None:
                             self._barge_in_written()
                 except VaicClosed:
-                    self.vaic_gone(vaic)
+                    pass  # its reader reads what VAIC sent before, then reports the loss
             if self._vaic_close_pending and self._vaic is not None:
                 self._vaic_close_pending = False
                 await self._vaic.close(self._vaic_close_code)

@@ -34,10 +34,15 @@ class DrainingServer(uvicorn.Server):
         self.bridges = tuple(bridges)
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
+        self._stop_requested = False
+        self._stop_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_requested or not self.bridges:
-            super().handle_exit(sig, frame)  # second signal: shut down now
+            # Second signal: end every call now (no resume grace), then shut down.
+            self._stop_requested = True
+            if not self.bridges:
+                super().handle_exit(sig, frame)
             return
         self._drain_requested = True
         log.info("%s received: draining before shutdown (send it again to stop at once)",
@@ -46,7 +51,17 @@ class DrainingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self._drain_requested and self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        if self._stop_requested and self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop())
         return await super().on_tick(counter)
+
+    async def _stop(self) -> None:
+        log.info("stopping now: ending %d calls", sum(len(b.calls) for b in self.bridges))
+        try:
+            for bridge in self.bridges:
+                await bridge.stop()
+        finally:
+            self.should_exit = True
 
     async def _drain(self) -> None:
         try:

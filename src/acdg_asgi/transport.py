@@ -23,7 +23,9 @@ class VaicSocket:
     """``direct`` is the server protocol when it offers the ``acdg.direct`` extension
     (:mod:`acdg_asgi.fastws`): text frames then come by callback and go out unawaited."""
 
-    __slots__ = ("_direct", "_receive", "_send", "client", "closed", "direct", "max_frame_bytes")
+    __slots__ = (
+        "_direct", "_receive", "_send", "broken", "client", "closed", "direct", "max_frame_bytes",
+    )
 
     def __init__(
         self, receive: Receive, send: Send, *, client: str, max_frame_bytes: int,
@@ -33,7 +35,8 @@ class VaicSocket:
         self._send = send
         self.client = client
         self.max_frame_bytes = max_frame_bytes
-        self.closed = False
+        self.closed = False  # disconnected, or closed by us: nothing more to read
+        self.broken = False  # a write failed; what VAIC sent before may still be read
         self._direct = direct
         self.direct = direct is not None
 
@@ -42,8 +45,8 @@ class VaicSocket:
 
     def write_text(self, data: bytes) -> bool:
         """Direct sockets only: write now; ``False`` once the socket is gone."""
-        if self.closed or not self._direct.write_text(data):
-            self.closed = True
+        if self.closed or self.broken or not self._direct.write_text(data):
+            self.broken = True
             return False
         return True
 
@@ -62,12 +65,12 @@ class VaicSocket:
         return None
 
     async def send_text(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.broken:
             raise VaicClosed("socket closed")
         try:
             await self._send({"type": "websocket.send", "text": data.decode()})
         except Exception as exc:  # servers differ: OSError, ClientDisconnected, RuntimeError
-            self.closed = True
+            self.broken = True  # the reader still drains what VAIC sent, then sees the end
             raise VaicClosed(repr(exc)) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
