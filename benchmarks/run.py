@@ -40,6 +40,7 @@ HERE: Final = Path(__file__).resolve().parent
 TARGETS: Final = {
     "bridge": ("bridge_uvicorn.py",),
     "acdg-serve": ("acdg_serve.py",),
+    "acdg-serve-40ms": ("acdg_serve.py", "--chunk-ms", "40", "--caller-frame-ms", "40"),
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
     "bridge-unpaced": ("bridge_uvicorn.py", "--lead-ms", "0"),

@@ -359,3 +359,13 @@ def test_application_hangup_after_the_end_raises() -> None:
     call.vaic(ac.SessionEnd(conversation_id="conv-1"), 1.0)
     with pytest.raises(SessionClosedError):
         call.end_session(2.0, "late")
+
+
+def test_caller_audio_can_go_in_larger_frames() -> None:
+    call = make_call(limits=Limits(caller_frame_ms=60))
+    ready(call)
+    for i in range(7):
+        call.vaic(ac.UserStreamChunk(conversation_id="conv-1", audio_chunk=bytes([i]) * 640), 0.0)
+    sent = drain(call)[1]
+    assert [len(f) for f in sent] == [1920, 1920]  # 3 x 20 ms each; the 7th waits
+    assert sent[1] == bytes([3]) * 640 + bytes([4]) * 640 + bytes([5]) * 640

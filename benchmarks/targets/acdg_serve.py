@@ -23,12 +23,15 @@ def main() -> None:
     ap.add_argument("--agent-url", required=True)
     ap.add_argument("--token", default="token", help="bearer token VAIC must send ('' for none)")
     ap.add_argument("--lead-ms", type=int, default=100, help="playout lead; 0: no pacing")
+    ap.add_argument("--chunk-ms", type=int, default=20, help="audio per playStream.chunk")
+    ap.add_argument("--caller-frame-ms", type=int, default=0, help="caller frames to the agent")
     args = ap.parse_args()
     if args.token:
         os.environ["ACDG_TOKEN"] = args.token
     sys.exit(acdg([
         "serve", "--host", args.host, "--port", str(args.port), "--deepgram-url", args.agent_url,
-        "--lead-ms", str(args.lead_ms), "--log-level", "warning",
+        "--lead-ms", str(args.lead_ms), "--chunk-ms", str(args.chunk_ms),
+        "--caller-frame-ms", str(args.caller_frame_ms), "--log-level", "warning",
     ]))
 
 

@@ -155,7 +155,13 @@ class Reconnect(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Limits(msgspec.Struct, kw_only=True, frozen=True):
-    """Bounds that keep one bad call or a flood of calls from hurting the rest."""
+    """Bounds that keep one bad call or a flood of calls from hurting the rest, and the
+    size of caller audio frames toward the agent.
+
+    ``caller_frame_ms``: 0 forwards each ``userStream.chunk`` as it comes (VAIC sends
+    20 ms); 40 or 60 sends fewer, larger frames, which costs less CPU and adds up to the
+    difference in latency. Pair it with ``Playout(chunk_ms=...)`` for the other way.
+    """
 
     max_calls: int | None = 1000
     max_frame_bytes: int = 256 * 1024
@@ -167,3 +173,4 @@ class Limits(msgspec.Struct, kw_only=True, frozen=True):
     pre_ready_audio_ms: int = 3000
     event_queue: int = 1000
     outbound_queue: int = 500  # messages waiting for a slow peer; oldest audio goes first
+    caller_frame_ms: int = 0

@@ -54,6 +54,8 @@ class AgentLink:
         self._held_bytes = 0
         self._held_max = fmt.frame_bytes(limits.pre_ready_audio_ms)
         self._wav = fmt.wav
+        self._frame_bytes = fmt.frame_bytes(limits.caller_frame_ms)  # 0: no coalescing
+        self._gathered = bytearray()
 
     @property
     def ready(self) -> bool:
@@ -100,6 +102,12 @@ class AgentLink:
         if self._wav:
             audio = strip_wav_header(audio)
         if self.state is AgentState.READY:
+            if self._frame_bytes:
+                self._gathered += audio
+                if len(self._gathered) < self._frame_bytes:
+                    return None
+                audio = bytes(self._gathered)
+                self._gathered.clear()
             self.last_send = now
             return audio
         self.hold(audio)

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="how far agent audio may run ahead of real time (default 100)")
     serve.add_argument("--chunk-ms", type=int, help="audio per playStream.chunk (default 20)")
     serve.add_argument("--max-calls", type=int, help="refuse calls beyond this many")
+    serve.add_argument("--caller-frame-ms", type=int,
+                       help="send caller audio to the agent in frames of this many ms "
+                       "(default 0: as VAIC sends it)")
     serve.add_argument("--log-format", choices=("text", "json"), help="log line format")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--records", metavar="FILE.jsonl",
@@ -89,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "records": args.records, "metrics": args.metrics},
                 "bridge": {"deepgram_url": args.deepgram_url},
                 "playout": {"lead_ms": args.lead_ms, "chunk_ms": args.chunk_ms},
-                "limits": {"max_calls": args.max_calls},
+                "limits": {"max_calls": args.max_calls,
+                           "caller_frame_ms": args.caller_frame_ms},
             }
             return run(load_settings(args.config, overrides))
         from .call import run as run_call_command
