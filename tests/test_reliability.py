@@ -986,10 +986,13 @@ async def test_a_second_sigterm_stops_the_server_at_once() -> None:
                 process.send_signal(signal.SIGTERM)
                 await anyio.sleep(0.3)  # the drain has started
                 process.send_signal(signal.SIGTERM)
+                # The caller is told, not just cut off.
+                assert await hangup_reason(caller)
                 await caller.wait_closed()
                 with anyio.move_on_after(5):  # the call's grace period is 20 s
                     await process.wait()
                 assert process.returncode is not None, "still running 5 s after the 2nd SIGTERM"
+                assert process.returncode == 0
         finally:
             if process.returncode is None:
                 process.kill()
