@@ -401,12 +401,12 @@ async def load_call(
     host: str,
     frames: int,
     *,
-    agent_frames: Callable[[str], int],
+    agent_bytes: Callable[[str], int],
     frame_ms: int = 20,
     within: float = 30.0,
 ) -> LoadCall:
     """One call: ``frames`` numbered caller frames at real time, then wait until the agent
-    has every one and VAIC has heard every one echoed back, then ``session.end`` and wait
+    has all their bytes and VAIC has heard every frame echoed back, then ``session.end`` and wait
     for the bridge to close the socket, as VAIC does. Never raises."""
     call = LoadCall(str(uuid.uuid4()))
     cid = call.conversation_id
@@ -448,7 +448,7 @@ async def load_call(
 
     async def poll_agent() -> None:
         # The stand-in's records have no event to wait on: poll them.
-        while agent_frames(cid) < call.sent or call.sent < frames:  # noqa: ASYNC110
+        while agent_bytes(cid) < frames * frame_bytes:  # noqa: ASYNC110
             await anyio.sleep(0.05)
 
     try:
