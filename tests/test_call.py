@@ -369,3 +369,22 @@ def test_caller_audio_can_go_in_larger_frames() -> None:
     sent = drain(call)[1]
     assert [len(f) for f in sent] == [1920, 1920]  # 3 x 20 ms each; the 7th waits
     assert sent[1] == bytes([3]) * 640 + bytes([4]) * 640 + bytes([5]) * 640
+
+
+def test_larger_frames_never_strand_the_last_bit_of_audio() -> None:
+    call = make_call(lead_ms=100, limits=Limits(caller_frame_ms=60))
+    ready(call)
+    call.vaic(ac.UserStreamChunk(conversation_id="conv-1", audio_chunk=FRAME), 1.0)
+    assert drain(call)[1] == []
+    assert call.next_deadline() == pytest.approx(1.06)
+    call.tick(1.06)
+    assert drain(call)[1] == [FRAME]  # sent after one frame's time, not held forever
+    # The play side too: a short last chunk goes once what was sent has played.
+    call.playout.chunk_bytes = PCM16.frame_bytes(40)
+    call.agent_audio(FRAME * 3, 2.0)  # 60 ms: one 40 ms chunk and 20 ms left over
+    chunks = [m for m in drain(call)[0] if isinstance(m, ac.PlayStreamChunk)]
+    assert [len(c.audio_chunk) for c in chunks] == [1280]
+    assert call.next_deadline() == pytest.approx(2.04)
+    call.tick(2.04)
+    chunks = [m for m in drain(call)[0] if isinstance(m, ac.PlayStreamChunk)]
+    assert [len(c.audio_chunk) for c in chunks] == [640]

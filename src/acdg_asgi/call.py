@@ -243,6 +243,9 @@ class Call:
         elif due == "timeout":
             self.actions.append(CloseAgent())
             self.agent_lost(now, "agent handshake timed out")
+        gathered = self.link.gathered_due(now)
+        if gathered is not None:
+            self.to_agent.append(gathered)
         if self.link.keepalive_due(now):
             self.to_agent.append(dg.KeepAlive())
             self.link.last_send = now

@@ -56,6 +56,7 @@ class AgentLink:
         self._wav = fmt.wav
         self._frame_bytes = fmt.frame_bytes(limits.caller_frame_ms)  # 0: no coalescing
         self._gathered = bytearray()
+        self._gathered_at = 0.0  # when the oldest gathered audio came
 
     @property
     def ready(self) -> bool:
@@ -103,6 +104,8 @@ class AgentLink:
             audio = strip_wav_header(audio)
         if self.state is AgentState.READY:
             if self._frame_bytes:
+                if not self._gathered:
+                    self._gathered_at = now
                 self._gathered += audio
                 if len(self._gathered) < self._frame_bytes:
                     return None
@@ -147,13 +150,25 @@ class AgentLink:
             return "timeout"
         return None
 
+    def gathered_due(self, now: float) -> bytes | None:
+        """Caller audio gathered for a larger frame that waited long enough: send it."""
+        if not self._gathered or now < self._gathered_at + self.limits.caller_frame_ms / 1000:
+            return None
+        audio = bytes(self._gathered)
+        self._gathered.clear()
+        self.last_send = now
+        return audio
+
     def keepalive_due(self, now: float) -> bool:
         return self.ready and now - self.last_send >= self.limits.keepalive_s
 
     def next_deadline(self) -> float | None:
-        if self.ready:
-            return self.last_send + self.limits.keepalive_s
-        return self.deadline
+        if not self.ready:
+            return self.deadline
+        keepalive = self.last_send + self.limits.keepalive_s
+        if self._gathered:
+            return min(keepalive, self._gathered_at + self.limits.caller_frame_ms / 1000)
+        return keepalive
 
     def close(self) -> None:
         self.state = AgentState.CLOSED

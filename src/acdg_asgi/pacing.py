@@ -159,14 +159,15 @@ class Playout:
         """When :meth:`pull` will have something to send, or ``None`` if only input will."""
         size = self._next_size()
         if size is None:
-            return None
+            # A short chunk waiting for the rest goes once the audio already sent has played.
+            return self.play_head if self._next_size(partial_ok=True) else None
         if not self.lead or size == 0:
             return 0.0  # due now
         return self.play_head + size / self.bytes_per_s - self.lead
 
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""
-        while (size := self._next_size()) is not None:
+        while (size := self._next_size(partial_ok=self.play_head <= now)) is not None:
             utterance = self._queue[0]
             if size == 0:  # this utterance is all sent
                 if self.stream_id is not None:
@@ -211,8 +212,11 @@ class Playout:
             start = u.end if u.end is not None else start
         return start
 
-    def _next_size(self) -> int | None:
-        """Bytes of the next chunk; 0 when the head utterance is done; None to wait."""
+    def _next_size(self, partial_ok: bool = False) -> int | None:
+        """Bytes of the next chunk; 0 when the head utterance is done; None to wait.
+
+        A chunk shorter than ``chunk_ms`` goes only at the end of an utterance, or with
+        ``partial_ok`` (everything sent has played: better a short chunk than a gap)."""
         if not self._queue:
             return None
         end = self._queue[0].end
@@ -221,7 +225,7 @@ class Playout:
         size -= size % self.fmt.sample_width
         if size == 0 and end is None:
             return None  # more audio is coming
-        if end is None and size < self.chunk_bytes:
+        if end is None and size < self.chunk_bytes and not partial_ok:
             return None  # wait for a whole chunk while the utterance goes on
         return size
 
