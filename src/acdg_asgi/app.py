@@ -117,6 +117,7 @@ class BridgeApp:
         watchers: list[Observer] = list(observers)
         if self.metrics is not None:
             self.metrics.watch(lambda: list(self.calls.values()))
+            self.metrics.watch_cluster(lambda: self.cluster.last_cluster_calls)
             watchers.append(self.metrics)
         tracer = call_tracer(enabled=tracing)
         if tracer is not None:

@@ -68,7 +68,7 @@ class Cluster:
         self.shared = store.shared
         self._pending: dict[str, anyio.Event] = {}
         self._replies: dict[str, Reply] = {}
-        self._listening = False
+        self.last_cluster_calls: int | None = None  # refreshed with each heartbeat
 
     def __repr__(self) -> str:
         return f"Cluster({self.instance_id!r}, {self.store!r})"
@@ -212,6 +212,7 @@ class Cluster:
         while True:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.heartbeat(self.instance_id, len(calls), self.lease_ttl_s)
+                self.last_cluster_calls = await self.store.cluster_calls()
             await anyio.sleep(5)
 
     async def cluster_calls(self, local: int) -> int:

@@ -96,12 +96,17 @@ class PrometheusMetrics:
             "barge_in_tail_seconds": self.barge_in_tail,
         }
         self._live: list[Callable[[], Iterable[CallRuntime]]] = []
+        self._cluster: Callable[[], int | None] | None = None
         self._finished = CallStats()
         self.registry.register(_LiveCollector(self))
 
     def watch(self, calls: Callable[[], Iterable[CallRuntime]]) -> None:
         """Count the live calls that ``calls()`` returns (a bridge registers itself)."""
         self._live.append(calls)
+
+    def watch_cluster(self, calls: Callable[[], int | None]) -> None:
+        """Report ``calls()`` (active calls on every instance) as a gauge, when known."""
+        self._cluster = calls
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -157,6 +162,10 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[Any]:
         live = [r for r in self.metrics._live_calls() if not r.finished]
         yield GaugeMetricFamily("acdg_active_calls", "Calls in progress", value=len(live))
+        cluster = self.metrics._cluster() if self.metrics._cluster is not None else None
+        if cluster is not None:
+            yield GaugeMetricFamily("acdg_cluster_active_calls",
+                                    "Calls in progress on every instance", value=cluster)
         detached = sum(1 for r in live if r.call.state.value == "detached")
         yield GaugeMetricFamily("acdg_detached_calls", "Calls waiting for VAIC to resume",
                                 value=detached)
