@@ -4,7 +4,7 @@ VAIC is the WebSocket client and speaks JSON text frames; audio rides base64-enc
 inside them. Audio fields are ``bytes`` so msgspec does the base64 work in C.
 
 Reading is tolerant: unknown fields are ignored, and a message whose ``type`` is not
-known decodes into :class:`Envelope` so the caller can log it by name. Writing is exact:
+known decodes into :class:`UnknownMessage` so the caller can log it by name. Writing is exact:
 only fields that were set go on the wire (``omit_defaults``).
 """
 
@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import msgspec
 
+from ._codec import DecodeError, decode_known, tags
+
 __all__ = [
     "AUDIO_MESSAGE_TYPES",
     "Activities",
@@ -22,7 +24,6 @@ __all__ = [
     "ConnectionValidate",
     "ConnectionValidated",
     "DecodeError",
-    "Envelope",
     "InboundMessage",
     "OutboundActivities",
     "OutboundMessage",
@@ -139,22 +140,12 @@ InboundMessage = (
 )
 
 
-class Envelope(msgspec.Struct, rename="camel", frozen=True):
-    """What is left of a message whose ``type`` is unknown: enough to log it."""
+class UnknownMessage(msgspec.Struct, rename="camel", frozen=True):
+    """What :func:`decode` keeps of a message whose ``type`` it does not know: enough to
+    log it and the call it belongs to."""
 
     type: str
     conversation_id: str | None = None
-
-
-class UnknownMessage(msgspec.Struct, frozen=True):
-    """Returned by :func:`decode` for a well-formed message of a type this module lacks."""
-
-    type: str
-    conversation_id: str | None
-
-
-class DecodeError(ValueError):
-    """The frame is not JSON, not an object, or a known message with wrong field types."""
 
 
 # --- bot -> VAIC ---------------------------------------------------------------------------
@@ -246,7 +237,7 @@ AUDIO_MESSAGE_TYPES: Final = frozenset({"userStream.chunk", "playStream.chunk"})
 # --- codec ---------------------------------------------------------------------------------
 
 _decoder: Final = msgspec.json.Decoder(InboundMessage)
-_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_unknown_decoder: Final = msgspec.json.Decoder(UnknownMessage)
 _outbound_decoder: Final = msgspec.json.Decoder(OutboundMessage)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -257,18 +248,7 @@ def decode(frame: str | bytes) -> InboundMessage | UnknownMessage:
     Raises :class:`DecodeError` for frames that are not a message at all, or that are a
     known message with fields of the wrong type (invalid base64 included).
     """
-    try:
-        message: InboundMessage = _decoder.decode(frame)
-        return message
-    except msgspec.DecodeError as exc:
-        first_error = exc
-    try:
-        envelope = _envelope_decoder.decode(frame)
-    except msgspec.DecodeError:
-        raise DecodeError(str(first_error)) from None
-    if envelope.type in _INBOUND_TAGS:
-        raise DecodeError(f"{envelope.type}: {first_error}") from None
-    return UnknownMessage(envelope.type, envelope.conversation_id)
+    return decode_known(_decoder, _unknown_decoder, _INBOUND_TAGS, frame)
 
 
 def decode_outbound(frame: str | bytes) -> OutboundMessage:
@@ -285,9 +265,5 @@ def encode(message: OutboundMessage | InboundMessage) -> bytes:
     return _encoder.encode(message)
 
 
-def _tags(union: Any) -> frozenset[str]:
-    return frozenset(cls.__struct_config__.tag for cls in union.__args__)
-
-
-_INBOUND_TAGS: Final = _tags(InboundMessage)
-OUTBOUND_TAGS: Final = _tags(OutboundMessage)
+_INBOUND_TAGS: Final = tags(InboundMessage)
+OUTBOUND_TAGS: Final = tags(OutboundMessage)

@@ -14,6 +14,10 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from . import _codec
+from ._codec import decode_known, tags
+
+DecodeError = _codec.DecodeError  # raised by decode_server/decode_client
 AGENT_PATH: Final = "/v1/agent/converse"
 DEFAULT_URL: Final = "wss://agent.deepgram.com" + AGENT_PATH
 
@@ -325,54 +329,26 @@ class UnknownMessage(msgspec.Struct, frozen=True):
     type: str
 
 
-class DecodeError(ValueError):
-    """The frame is not JSON, or a known message with fields of the wrong type."""
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    type: str
-
-
 # --- codec ---------------------------------------------------------------------------------
 
 _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
 _client_decoder: Final = msgspec.json.Decoder(ClientMessage)
-_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_unknown_decoder: Final = msgspec.json.Decoder(UnknownMessage)
 _encoder: Final = msgspec.json.Encoder()
 
 
-def _tags(union: Any) -> frozenset[str]:
-    return frozenset(cls.__struct_config__.tag for cls in union.__args__)
-
-
-SERVER_TAGS: Final = _tags(ServerMessage)
-CLIENT_TAGS: Final = _tags(ClientMessage)
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], tags: frozenset[str], frame: str | bytes) -> Any:
-    try:
-        return decoder.decode(frame)
-    except msgspec.DecodeError as exc:
-        first_error = exc
-    try:
-        envelope = _envelope_decoder.decode(frame)
-    except msgspec.DecodeError:
-        raise DecodeError(str(first_error)) from None
-    if envelope.type in tags:
-        raise DecodeError(f"{envelope.type}: {first_error}") from None
-    return UnknownMessage(envelope.type)
+SERVER_TAGS: Final = tags(ServerMessage)
+CLIENT_TAGS: Final = tags(ClientMessage)
 
 
 def decode_server(frame: str | bytes) -> ServerMessage | UnknownMessage:
     """Decode one server -> client text frame (what the bridge reads)."""
-    result: ServerMessage | UnknownMessage = _decode(_server_decoder, SERVER_TAGS, frame)
-    return result
+    return decode_known(_server_decoder, _unknown_decoder, SERVER_TAGS, frame)
 
 
 def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
     """Decode one client -> server text frame (what the stand-in agent reads)."""
-    result: ClientMessage | UnknownMessage = _decode(_client_decoder, CLIENT_TAGS, frame)
-    return result
+    return decode_known(_client_decoder, _unknown_decoder, CLIENT_TAGS, frame)
 
 
 def encode(message: ClientMessage | ServerMessage) -> bytes:
