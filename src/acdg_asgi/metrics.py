@@ -32,6 +32,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError:  # pragma: no cover - exercised only without the extra
     prometheus_client_missing = True
+    Collector = object  # type: ignore[misc,assignment]  # so this module still imports
 else:
     prometheus_client_missing = False
 
