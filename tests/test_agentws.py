@@ -10,10 +10,19 @@ import anyio
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from acdg_asgi.agent import AgentClosed, AgentConnectError, PushAgentConnection
+from acdg_asgi import AgentSettings, BridgeApp, Limits
+from acdg_asgi.agent import (
+    AgentClosed,
+    AgentConnectError,
+    PushAgentConnection,
+    WebsocketsConnector,
+)
 from acdg_asgi.agentws import LeanConnection, LeanConnector
 from acdg_asgi.protocols import deepgram as dg
-from acdg_asgi.testing.agent import AgentScript, StandInAgent
+from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
+from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
+from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +126,28 @@ async def test_a_slow_agent_does_not_grow_memory() -> None:
         assert conn.dropped_audio > 0
         release.set()
         conn.abort()
+
+
+@pytest.mark.parametrize("connector", ["lean", "websockets"])
+async def test_a_call_over_either_connector(connector: str) -> None:
+    """The general path (a connector that is awaited for each message, here the
+    ``websockets`` library) and the push path (the lean client) behave alike."""
+    chosen: LeanConnector | WebsocketsConnector = (
+        LeanConnector() if connector == "lean" else WebsocketsConnector()
+    )
+    script = AgentScript(turns=(Turn("One two three four five six.", heard="hi"),
+                                Turn("Done.", heard="bye")), ms_per_word=120)
+    call = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=600),
+                                  Utterance(speech_ms=300, pause_ms=350),
+                                  Utterance(speech_ms=300, pause_ms=900)),
+                      barge_in_after_ms=300)
+    async with StandInAgent(script=script) as agent:
+        bridge = BridgeApp(agent=AgentSettings(greeting="Hi"), deepgram_url=agent.url,
+                           connector=chosen, tracing=False, limits=Limits(keepalive_s=0.5))
+        async with serve(bridge) as host:
+            report = await run_call(f"ws://{host}/", call)
+    assert report.ok, report.violations
+    assert report.barge_ins and all(b.stopped_ms is not None for b in report.barge_ins)
+    (record,) = agent.connections
+    assert record.audio_bytes == report.caller_frames * 640  # every caller frame arrived
+    assert len(report.play_streams) >= 3
