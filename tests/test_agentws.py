@@ -21,7 +21,7 @@ from acdg_asgi.agentws import LeanConnection, LeanConnector
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
-from acdg_asgi.testing.server import serve
+from acdg_asgi.testing.server import serve as serve_app
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
@@ -144,7 +144,7 @@ async def test_a_call_over_either_connector(connector: str) -> None:
     async with StandInAgent(script=script) as agent:
         bridge = BridgeApp(agent=AgentSettings(greeting="Hi"), deepgram_url=agent.url,
                            connector=chosen, tracing=False, limits=Limits(keepalive_s=0.5))
-        async with serve(bridge) as host:
+        async with serve_app(bridge) as host:
             report = await run_call(f"ws://{host}/", call)
     assert report.ok, report.violations
     assert report.barge_ins and all(b.stopped_ms is not None for b in report.barge_ins)
