@@ -44,6 +44,9 @@ TARGETS: Final = {
     "acdg-serve-unpaced": ("acdg_serve.py", "--lead-ms", "0"),
     "acdg-serve-nometrics": ("acdg_serve.py", "--no-metrics"),
     "acdg-serve-redis": ("acdg_serve.py", "--redis"),
+    **{f"bridge-{server}": ("bridge_server.py", "--server", server) for server in (
+        "uvicorn-sansio", "uvicorn-wsproto", "uvicorn-websockets", "uvicorn-direct", "hypercorn",
+    )},
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
     "bridge-unpaced": ("bridge_uvicorn.py", "--lead-ms", "0"),

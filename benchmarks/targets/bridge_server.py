@@ -1,0 +1,57 @@
+"""Target: BridgeApp alone (pacing, metrics, token auth) under a chosen ASGI server, so
+the servers can be compared with everything else equal.
+
+Usage::
+
+    python benchmarks/targets/bridge_server.py --server hypercorn --port 8000 --agent-url URL
+
+Servers: ``uvicorn-sansio`` (uvicorn's default WebSocket implementation),
+``uvicorn-wsproto``, ``uvicorn-websockets`` (uvicorn's older implementation),
+``uvicorn-direct`` (:mod:`acdg_asgi.fastws`), ``hypercorn``; all on uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import uvicorn
+
+from acdg_asgi import AgentSettings, BridgeApp, Playout
+
+UVICORN_WS = {
+    "uvicorn-sansio": "websockets-sansio",
+    "uvicorn-wsproto": "wsproto",
+    "uvicorn-websockets": "websockets",
+    "uvicorn-direct": "acdg_asgi.fastws:DirectWebSocketProtocol",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", choices=[*UVICORN_WS, "hypercorn"], required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--agent-url", required=True)
+    ap.add_argument("--token", default="token", help="bearer token VAIC must send ('' for none)")
+    args = ap.parse_args()
+    bridge = BridgeApp(agent=AgentSettings(), deepgram_url=args.agent_url,
+                       auth=args.token or None, playout=Playout(lead_ms=100), metrics=True)
+    if args.server in UVICORN_WS:
+        uvicorn.run(bridge, host=args.host, port=args.port, ws=UVICORN_WS[args.server],
+                    loop="uvloop", log_level="warning", access_log=False)
+        return
+    import uvloop
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"{args.host}:{args.port}"]
+    config.loglevel = "WARNING"
+    uvloop.install()
+    asyncio.run(serve(bridge, config))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
