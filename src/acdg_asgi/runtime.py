@@ -135,7 +135,7 @@ class CallRuntime:
         if self._vaic is not None:
             await self._vaic.close(1000)
 
-    # --- readers -----------------------------------------------------------------------
+    # --- the call's own loops -----------------------------------------------------------
 
     async def _clock_loop(self) -> None:
         while not self.done.is_set():
