@@ -258,6 +258,8 @@ class CallRuntime:
         self.kick.set()
 
     async def _write_agent(self) -> None:
+        """Writes to a connection that must be awaited (push connections are written in
+        :meth:`flush_now` and never get here)."""
         call = self.call
         self._writing_agent = True
         try:
@@ -266,9 +268,6 @@ class CallRuntime:
                 conn = self.agent_conn
                 if conn is None:
                     continue  # reconnecting: the call re-sends what matters
-                if self.agent_push:
-                    self._write_agent_now(cast(PushAgentConnection, conn), batch)
-                    continue
                 try:
                     for item in batch:
                         if isinstance(item, bytes):
