@@ -46,6 +46,7 @@ TARGETS: Final = {
     "acdg-serve-redis": ("acdg_serve.py", "--redis"),
     **{f"bridge-{server}": ("bridge_server.py", "--server", server) for server in (
         "uvicorn-sansio", "uvicorn-wsproto", "uvicorn-websockets", "uvicorn-direct", "hypercorn",
+        "granian",
     )},
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
@@ -139,11 +140,12 @@ def free_port() -> int:
 
 def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None) -> Child:
     log = open(logdir / f"{name}.log", "w+")  # noqa: SIM115 - closed by Child.stop
+    # pinned before exec, so worker processes (granian's) inherit the core
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     popen = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent,
+        preexec_fn=pin,
     )
-    if cpus is not None:
-        os.sched_setaffinity(popen.pid, cpus)
     return Child(name, popen, log)
 
 
@@ -188,11 +190,31 @@ def wait_agent(child: Child) -> None:
 # --- /proc ------------------------------------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (granian serves from a worker process)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        try:
+            for task in os.listdir(f"/proc/{tree[i]}/task"):
+                with open(f"/proc/{tree[i]}/task/{task}/children") as f:
+                    tree.extend(int(child) for child in f.read().split())
+        except OSError:
+            pass  # gone meanwhile
+        i += 1
+    return tree
+
+
 def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process, all threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+    """User and system CPU seconds of a process and its descendants, all threads."""
+    user = system = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def cpu_seconds(pid: int) -> float:
@@ -200,12 +222,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory_kb(pid: int, key: str) -> int:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, in KB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process and its descendants, in KB."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as f:
+                total += next((int(line.split()[1]) for line in f
+                               if line.startswith(key + ":")), 0)
+        except OSError:
+            continue
+    return total
 
 
 @dataclass

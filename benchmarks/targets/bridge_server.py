@@ -7,13 +7,17 @@ Usage::
 
 Servers: ``uvicorn-sansio`` (uvicorn's default WebSocket implementation),
 ``uvicorn-wsproto``, ``uvicorn-websockets`` (uvicorn's older implementation),
-``uvicorn-direct`` (:mod:`acdg_asgi.fastws`), ``hypercorn``; all on uvloop.
+``uvicorn-direct`` (:mod:`acdg_asgi.fastws`), ``hypercorn``, ``granian``; all on uvloop.
+granian runs the app in a worker process of its own; ``run.py`` counts the CPU of the
+whole process tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+from pathlib import Path
 
 import uvicorn
 
@@ -27,17 +31,34 @@ UVICORN_WS = {
 }
 
 
+def make_bridge(agent_url: str, token: str) -> BridgeApp:
+    return BridgeApp(agent=AgentSettings(), deepgram_url=agent_url, auth=token or None,
+                     playout=Playout(lead_ms=100), metrics=True)
+
+
+def granian_app() -> BridgeApp:
+    """The factory granian's worker imports; the arguments travel in the environment."""
+    return make_bridge(os.environ["BENCH_AGENT_URL"], os.environ["BENCH_TOKEN"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server", choices=[*UVICORN_WS, "hypercorn"], required=True)
+    ap.add_argument("--server", choices=[*UVICORN_WS, "hypercorn", "granian"], required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--agent-url", required=True)
     ap.add_argument("--token", default="token", help="bearer token VAIC must send ('' for none)")
     args = ap.parse_args()
-    bridge = BridgeApp(agent=AgentSettings(), deepgram_url=args.agent_url,
-                       auth=args.token or None, playout=Playout(lead_ms=100), metrics=True)
+    if args.server == "granian":
+        from granian import Granian
+
+        os.environ.update(BENCH_AGENT_URL=args.agent_url, BENCH_TOKEN=args.token)
+        Granian("bridge_server:granian_app", address=args.host, port=args.port,
+                interface="asgi", factory=True, loop="uvloop", log_level="warning",
+                working_dir=Path(__file__).parent).serve()  # type: ignore[arg-type]
+        return
+    bridge = make_bridge(args.agent_url, args.token)
     if args.server in UVICORN_WS:
         uvicorn.run(bridge, host=args.host, port=args.port, ws=UVICORN_WS[args.server],
                     loop="uvloop", log_level="warning", access_log=False)
