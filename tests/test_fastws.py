@@ -4,17 +4,21 @@ same calls, conformance and fault handling as on the standard path."""
 from __future__ import annotations
 
 import json
+import os
+from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp, Limits
-from acdg_asgi.fastws import DirectWebSocketProtocol
+from acdg_asgi.fastws import DIRECT, DirectWebSocketProtocol
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
+from acdg_asgi.wsframe import CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +70,112 @@ async def test_bad_input_is_answered_on_the_direct_path_too() -> None:
     assert len(warnings) == 3
     assert any("malformed" in w for w in warnings) and any("binary" in w for w in warnings)
     assert any("session.initiate" in w for w in warnings)
+
+
+# --- frames read by hand ------------------------------------------------------------------
+
+
+class RawClient:
+    """A WebSocket client that writes exactly the bytes it is told to, for frame edge cases."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    async def upgrade(self, host: str) -> None:
+        await self.stream.send(
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode())
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += await self.stream.receive()
+        response, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101")
+
+    @staticmethod
+    def frame(first: int, payload: bytes) -> bytes:
+        mask = os.urandom(4)
+        return header(first, len(payload), MASKED) + mask + apply_mask(payload, mask)
+
+    @staticmethod
+    def text(message: dict[str, object]) -> bytes:
+        return RawClient.frame(FIN | TEXT, json.dumps(message).encode())
+
+    async def read(self) -> tuple[int, bytes]:
+        """The next frame from the server: first byte and payload."""
+        while (got := read_header(self.buf, 0)) is None or len(self.buf) < got[3] + got[2]:
+            self.buf += await self.stream.receive()
+        first, _, length, head = got
+        payload, self.buf = self.buf[head : head + length], self.buf[head + length :]
+        return first, payload
+
+    async def read_until(self, kind: str) -> dict[str, object]:
+        while True:
+            first, payload = await self.read()
+            if first == FIN | TEXT and (msg := json.loads(payload))["type"] == kind:
+                return msg  # type: ignore[no-any-return]
+
+
+async def test_frames_read_by_hand_however_they_arrive() -> None:
+    protocols: list[DirectWebSocketProtocol] = []
+    digits: list[str] = []
+    cid = {"conversationId": "f1"}
+
+    def dtmf(digit: str) -> dict[str, object]:
+        return {"type": "activities", **cid,
+                "activities": [{"type": "event", "name": "DTMF", "value": digit}]}
+
+    async with StandInAgent(script=SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        bridge.on("dtmf")(lambda e: digits.append(e.digits))
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "websocket":
+                protocols.append(scope["extensions"][DIRECT]["protocol"])
+            await bridge(scope, receive, send)
+
+        async with serve(app, ws=DirectWebSocketProtocol) as host:
+            name, port = host.split(":")
+            async with await anyio.connect_tcp(name, int(port)) as stream:
+                client = RawClient(stream)
+                await client.upgrade(host)
+                await stream.send(client.text({"type": "session.initiate", **cid,
+                                               "supportedMediaFormats": ["raw/lpcm16"]}))
+                await client.read_until("session.accepted")
+                assert protocols[0]._by_hand
+                await stream.send(client.frame(FIN | PING, b"p1"))
+                assert await client.read() == (FIN | PONG, b"p1")
+                # A frame split into single bytes, then two frames in one write.
+                for byte in client.text({"type": "userStream.start", **cid}):
+                    await stream.send(bytes((byte,)))
+                    await anyio.sleep(0.001)
+                await client.read_until("userStream.started")
+                await stream.send(client.text(dtmf("1")) + client.text(dtmf("2")))
+                # A fragmented message goes to the websockets parser, for good.
+                whole = json.dumps(dtmf("3")).encode()
+                await stream.send(client.frame(TEXT, whole[:10]) + client.frame(FIN, whole[10:]))
+                await stream.send(client.text(dtmf("4")))
+                await stream.send(client.text({"type": "session.end", **cid}))
+                while (frame := await client.read())[0] != FIN | CLOSE:
+                    pass
+                assert int.from_bytes(frame[1][:2], "big") == 1000
+    assert digits == ["1", "2", "3", "4"]
+    assert not protocols[0]._by_hand
+
+
+async def test_a_broken_frame_is_answered_by_uvicorn() -> None:
+    async with StandInAgent(script=SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False,
+                           limits=Limits(resume_grace_s=0.2))
+        async with serve(bridge, ws=DirectWebSocketProtocol) as host:
+            name, port = host.split(":")
+            async with await anyio.connect_tcp(name, int(port)) as stream:
+                client = RawClient(stream)
+                await client.upgrade(host)
+                await stream.send(client.text({"type": "session.initiate", "conversationId": "b1",
+                                               "supportedMediaFormats": ["raw/lpcm16"]}))
+                await client.read_until("session.accepted")
+                await stream.send(client.frame(FIN | TEXT, b"\xff\xfe not UTF-8"))
+                while (frame := await client.read())[0] != FIN | CLOSE:
+                    pass
+    assert int.from_bytes(frame[1][:2], "big") == 1007

@@ -20,28 +20,17 @@ import contextlib
 import hashlib
 import os
 import ssl
-import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Final, cast
 from urllib.parse import urlsplit
 
 from .agent import AgentClosed, AgentConnectError
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets always ships it on CPython/Linux
-
-    def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
-        n = len(data)
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
-        return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
-
+from .wsframe import BINARY, CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
 
 __all__ = ["LeanConnection", "LeanConnector"]
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT, _BINARY, _CLOSE, _PING, _PONG = 1, 2, 8, 9, 10
 _MAX_WRITE_BUFFER: Final = 1 << 20  # beyond this the agent is not reading: drop audio
 
 
@@ -157,41 +146,29 @@ class LeanConnection(asyncio.Protocol):
         buf = self._buf
         pos = 0
         while self._closed is None:
-            if len(buf) - pos < 2:
+            if (frame := read_header(buf, pos)) is None:
                 break
-            b0, b1 = buf[pos], buf[pos + 1]
-            length = b1 & 0x7F
-            head = 2
-            if length == 126:
-                if len(buf) - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if len(buf) - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            if b1 & 0x80 or length > self.max_frame_bytes:
-                self._fail(1002 if b1 & 0x80 else 1009, "bad frame from the agent")
+            b0, b1, length, head = frame
+            if b1 & MASKED or length > self.max_frame_bytes:
+                self._fail(1002 if b1 & MASKED else 1009, "bad frame from the agent")
                 break
             if len(buf) - pos < head + length:
                 break
             payload = bytes(buf[pos + head : pos + head + length])
             pos += head + length
-            self._frame(b0 & 0x80, b0 & 0x0F, payload)
+            self._frame(b0 & FIN, b0 & 0x0F, payload)
         if pos:
             del buf[:pos]
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode >= _CLOSE:
-            if opcode == _PING:
-                self._write(_PONG, payload)
-            elif opcode == _CLOSE:
+        if opcode >= CLOSE:
+            if opcode == PING:
+                self._write(PONG, payload)
+            elif opcode == CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 reason = payload[2:].decode("utf-8", "replace")
                 if not self._close_sent:
-                    self._write(_CLOSE, payload[:2])
+                    self._write(CLOSE, payload[:2])
                     self._close_sent = True
                 self._closed = f"closed with code {code}" + (f" ({reason})" if reason else "")
                 if self._transport is not None:
@@ -206,7 +183,7 @@ class LeanConnection(asyncio.Protocol):
             payload = b"".join(self._fragments)
             self._fragments = []
         message: str | bytes
-        if self._fragment_opcode == _TEXT:
+        if self._fragment_opcode == TEXT:
             try:
                 message = payload.decode()
             except UnicodeDecodeError:
@@ -225,13 +202,7 @@ class LeanConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise AgentClosed(self._closed or "connection closed")
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+        head = header(FIN | opcode, len(payload), MASKED)
         if len(self._masks) < 4:
             self._masks = os.urandom(4096)  # one system call per 1024 frames
         mask, self._masks = self._masks[:4], self._masks[4:]
@@ -241,7 +212,7 @@ class LeanConnection(asyncio.Protocol):
         if not self._close_sent:
             self._close_sent = True
             with contextlib.suppress(AgentClosed):
-                self._write(_CLOSE, code.to_bytes(2, "big"))
+                self._write(CLOSE, code.to_bytes(2, "big"))
         self._closed = reason
         self.abort()
 
@@ -276,14 +247,14 @@ class LeanConnection(asyncio.Protocol):
         return self._inbox.popleft()
 
     def write_text(self, data: bytes) -> None:
-        self._write(_TEXT, data)
+        self._write(TEXT, data)
 
     def write_audio(self, data: bytes) -> None:
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
             self.dropped_audio += 1  # the agent stopped reading: keep memory bounded
             return
-        self._write(_BINARY, data)
+        self._write(BINARY, data)
 
     async def send_text(self, data: bytes) -> None:
         self.write_text(data)
@@ -297,7 +268,7 @@ class LeanConnection(asyncio.Protocol):
         if not self._close_sent:
             self._close_sent = True
             with contextlib.suppress(AgentClosed):
-                self._write(_CLOSE, (1000).to_bytes(2, "big"))
+                self._write(CLOSE, (1000).to_bytes(2, "big"))
         try:
             await asyncio.wait_for(self._closed_event.wait(), 2)
         except TimeoutError:

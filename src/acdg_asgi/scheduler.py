@@ -6,6 +6,10 @@ call posts its next deadline here, and one event-loop timer (armed for the earli
 deadline) wakes each call that is due. Deadlines within ``slack`` of each other are
 served by the same wake-up, so hundreds of calls cost a few hundred wake-ups a second,
 not thousands.
+
+The scheduler holds its loop rather than asking ``asyncio.get_running_loop()``: on
+Python 3.11 that call makes a ``getpid`` system call each time, and the clock is read
+for every audio frame.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ __all__ = ["Scheduler"]
 
 
 class Scheduler:
-    def __init__(self, *, slack: float = 0.002) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, slack: float = 0.002) -> None:
         self.slack = slack
+        self._loop = loop
+        self.now: Callable[[], float] = loop.time
+        """The loop's clock, in seconds."""
         self._heap: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
@@ -33,12 +40,8 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         scheduler = _per_loop.get(loop)
         if scheduler is None:
-            scheduler = _per_loop[loop] = cls()
+            scheduler = _per_loop[loop] = cls(loop)
         return scheduler
-
-    @staticmethod
-    def now() -> float:
-        return asyncio.get_running_loop().time()
 
     def wake_at(self, when: float, wake: Callable[[float], None]) -> None:
         """Call ``wake(when)`` at ``when`` (loop time) or up to ``slack`` earlier.
@@ -54,13 +57,13 @@ class Scheduler:
         if self._handle is not None:
             self._handle.cancel()
         self._armed_at = when
-        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+        self._handle = self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
         self._armed_at = float("inf")
         heap = self._heap
-        limit = asyncio.get_running_loop().time() + self.slack
+        limit = self._loop.time() + self.slack
         while heap and heap[0][0] <= limit:
             when, _, wake = heapq.heappop(heap)
             wake(when)
