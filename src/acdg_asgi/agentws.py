@@ -80,6 +80,7 @@ class LeanConnection(asyncio.Protocol):
         self._on_message: Callable[[str | bytes], None] | None = None
         self._on_closed: Callable[[str], None] | None = None
         self._masks = b""
+        self._mask_at = 0
         self.dropped_audio = 0
 
     # --- handshake -----------------------------------------------------------------------
@@ -130,6 +131,16 @@ class LeanConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self._buf and self._closed is None and self._on_message is not None:
+            # The usual case, one whole frame from the agent: no buffer, no copy.
+            frame = read_header(data, 0)
+            if frame is not None and len(data) == frame[3] + frame[2] \
+                    and not frame[1] & MASKED and frame[2] <= self.max_frame_bytes:
+                if frame[0] == FIN | BINARY and not self._fragments:
+                    self._on_message(data[frame[3] :])  # audio
+                else:
+                    self._frame(frame[0] & FIN, frame[0] & 0x0F, data[frame[3] :])
+                return
         self._buf += data
         if self._handshake is not None and not self._handshake.done():
             self._finish_handshake()
@@ -202,11 +213,13 @@ class LeanConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise AgentClosed(self._closed or "connection closed")
-        head = header(FIN | opcode, len(payload), MASKED)
-        if len(self._masks) < 4:
+        at = self._mask_at
+        if at == 0:
             self._masks = os.urandom(4096)  # one system call per 1024 frames
-        mask, self._masks = self._masks[:4], self._masks[4:]
-        transport.write(head + mask + apply_mask(payload, mask))
+        mask = self._masks[at : at + 4]
+        self._mask_at = (at + 4) & 4095
+        transport.write(b"".join((header(FIN | opcode, len(payload), MASKED), mask,
+                                  apply_mask(payload, mask))))
 
     def _fail(self, code: int, reason: str) -> None:
         if not self._close_sent:

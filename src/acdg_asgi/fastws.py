@@ -56,6 +56,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._by_hand:
+            if not self._partial and self._on_text is not None and self._one_text(data):
+                return
             self._read_frames(self._partial + data if self._partial else data)
             return
         upgrading = not self.handshake_initiated
@@ -66,6 +68,21 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             upgrading and self.handshake_initiated and not self.close_sent
             and data.startswith(b"GET ") and data.find(b"\r\n\r\n") == len(data) - 4
         )
+
+    def _one_text(self, data: bytes) -> bool:
+        """The usual case, exactly one whole text message: ``True`` once it is handed on."""
+        frame = read_header(data, 0)
+        if frame is None or frame[0] != _TEXT_MESSAGE or not frame[1] & MASKED:
+            return False
+        start = frame[3] + 4
+        if start + frame[2] != len(data) or frame[2] > self.config.ws_max_size:
+            return False
+        try:
+            text = apply_mask(data[start:], data[start - 4 : start]).decode()
+        except UnicodeDecodeError:
+            return False  # the frame loop hands it to the websockets parser
+        self._on_text(text)  # type: ignore[misc]  # checked by the caller
+        return True
 
     def _read_frames(self, buf: bytes) -> None:
         pos, end, limit = 0, len(buf), self.config.ws_max_size

@@ -71,6 +71,7 @@ class Playout:
         self.fmt = fmt
         self.lead = lead_ms / 1000
         self.chunk_bytes = fmt.frame_bytes(chunk_ms)
+        self._width = fmt.sample_width
         self.bytes_per_s = fmt.sample_rate * fmt.sample_width
         self.max_buffer = fmt.frame_bytes(max_buffer_ms)
         self._next_stream_id = next_stream_id
@@ -101,7 +102,7 @@ class Playout:
         if not self._queue or self._queue[-1].end is not None:
             self._queue.append(_Utterance(None))
         self._buf += audio
-        over = self.pending - self.max_buffer
+        over = len(self._buf) - self._off - self.max_buffer
         if over <= 0:
             return 0
         over += -over % self.fmt.sample_width
@@ -157,6 +158,8 @@ class Playout:
 
     def next_deadline(self) -> float | None:
         """When :meth:`pull` will have something to send, or ``None`` if only input will."""
+        if not self._queue or (self._queue[0].end is None and len(self._buf) == self._off):
+            return None  # the usual case between agent frames: all sent, more to come
         size = self._next_size()
         if size is None:
             # A short chunk waiting for the rest goes once the audio already sent has played.
@@ -176,8 +179,9 @@ class Playout:
                 self._queue.popleft()
                 self._skip(utterance.end - self._read if utterance.end else 0)  # odd byte
                 continue
-            end = self.play_head + size / self.bytes_per_s
-            if self.lead and self.play_head > now and end - now > self.lead + 1e-9:
+            duration = size / self.bytes_per_s
+            ahead = self.play_head + duration - now
+            if self.lead and self.play_head > now and ahead > self.lead + 1e-9:
                 return
             chunk = bytes(self._buf[self._off : self._off + size])
             self._skip(size)
@@ -191,8 +195,10 @@ class Playout:
             self.sent_bytes += size
             self.stats.play_chunks += 1
             self.stats.play_bytes += size
-            self.play_head = max(self.play_head, now) + size / self.bytes_per_s
+            self.play_head = max(self.play_head, now) + duration
             out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=chunk))
+            if len(self._buf) == self._off and self._queue[0].end is None:
+                return  # all sent and the turn goes on (the usual case): nothing else is due
 
     # --- internals --------------------------------------------------------------------
 
@@ -220,14 +226,16 @@ class Playout:
         if not self._queue:
             return None
         end = self._queue[0].end
-        available = (end if end is not None else self._written) - self._read
-        size = min(self.chunk_bytes, available)
-        size -= size % self.fmt.sample_width
-        if size == 0 and end is None:
-            return None  # more audio is coming
-        if end is None and size < self.chunk_bytes and not partial_ok:
-            return None  # wait for a whole chunk while the utterance goes on
-        return size
+        if end is None:  # more audio is coming
+            available = len(self._buf) - self._off
+            if available >= self.chunk_bytes:
+                return self.chunk_bytes
+            if not partial_ok:
+                return None  # wait for a whole chunk while the utterance goes on
+            size = available - available % self._width
+            return size or None
+        size = min(self.chunk_bytes, end - self._read)
+        return size - size % self._width
 
     def _skip(self, n: int) -> None:
         self._off += n

@@ -8,7 +8,6 @@ written without waiting is written there; only the rest wakes the call's clock t
 
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
@@ -70,13 +69,15 @@ def forward_now(rt: CallRuntime, msg: ac.UserStreamChunk) -> bool:
     """The fast path for caller audio, the message that comes 50 times a second: with
     a push connection and nothing queued, it goes straight to the agent, past the
     dispatch table and the flush. Anything else takes the general path."""
-    call = rt.call
+    call, conn = rt.call, rt.agent_conn
     if not rt.agent_push or call.state is not CallState.ACTIVE or call.to_agent:
         return False
     audio = call.link.caller_audio(msg.audio_chunk, rt.scheduler.now())
     if audio is not None:
-        with contextlib.suppress(AgentClosed):  # the connection reports its own loss
-            cast(PushAgentConnection, rt.agent_conn).write_audio(audio)
+        try:  # noqa: SIM105 - no context manager per frame
+            conn.write_audio(audio)  # type: ignore[union-attr]  # agent_push: a push connection
+        except AgentClosed:
+            pass  # the connection reports its own loss
     return True
 
 async def agent_loop(rt: CallRuntime) -> None:
@@ -126,6 +127,8 @@ async def listen_agent(rt: CallRuntime, conn: PushAgentConnection) -> str:
     why = ["closed"]
 
     def on_message(frame: str | bytes) -> None:
+        if frame.__class__ is bytes and rt.play_now(frame):
+            return
         agent_frame(rt, frame)
         if not rt.flush_now():
             rt.kick.set()  # something must be written with waiting: the clock task

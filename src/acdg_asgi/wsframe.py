@@ -55,7 +55,7 @@ def read_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, int] |
     if length == 126:
         if end - pos < 4:
             return None
-        return first, second, int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+        return first, second, buf[pos + 2] << 8 | buf[pos + 3], 4
     if end - pos < 10:
         return None
     return first, second, int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
