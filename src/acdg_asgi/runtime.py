@@ -13,7 +13,6 @@ empty). A failed write is a lost socket, reported to the call as such.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from .dispatch import EventDispatch
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 from .readers import agent_loop, read_vaic
+from .scheduler import Kick
 from .services import CallLog, Services, logger
 from .session import Session
 from .transport import VaicClosed, VaicSocket
@@ -51,10 +51,10 @@ class CallRuntime:
         self.agent_push = False  # the connection writes without waiting (checked once)
         self._writing_vaic = False
         self._writing_agent = False
-        # A plain asyncio.Event: it can be cleared, so a wake-up costs no new object.
-        self.kick = asyncio.Event()
+        self.kick = Kick(services.scheduler.loop)  # the clock task's wake-up
         self._scheduled = math.inf
         self._woken_for = 0.0
+        self._due = False  # the scheduler woke the call: tick
         self._connect_send, self.connect_requests = anyio.create_memory_object_stream[int](8)
         self._tg: TaskGroup | None = None
         self._observers = services.observers
@@ -138,11 +138,17 @@ class CallRuntime:
     # --- the call's own loops -----------------------------------------------------------
 
     async def _clock_loop(self) -> None:
+        call = self.call
         while not self.done.is_set():
             await self.kick.wait()
-            self.kick.clear()
-            # Woken for a deadline: it is at least that time, however coarse the clock.
-            self.call.tick(max(self.scheduler.now(), self._woken_for))
+            if self._due:
+                # Woken for a deadline: it is at least that time, however coarse the clock.
+                self._due = False
+                call.tick(max(self.scheduler.now(), self._woken_for))
+            elif call.to_vaic and not (call.events or call.actions or call.observations
+                                       or call.to_agent or self._writing_vaic):
+                await self._write_vaic()  # agent audio only (play_now): nothing else to do
+                continue
             await self.flush()
 
     async def _keep_loop(self, cluster: Cluster) -> None:
@@ -218,21 +224,25 @@ class CallRuntime:
         return not (call.to_agent or call.to_vaic or self._vaic_close_pending)
 
     def play_now(self, audio: bytes) -> bool:
-        """The fast path for agent audio, 50 frames a second: into the playout and out to
-        a direct VAIC socket, past the flush. ``False`` (audio not taken) when the call is
-        in any other state; then the general path takes it."""
+        """The fast path for agent audio, 50 frames a second: into the playout and out,
+        past the flush: written at once to a direct VAIC socket, else by the clock task.
+        ``False`` (audio not taken) when the call is in any other state; then the general
+        path takes it."""
         call, vaic = self.call, self._vaic
-        if (vaic is None or not vaic.direct or call.state is not CallState.ACTIVE
-                or call.to_vaic or call.events or call.actions or self._writing_vaic):
+        if vaic is None or call.state is not CallState.ACTIVE or call.events or call.actions:
             return False
+        now_ok = vaic.direct and not (call.to_vaic or self._writing_vaic)
         call.agent_audio(audio, self.scheduler.now())
         if call.events or call.observations or call.actions:  # a warning, a turn's end
             if not self.flush_now():
                 self.kick.set()
             return True
         if call.to_vaic:
-            batch, call.to_vaic = call.to_vaic, []
-            self._write_vaic_now(vaic, batch)
+            if now_ok:
+                batch, call.to_vaic = call.to_vaic, []
+                self._write_vaic_now(vaic, batch)
+            else:
+                self.kick.set()
         # Agent audio moves no deadline but the playout's: the rest need no look.
         deadline = call.playout.next_deadline()
         if deadline is not None and deadline < self._scheduled:
@@ -278,6 +288,8 @@ class CallRuntime:
             self.call.tick(max(self.scheduler.now(), self._woken_for))
             if self.flush_now():
                 return
+        else:
+            self._due = True
         self.kick.set()
 
     async def _write_agent(self) -> None:

@@ -20,13 +20,13 @@ import itertools
 import weakref
 from collections.abc import Callable
 
-__all__ = ["Scheduler"]
+__all__ = ["Kick", "Scheduler"]
 
 
 class Scheduler:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, slack: float = 0.002) -> None:
         self.slack = slack
-        self._loop = loop
+        self.loop = self._loop = loop
         self.now: Callable[[], float] = loop.time
         """The loop's clock, in seconds."""
         self._heap: list[tuple[float, int, Callable[[float], None]]] = []
@@ -72,6 +72,35 @@ class Scheduler:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+class Kick:
+    """Wakes the one task that waits on it, like ``asyncio.Event`` with ``clear`` folded
+    into ``wait``, at a third of the cost: it is set for every agent frame on the
+    standard ASGI path. Not for more than one waiter."""
+
+    __slots__ = ("_loop", "_set", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once set (at once, if it was set meanwhile), and clear it."""
+        if not self._set:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._set = False
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = (
