@@ -232,6 +232,9 @@ class Call(WsClient):
         self.t_connect = clock()
         self.setup_ms: float | None = None
         self.t0 = 0.0  # when frame 0 was due
+        # Calls are independent, so their frames are spread over the 20 ms period, evenly
+        # (golden-ratio steps), not sent in step: 100 calls would otherwise burst at once.
+        self.phase = (index * 0.6180339887498949) % 1.0 * FRAME_S
         self.state = "handshake"
         self.failure: str | None = None
         self.rx = bytearray()  # echoed audio not yet a whole frame (chunks resized by the bot)
@@ -265,8 +268,8 @@ class Call(WsClient):
         elif kind == "userStream.started" and self.state == "starting":
             self.state = "streaming"
             self.setup_ms = (now - self.t_connect) * 1000
-            self.t0 = now
-            self._tick()
+            self.t0 = now + (self.phase - now) % FRAME_S
+            self.timer = self.loop.call_later(self.t0 - now, self._tick)
         elif kind in ("session.error", "activities") and self.state != "ending":
             self.fail(f"{kind} from the bot ({msg.why()})")
 
