@@ -1,13 +1,23 @@
-"""Profile one target under load with py-spy: where its CPU goes, by function and by file.
+"""Profile one target under load: where its CPU goes (py-spy), or how many Python lines
+it runs per round trip (``--lines``).
 
     .venv/bin/python benchmarks/profile.py --target acdg-serve --calls 100
-    .venv/bin/python benchmarks/profile.py --target bridge --native   # C frames too
+    .venv/bin/python benchmarks/profile.py --target bridge --native    # C frames too
+    .venv/bin/python benchmarks/profile.py --target acdg-serve --lines # 10 calls
 
-Starts the echo agent and the target the way ``run.py`` does (pinned, warmed up), loads
-it with ``--calls`` calls, samples it with ``py-spy record`` while every call streams,
-and prints the self time of the top functions and of each file, as shares of all
-samples. ``--raw FILE`` keeps py-spy's collapsed stacks (for flame graph tools).
-Needs ``py-spy`` (the ``bench`` extra) and permission to ptrace the target.
+Starts the echo agent and the target the way ``run.py`` does (pinned), loads it with
+``--calls`` calls and measures while every call streams:
+
+- by default, ``py-spy record`` samples the target and the report gives the self time
+  of the top functions and files as shares of all samples. ``--raw FILE`` keeps the
+  collapsed stacks for flame graph tools. Needs ``py-spy`` (the ``bench`` extra) and
+  permission to ptrace the target. On Python 3.11 py-spy's line and caller attribution
+  inside inlined calls is unreliable; trust self time per function, not the stacks.
+- with ``--lines``, the target runs under ``linecount.py`` and the report gives the
+  Python lines each function runs per round trip (one caller frame in, its echo out).
+  That count does not move with the load on a shared machine, so it shows what a
+  change to a hot path bought before any timing run. Tracing slows the target about
+  tenfold: keep ``--calls`` small (default 10).
 """
 
 from __future__ import annotations
@@ -15,14 +25,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import loadgen
 import run
+
+HERE = Path(__file__).resolve().parent
 
 
 def self_times(raw: Path) -> tuple[Counter[str], Counter[str], int]:
@@ -52,56 +66,102 @@ def short(where: str) -> str:
     return where
 
 
+def start_target(name: str, agent_url: str, logdir: Path, cores: run.Cores,
+                 lines: bool) -> tuple[run.Child, int]:
+    if not lines:
+        return run.start_target(name, agent_url, logdir, cores)
+    port = run.free_port()
+    script, *extra = run.TARGETS[name]
+    args = [str(HERE / "linecount.py"), str(HERE / "targets" / script), *extra,
+            "--port", str(port), "--agent-url", agent_url, "--token", run.TOKEN]
+    return run.spawn(name, args, logdir, cores.target), port
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="acdg-serve", choices=sorted(run.TARGETS))
-    ap.add_argument("--calls", type=int, default=100)
-    ap.add_argument("--seconds", type=float, default=10.0, help="how long to sample")
-    ap.add_argument("--rate", type=int, default=200, help="samples per second")
-    ap.add_argument("--native", action="store_true", help="include C frames")
+    ap.add_argument("--calls", type=int, help="concurrent calls (100; 10 with --lines)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="how long to measure")
+    ap.add_argument("--lines", action="store_true", help="count Python lines per round trip")
+    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    ap.add_argument("--native", action="store_true", help="py-spy: include C frames")
     ap.add_argument("--top", type=int, default=30)
-    ap.add_argument("--raw", type=Path, help="keep the collapsed stacks here")
+    ap.add_argument("--raw", type=Path, help="py-spy: keep the collapsed stacks here")
     args = ap.parse_args()
+    calls = args.calls or (10 if args.lines else 100)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cores = run.Cores.split()
     if cores.load is not None:
         os.sched_setaffinity(0, cores.load)
     with tempfile.TemporaryDirectory() as tmp:
-        logdir, raw = Path(tmp), args.raw or Path(tmp) / "profile.raw"
+        logdir = Path(tmp)
+        raw, counted = args.raw or logdir / "profile.raw", logdir / "lines.txt"
+        os.environ["LINECOUNT_OUT"] = str(counted)  # the target inherits it
         agent, agent_url = run.start_agent("echo", logdir, cores)
-        child, port = run.start_target(args.target, agent_url, logdir, cores)
+        child, port = start_target(args.target, agent_url, logdir, cores, args.lines)
+        window: list[float] = []
+        sampler: list[subprocess.Popen[bytes]] = []
+
+        def on_start() -> None:
+            window.append(time.monotonic())
+            if args.lines:
+                os.kill(child.pid, signal.SIGUSR1)
+                return
+            pid = run.process_tree(child.pid)[-1]  # granian's worker, else the target
+            sampler.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+                 "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
+                 *(["--native"] if args.native else ["--nonblocking"])],
+                stdout=subprocess.DEVNULL))
+
+        def on_end() -> None:
+            window.append(time.monotonic())
+            if args.lines:
+                os.kill(child.pid, signal.SIGUSR2)
+
         try:
             run.wait_agent(agent)
             run.wait_listening(child, port)
-            url = f"ws://127.0.0.1:{port}/"
-            ramp = 2.0
-            cfg = loadgen.LoadConfig(url=url, calls=args.calls, duration_s=args.seconds + ramp + 4,
-                                     ramp_s=ramp, warmup_s=1.0, token=run.TOKEN)
-            # Sample from the window's start: every call is streaming then.
-            sampler: list[subprocess.Popen[bytes]] = []
-            pids = run.process_tree(child.pid)
-            command = [spy, "record", "--pid", str(pids[-1]), "--duration", str(int(args.seconds)),
-                       "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
-                       *(["--native"] if args.native else ["--nonblocking"])]
-            hooks = loadgen.Hooks(on_window_start=lambda: sampler.append(subprocess.Popen(
-                command, stdout=subprocess.DEVNULL)))
-            loadgen.run_blocking(cfg, hooks)
-            if not sampler or sampler[0].wait() != 0:
+            ramp, warmup = 2.0, 1.0
+            cfg = loadgen.LoadConfig(
+                url=f"ws://127.0.0.1:{port}/", calls=calls, ramp_s=ramp, warmup_s=warmup,
+                duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
+            loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=on_start,
+                                                    on_window_end=on_end))
+            time.sleep(0.5)  # the counts are written
+            if not args.lines and (not sampler or sampler[0].wait() != 0):
                 print("py-spy did not record a profile", file=sys.stderr)
                 return 1
         finally:
             child.stop()
             agent.stop()
-        by_function, by_file, total = self_times(raw)
-    print(f"{args.target}, {args.calls} calls, {total} samples\n\nself time by function:")
-    for leaf, n in by_function.most_common(args.top):
+        if args.lines:
+            round_trips = calls * (window[1] - window[0]) / loadgen.FRAME_S
+            report_lines(counted, round_trips, args.target, calls, args.top)
+        else:
+            report_samples(raw, args.target, calls, args.top)
+    return 0
+
+
+def report_lines(counted: Path, round_trips: float, target: str, calls: int, top: int) -> None:
+    rows = [line.split("\t") for line in counted.read_text().splitlines()]
+    total = sum(int(n) for n, _, _ in rows)
+    print(f"{target}, {calls} calls, ~{round_trips:.0f} round trips: "
+          f"{total / round_trips:.1f} Python lines per round trip\n")
+    for n, function, filename in rows[:top]:
+        print(f"{int(n) / round_trips:7.1f}  {function} ({short(filename)})")
+
+
+def report_samples(raw: Path, target: str, calls: int, top: int) -> None:
+    by_function, by_file, total = self_times(raw)
+    print(f"{target}, {calls} calls, {total} samples\n\nself time by function:")
+    for leaf, n in by_function.most_common(top):
         name, _, where = leaf.partition(" (")
         print(f"{100 * n / total:6.1f}%  {name} ({short(where)}")
     print("\nself time by file:")
-    for where, n in by_file.most_common(args.top):
+    for where, n in by_file.most_common(top):
         print(f"{100 * n / total:6.1f}%  {short(where)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ same calls, conformance and fault handling as on the standard path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -179,3 +181,69 @@ async def test_a_broken_frame_is_answered_by_uvicorn() -> None:
                 while (frame := await client.read())[0] != FIN | CLOSE:
                     pass
     assert int.from_bytes(frame[1][:2], "big") == 1007
+
+
+async def test_nothing_reaches_the_call_after_the_bridge_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    digits: list[str] = []
+    async with StandInAgent(script=SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        bridge.on("dtmf")(lambda e: digits.append(e.digits))
+        async with serve(bridge, ws=DirectWebSocketProtocol) as host:
+            name, port = host.split(":")
+            async with await anyio.connect_tcp(name, int(port)) as stream:
+                client = RawClient(stream)
+                await client.upgrade(host)
+                cid = {"conversationId": "c1"}
+                await stream.send(client.text({"type": "session.initiate", **cid,
+                                               "supportedMediaFormats": ["raw/lpcm16"]}))
+                await client.read_until("session.accepted")
+                await stream.send(client.text({"type": "session.end", **cid}))
+                while (await client.read())[0] != FIN | CLOSE:
+                    pass
+                caplog.clear()
+                # VAIC has not read our close yet: a DTMF, then its close reply.
+                await stream.send(client.text({"type": "activities", **cid, "activities": [
+                    {"type": "event", "name": "DTMF", "value": "9"}]}))
+                await stream.send(client.frame(FIN | CLOSE, (1000).to_bytes(2, "big")))
+                with anyio.fail_after(5):  # the server closes the TCP connection
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while await stream.receive():
+                            pass
+                    while bridge.calls:  # noqa: ASYNC110 - the bridge offers no event for it
+                        await anyio.sleep(0.02)
+    assert digits == []
+    assert not [r for r in caplog.records if r.name.startswith("acdg_asgi")
+                and r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_a_large_message_in_pieces_goes_to_the_websockets_parser() -> None:
+    warnings: list[str] = []
+    protocols: list[DirectWebSocketProtocol] = []
+    async with StandInAgent(script=SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        bridge.on("warning")(lambda e: warnings.append(e.description))
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "websocket":
+                protocols.append(scope["extensions"][DIRECT]["protocol"])
+            await bridge(scope, receive, send)
+
+        async with serve(app, ws=DirectWebSocketProtocol) as host:
+            name, port = host.split(":")
+            async with await anyio.connect_tcp(name, int(port)) as stream:
+                client = RawClient(stream)
+                await client.upgrade(host)
+                cid = {"conversationId": "l1"}
+                await stream.send(client.text({"type": "session.initiate", **cid,
+                                               "supportedMediaFormats": ["raw/lpcm16"]}))
+                await client.read_until("session.accepted")
+                big = client.text({"type": "activities", **cid, "pad": "x" * 300_000})
+                for at in range(0, len(big), 8192):
+                    await stream.send(big[at : at + 8192])
+                    await anyio.sleep(0.001)
+                await stream.send(client.text({"type": "session.end", **cid}))
+                while (await client.read())[0] != FIN | CLOSE:
+                    pass
+    assert not protocols[0]._by_hand
+    assert any("bytes ignored" in w for w in warnings), warnings

@@ -52,11 +52,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.server == "granian":
         from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
 
         os.environ.update(BENCH_AGENT_URL=args.agent_url, BENCH_TOKEN=args.token)
         Granian("bridge_server:granian_app", address=args.host, port=args.port,
-                interface="asgi", factory=True, loop="uvloop", log_level="warning",
-                working_dir=Path(__file__).parent).serve()  # type: ignore[arg-type]
+                interface=Interfaces.ASGI, factory=True, loop=Loops.uvloop,
+                log_level=LogLevels.warning, working_dir=Path(__file__).parent).serve()
         return
     bridge = make_bridge(args.agent_url, args.token)
     if args.server in UVICORN_WS:

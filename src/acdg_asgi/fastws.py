@@ -34,6 +34,7 @@ DIRECT = "acdg.direct"
 _TEXT_MESSAGE = FIN | TEXT
 _PING_FRAME = FIN | PING
 _PONG_FRAME = FIN | PONG
+_PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -50,7 +51,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def listen(self, on_text: Callable[[str], None]) -> None:
         """Hand every text message to ``on_text`` inside ``data_received`` from now on."""
         self._on_text = on_text
-        if self.read_paused:  # the message that was waiting is already in the queue
+        if self.read_paused and self.queue.empty():
+            # Otherwise uvicorn's receive() resumes once the app has read what is queued,
+            # so no message overtakes an older one.
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -72,7 +75,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def _one_text(self, data: bytes) -> bool:
         """The usual case, exactly one whole text message: ``True`` once it is handed on."""
         frame = read_header(data, 0)
-        if frame is None or frame[0] != _TEXT_MESSAGE or not frame[1] & MASKED:
+        if frame is None or frame[0] != _TEXT_MESSAGE or not frame[1] & MASKED \
+                or self.close_sent:
             return False
         start = frame[3] + 4
         if start + frame[2] != len(data) or frame[2] > self.config.ws_max_size:
@@ -87,6 +91,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def _read_frames(self, buf: bytes) -> None:
         pos, end, limit = 0, len(buf), self.config.ws_max_size
         while (frame := read_header(buf, pos)) is not None:
+            if self.close_sent or self.disconnected:
+                break  # what follows, the peer's close frame included, is uvicorn's
             first, second, length, head = frame
             if first not in (_TEXT_MESSAGE, _PING_FRAME, _PONG_FRAME) or not second & MASKED \
                     or length > limit or (first != _TEXT_MESSAGE and length > 125):
@@ -94,6 +100,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             start = pos + head + 4
             stop = start + length
             if stop > end:
+                if length > _PARTIAL_MAX:
+                    break
                 self._partial = buf[pos:]
                 return
             payload = apply_mask(buf[start:stop], buf[start - 4 : start])
@@ -110,8 +118,6 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                         break
                     pos = stop
                     on_text(text)
-                if self.close_sent or self.disconnected:
-                    break  # the peer's close frame is for the websockets parser
             elif first == _PING_FRAME:
                 pos = stop
                 if not self.close_sent:

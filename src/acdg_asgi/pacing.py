@@ -177,7 +177,8 @@ class Playout:
                     out.append(PlayStreamStop(stream_id=self.stream_id))
                     self.stream_id = None
                 self._queue.popleft()
-                self._skip(utterance.end - self._read if utterance.end else 0)  # odd byte
+                # an odd byte, or nothing: an overflow may have dropped past the end
+                self._skip(max(0, utterance.end - self._read) if utterance.end else 0)
                 continue
             duration = size / self.bytes_per_s
             ahead = self.play_head + duration - now
@@ -234,7 +235,7 @@ class Playout:
                 return None  # wait for a whole chunk while the utterance goes on
             size = available - available % self._width
             return size or None
-        size = min(self.chunk_bytes, end - self._read)
+        size = max(0, min(self.chunk_bytes, end - self._read))
         return size - size % self._width
 
     def _skip(self, n: int) -> None:

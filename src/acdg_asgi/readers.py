@@ -70,12 +70,12 @@ def forward_now(rt: CallRuntime, msg: ac.UserStreamChunk) -> bool:
     a push connection and nothing queued, it goes straight to the agent, past the
     dispatch table and the flush. Anything else takes the general path."""
     call, conn = rt.call, rt.agent_conn
-    if not rt.agent_push or call.state is not CallState.ACTIVE or call.to_agent:
+    if not rt.agent_push or conn is None or call.state is not CallState.ACTIVE or call.to_agent:
         return False
     audio = call.link.caller_audio(msg.audio_chunk, rt.scheduler.now())
     if audio is not None:
         try:  # noqa: SIM105 - no context manager per frame
-            conn.write_audio(audio)  # type: ignore[union-attr]  # agent_push: a push connection
+            conn.write_audio(audio)  # type: ignore[attr-defined]  # agent_push: a push connection
         except AgentClosed:
             pass  # the connection reports its own loss
     return True

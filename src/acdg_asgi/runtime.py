@@ -242,6 +242,8 @@ class CallRuntime:
                 batch, call.to_vaic = call.to_vaic, []
                 self._write_vaic_now(vaic, batch)
             else:
+                if len(call.to_vaic) > call.limits.outbound_queue:  # VAIC reads too slowly
+                    self._shed(call.to_vaic, call.limits.outbound_queue, "VAIC")
                 self.kick.set()
         # Agent audio moves no deadline but the playout's: the rest need no look.
         deadline = call.playout.next_deadline()

@@ -1,0 +1,44 @@
+"""The playout clock on its own (acdg_asgi.pacing): edge cases the call tests do not reach."""
+
+from __future__ import annotations
+
+import itertools
+
+from acdg_asgi.audio import FORMATS
+from acdg_asgi.pacing import Playout
+from acdg_asgi.protocols import audiocodes as ac
+
+FMT = FORMATS["raw/lpcm16"]  # 640 bytes per 20 ms
+
+
+def playout(**kwargs: int) -> Playout:
+    ids = itertools.count(1)
+    return Playout(FMT, **{"lead_ms": 100, "chunk_ms": 20, "max_buffer_ms": 1000, **kwargs},
+                   next_stream_id=lambda: str(next(ids)))
+
+
+def test_an_overflow_that_drops_past_a_finished_turn_sends_nothing_empty() -> None:
+    clock = playout(max_buffer_ms=100)  # 3200 bytes
+    clock.begin("One.")
+    clock.push(bytes(1000))
+    clock.end_turn()
+    clock.begin("Two.")
+    dropped = clock.push(b"\x01" * 4000)  # the buffer keeps the newest 3200 bytes
+    assert dropped == 1800  # all of turn one and the start of turn two
+    out: list[ac.OutboundMessage] = []
+    clock.pull(0.0, out)
+    chunks = [m for m in out if isinstance(m, ac.PlayStreamChunk)]
+    assert chunks and all(len(c.audio_chunk) == 640 for c in chunks)
+    assert all(c.audio_chunk == b"\x01" * 640 for c in chunks)  # none of turn one's audio
+    assert [type(m).__name__ for m in out[:2]] == ["PlayStreamStart", "PlayStreamChunk"]
+    assert len(chunks) == 5 and clock.pending == 0  # 100 ms: all within the lead
+
+
+def test_steady_audio_goes_out_as_it_comes() -> None:
+    clock = playout()
+    out: list[ac.OutboundMessage] = []
+    for n in range(5):
+        clock.push(bytes(640))
+        clock.pull(n * 0.02, out)
+        assert clock.pending == 0 and clock.next_deadline() is None
+    assert [type(m) for m in out] == [ac.PlayStreamStart] + [ac.PlayStreamChunk] * 5
