@@ -51,7 +51,6 @@ from .vaic_messages import VAIC_HANDLERS
 
 __all__ = ["Call", "CallState", "CloseAgent", "CloseVaic", "ConnectAgent"]
 
-
 _MAX_GOODBYE_S: Final = 15.0  # longest a hangup or transfer waits for the agent to finish
 
 
@@ -190,6 +189,9 @@ class Call:
         stats.agent_bytes += len(audio)
         if self.discard_agent_audio or self.state is CallState.ENDED:
             return
+        if self.state is CallState.ACTIVE and self._deferred_end is None \
+                and self.playout.pass_through(audio, now, self.to_vaic):
+            return  # the steady state: one chunk in, one out
         dropped = self.playout.push(audio)
         if dropped:
             self.warn(now, "PLAYOUT_OVERFLOW", f"dropped {dropped} bytes of agent audio")
@@ -362,15 +364,8 @@ class Call:
         self.playout.clear()
         self.actions.append(CloseAgent())
         self.actions.append(CloseVaic(reason=reason))
-        self.emit(
-            ev.SessionEndEvent,
-            now,
-            reason=reason,
-            reason_code=reason_code,
-            detail=detail,
-            duration_s=now - self.started_at,
-            record=build_record(self, now),
-        )
+        self.emit(ev.SessionEndEvent, now, reason=reason, reason_code=reason_code,
+                  detail=detail, duration_s=now - self.started_at, record=build_record(self, now))
 
     def end(self, now: float, reason: str, detail: str | None = None) -> None:
         """End the call at once (no hangup activity): drain deadline, fatal bugs."""

@@ -133,7 +133,7 @@ class Playout(msgspec.Struct, kw_only=True, frozen=True):
     max_buffer_ms: int = 120_000
 
     def __post_init__(self) -> None:
-        if self.lead_ms < 0 or self.chunk_ms <= 0 or self.max_buffer_ms <= 0:
+        if self.lead_ms < 0 or self.chunk_ms <= 0 or self.max_buffer_ms < self.chunk_ms:
             raise ConfigError(f"invalid playout settings: {self!r}")
 
 

@@ -168,6 +168,22 @@ class Playout:
             return 0.0  # due now
         return self.play_head + size / self.bytes_per_s - self.lead
 
+    def pass_through(self, audio: bytes, now: float, out: list[OutboundMessage]) -> bool:
+        """The steady state, as :meth:`push` then :meth:`pull` but without the copies:
+        a stream is open, nothing is waiting, and ``audio`` is one chunk that is due now.
+        ``False`` (nothing done) otherwise."""
+        n = len(audio)
+        if n != self.chunk_bytes or self.stream_id is None or len(self._buf) != self._off \
+                or len(self._queue) != 1 or self._queue[0].end is not None:
+            return False
+        duration = n / self.bytes_per_s
+        if not self._due(duration, now):
+            return False
+        self._read += n
+        self._sent(n, duration, now)
+        out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=audio))
+        return True
+
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""
         while (size := self._next_size(partial_ok=self.play_head <= now)) is not None:
@@ -181,8 +197,7 @@ class Playout:
                 self._skip(max(0, utterance.end - self._read) if utterance.end else 0)
                 continue
             duration = size / self.bytes_per_s
-            ahead = self.play_head + duration - now
-            if self.lead and self.play_head > now and ahead > self.lead + 1e-9:
+            if not self._due(duration, now):
                 return
             chunk = bytes(self._buf[self._off : self._off + size])
             self._skip(size)
@@ -193,15 +208,23 @@ class Playout:
                                            alt_text=utterance.alt_text))
                 if self.fmt.wav:
                     chunk = wav_header(self.fmt) + chunk
-            self.sent_bytes += size
-            self.stats.play_chunks += 1
-            self.stats.play_bytes += size
-            self.play_head = max(self.play_head, now) + duration
+            self._sent(size, duration, now)
             out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=chunk))
             if len(self._buf) == self._off and self._queue[0].end is None:
                 return  # all sent and the turn goes on (the usual case): nothing else is due
 
     # --- internals --------------------------------------------------------------------
+
+    def _due(self, duration: float, now: float) -> bool:
+        """May a chunk this long go at ``now``: does it end within the lead?"""
+        head = self.play_head
+        return not self.lead or head <= now or head + duration - now <= self.lead + 1e-9
+
+    def _sent(self, size: int, duration: float, now: float) -> None:
+        self.sent_bytes += size
+        self.stats.play_chunks += 1
+        self.stats.play_bytes += size
+        self.play_head = max(self.play_head, now) + duration
 
     @property
     def _streaming(self) -> _Utterance | None:
