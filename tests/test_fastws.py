@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -111,6 +113,12 @@ class RawClient:
         payload, self.buf = self.buf[head : head + length], self.buf[head + length :]
         return first, payload
 
+    async def closed_with(self) -> int:
+        """Read up to the server's close frame; its code."""
+        while (frame := await self.read())[0] != FIN | CLOSE:
+            pass
+        return int.from_bytes(frame[1][:2], "big")
+
     async def read_until(self, kind: str) -> dict[str, object]:
         while True:
             first, payload = await self.read()
@@ -118,69 +126,69 @@ class RawClient:
                 return msg  # type: ignore[no-any-return]
 
 
-async def test_frames_read_by_hand_however_they_arrive() -> None:
+@asynccontextmanager
+async def raw_call(bridge: BridgeApp, cid: str) -> AsyncIterator[
+        tuple[RawClient, DirectWebSocketProtocol]]:
+    """A call under the direct protocol, accepted, from a client that writes raw frames;
+    yields the client and the server's protocol object for the connection."""
     protocols: list[DirectWebSocketProtocol] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            protocols.append(scope["extensions"][DIRECT]["protocol"])
+        await bridge(scope, receive, send)
+
+    async with serve(app, ws=DirectWebSocketProtocol) as host:
+        name, port = host.split(":")
+        async with await anyio.connect_tcp(name, int(port)) as stream:
+            client = RawClient(stream)
+            await client.upgrade(host)
+            await stream.send(client.text({"type": "session.initiate", "conversationId": cid,
+                                           "supportedMediaFormats": ["raw/lpcm16"]}))
+            await client.read_until("session.accepted")
+            yield client, protocols[0]
+
+
+def dtmf(cid: str, digit: str) -> dict[str, object]:
+    return {"type": "activities", "conversationId": cid,
+            "activities": [{"type": "event", "name": "DTMF", "value": digit}]}
+
+
+async def test_frames_read_by_hand_however_they_arrive() -> None:
     digits: list[str] = []
-    cid = {"conversationId": "f1"}
-
-    def dtmf(digit: str) -> dict[str, object]:
-        return {"type": "activities", **cid,
-                "activities": [{"type": "event", "name": "DTMF", "value": digit}]}
-
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("dtmf")(lambda e: digits.append(e.digits))
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "websocket":
-                protocols.append(scope["extensions"][DIRECT]["protocol"])
-            await bridge(scope, receive, send)
-
-        async with serve(app, ws=DirectWebSocketProtocol) as host:
-            name, port = host.split(":")
-            async with await anyio.connect_tcp(name, int(port)) as stream:
-                client = RawClient(stream)
-                await client.upgrade(host)
-                await stream.send(client.text({"type": "session.initiate", **cid,
-                                               "supportedMediaFormats": ["raw/lpcm16"]}))
-                await client.read_until("session.accepted")
-                assert protocols[0]._by_hand
-                await stream.send(client.frame(FIN | PING, b"p1"))
-                assert await client.read() == (FIN | PONG, b"p1")
-                # A frame split into single bytes, then two frames in one write.
-                for byte in client.text({"type": "userStream.start", **cid}):
-                    await stream.send(bytes((byte,)))
-                    await anyio.sleep(0.001)
-                await client.read_until("userStream.started")
-                await stream.send(client.text(dtmf("1")) + client.text(dtmf("2")))
-                # A fragmented message goes to the websockets parser, for good.
-                whole = json.dumps(dtmf("3")).encode()
-                await stream.send(client.frame(TEXT, whole[:10]) + client.frame(FIN, whole[10:]))
-                await stream.send(client.text(dtmf("4")))
-                await stream.send(client.text({"type": "session.end", **cid}))
-                while (frame := await client.read())[0] != FIN | CLOSE:
-                    pass
-                assert int.from_bytes(frame[1][:2], "big") == 1000
+        async with raw_call(bridge, "f1") as (client, protocol):
+            assert protocol._by_hand
+            await client.stream.send(client.frame(FIN | PING, b"p1"))
+            assert await client.read() == (FIN | PONG, b"p1")
+            # A frame split into single bytes, then two frames in one write.
+            for byte in client.text({"type": "userStream.start", "conversationId": "f1"}):
+                await client.stream.send(bytes((byte,)))
+                await anyio.sleep(0.001)
+            await client.read_until("userStream.started")
+            await client.stream.send(client.text(dtmf("f1", "1")) + client.text(dtmf("f1", "2")))
+            # A fragmented message goes to the websockets parser, for good.
+            whole = json.dumps(dtmf("f1", "3")).encode()
+            await client.stream.send(client.frame(TEXT, whole[:10])
+                                     + client.frame(FIN, whole[10:]))
+            await client.stream.send(client.text(dtmf("f1", "4")))
+            await client.stream.send(client.text({"type": "session.end", "conversationId": "f1"}))
+            code = await client.closed_with()
+    assert code == 1000
     assert digits == ["1", "2", "3", "4"]
-    assert not protocols[0]._by_hand
+    assert not protocol._by_hand
 
 
 async def test_a_broken_frame_is_answered_by_uvicorn() -> None:
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False,
                            limits=Limits(resume_grace_s=0.2))
-        async with serve(bridge, ws=DirectWebSocketProtocol) as host:
-            name, port = host.split(":")
-            async with await anyio.connect_tcp(name, int(port)) as stream:
-                client = RawClient(stream)
-                await client.upgrade(host)
-                await stream.send(client.text({"type": "session.initiate", "conversationId": "b1",
-                                               "supportedMediaFormats": ["raw/lpcm16"]}))
-                await client.read_until("session.accepted")
-                await stream.send(client.frame(FIN | TEXT, b"\xff\xfe not UTF-8"))
-                while (frame := await client.read())[0] != FIN | CLOSE:
-                    pass
-    assert int.from_bytes(frame[1][:2], "big") == 1007
+        async with raw_call(bridge, "b1") as (client, _):
+            await client.stream.send(client.frame(FIN | TEXT, b"\xff\xfe not UTF-8"))
+            code = await client.closed_with()
+    assert code == 1007
 
 
 async def test_nothing_reaches_the_call_after_the_bridge_closed(
@@ -189,29 +197,19 @@ async def test_nothing_reaches_the_call_after_the_bridge_closed(
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("dtmf")(lambda e: digits.append(e.digits))
-        async with serve(bridge, ws=DirectWebSocketProtocol) as host:
-            name, port = host.split(":")
-            async with await anyio.connect_tcp(name, int(port)) as stream:
-                client = RawClient(stream)
-                await client.upgrade(host)
-                cid = {"conversationId": "c1"}
-                await stream.send(client.text({"type": "session.initiate", **cid,
-                                               "supportedMediaFormats": ["raw/lpcm16"]}))
-                await client.read_until("session.accepted")
-                await stream.send(client.text({"type": "session.end", **cid}))
-                while (await client.read())[0] != FIN | CLOSE:
-                    pass
-                caplog.clear()
-                # VAIC has not read our close yet: a DTMF, then its close reply.
-                await stream.send(client.text({"type": "activities", **cid, "activities": [
-                    {"type": "event", "name": "DTMF", "value": "9"}]}))
-                await stream.send(client.frame(FIN | CLOSE, (1000).to_bytes(2, "big")))
-                with anyio.fail_after(5):  # the server closes the TCP connection
-                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
-                        while await stream.receive():
-                            pass
-                    while bridge.calls:  # noqa: ASYNC110 - the bridge offers no event for it
-                        await anyio.sleep(0.02)
+        async with raw_call(bridge, "c1") as (client, _):
+            await client.stream.send(client.text({"type": "session.end", "conversationId": "c1"}))
+            await client.closed_with()
+            caplog.clear()
+            # VAIC has not read our close yet: a DTMF, then its close reply.
+            await client.stream.send(client.text(dtmf("c1", "9")))
+            await client.stream.send(client.frame(FIN | CLOSE, (1000).to_bytes(2, "big")))
+            with anyio.fail_after(5):  # the server closes the TCP connection
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while await client.stream.receive():
+                        pass
+                while bridge.calls:  # noqa: ASYNC110 - the bridge offers no event for it
+                    await anyio.sleep(0.02)
     assert digits == []
     assert not [r for r in caplog.records if r.name.startswith("acdg_asgi")
                 and r.levelno >= logging.WARNING], caplog.text
@@ -219,31 +217,16 @@ async def test_nothing_reaches_the_call_after_the_bridge_closed(
 
 async def test_a_large_message_in_pieces_goes_to_the_websockets_parser() -> None:
     warnings: list[str] = []
-    protocols: list[DirectWebSocketProtocol] = []
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("warning")(lambda e: warnings.append(e.description))
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "websocket":
-                protocols.append(scope["extensions"][DIRECT]["protocol"])
-            await bridge(scope, receive, send)
-
-        async with serve(app, ws=DirectWebSocketProtocol) as host:
-            name, port = host.split(":")
-            async with await anyio.connect_tcp(name, int(port)) as stream:
-                client = RawClient(stream)
-                await client.upgrade(host)
-                cid = {"conversationId": "l1"}
-                await stream.send(client.text({"type": "session.initiate", **cid,
-                                               "supportedMediaFormats": ["raw/lpcm16"]}))
-                await client.read_until("session.accepted")
-                big = client.text({"type": "activities", **cid, "pad": "x" * 300_000})
-                for at in range(0, len(big), 8192):
-                    await stream.send(big[at : at + 8192])
-                    await anyio.sleep(0.001)
-                await stream.send(client.text({"type": "session.end", **cid}))
-                while (await client.read())[0] != FIN | CLOSE:
-                    pass
-    assert not protocols[0]._by_hand
+        async with raw_call(bridge, "l1") as (client, protocol):
+            big = client.text({"type": "activities", "conversationId": "l1",
+                               "pad": "x" * 300_000})
+            for at in range(0, len(big), 8192):
+                await client.stream.send(big[at : at + 8192])
+                await anyio.sleep(0.001)
+            await client.stream.send(client.text({"type": "session.end", "conversationId": "l1"}))
+            await client.closed_with()
+    assert not protocol._by_hand
     assert any("bytes ignored" in w for w in warnings), warnings
