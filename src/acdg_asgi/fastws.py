@@ -145,6 +145,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         on_text(text)
 
+    def backed_up(self) -> bool:
+        """VAIC reads slower than we write: the transport's buffer is over its high mark."""
+        return not self.writable.is_set()
+
     def write_text(self, data: bytes) -> bool:
         """Write one text frame now; ``False`` if the socket is gone or closing."""
         if self.disconnected or self.close_sent or self.transport.is_closing():

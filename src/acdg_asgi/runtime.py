@@ -218,7 +218,8 @@ class CallRuntime:
             if self.agent_conn is not None:
                 self._write_agent_now(cast(PushAgentConnection, self.agent_conn), batch)
         vaic = self._vaic
-        if call.to_vaic and vaic is not None and vaic.direct and not self._writing_vaic:
+        if call.to_vaic and vaic is not None and vaic.direct and not self._writing_vaic \
+                and not vaic.backed_up():
             batch_out, call.to_vaic = call.to_vaic, []
             self._write_vaic_now(vaic, batch_out)
         return not (call.to_agent or call.to_vaic or self._vaic_close_pending)
@@ -231,7 +232,7 @@ class CallRuntime:
         call, vaic = self.call, self._vaic
         if vaic is None or call.state is not CallState.ACTIVE or call.events or call.actions:
             return False
-        now_ok = vaic.direct and not (call.to_vaic or self._writing_vaic)
+        now_ok = vaic.direct and not (call.to_vaic or self._writing_vaic or vaic.backed_up())
         call.agent_audio(audio, self.scheduler.now())
         if call.events or call.observations or call.actions:  # a warning, a turn's end
             if not self.flush_now():

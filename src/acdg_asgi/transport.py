@@ -43,6 +43,11 @@ class VaicSocket:
     def listen(self, on_text: Callable[[str], None]) -> None:
         self._direct.listen(on_text)
 
+    def backed_up(self) -> bool:
+        """Direct sockets only: VAIC is not keeping up. Writes then take the awaited path,
+        which waits for the socket, while the call sheds the oldest audio."""
+        return bool(self._direct.backed_up())
+
     def write_text(self, data: bytes) -> bool:
         """Direct sockets only: write now; ``False`` once the socket is gone."""
         if self.closed or self.broken or not self._direct.write_text(data):
