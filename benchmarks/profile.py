@@ -66,17 +66,6 @@ def short(where: str) -> str:
     return where
 
 
-def start_target(name: str, agent_url: str, logdir: Path, cores: run.Cores,
-                 lines: bool) -> tuple[run.Child, int]:
-    if not lines:
-        return run.start_target(name, agent_url, logdir, cores)
-    port = run.free_port()
-    script, *extra = run.TARGETS[name]
-    args = [str(HERE / "linecount.py"), str(HERE / "targets" / script), *extra,
-            "--port", str(port), "--agent-url", agent_url, "--token", run.TOKEN]
-    return run.spawn(name, args, logdir, cores.target), port
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +88,8 @@ def main() -> int:
         raw, counted = args.raw or logdir / "profile.raw", logdir / "lines.txt"
         os.environ["LINECOUNT_OUT"] = str(counted)  # the target inherits it
         agent, agent_url = run.start_agent("echo", logdir, cores)
-        child, port = start_target(args.target, agent_url, logdir, cores, args.lines)
+        wrapper = (str(HERE / "linecount.py"),) if args.lines else ()
+        child, port = run.start_target(args.target, agent_url, logdir, cores, wrapper)
         window: list[float] = []
         sampler: list[subprocess.Popen[bytes]] = []
 

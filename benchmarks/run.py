@@ -158,10 +158,12 @@ def start_agent(mode: str, logdir: Path, cores: Cores) -> tuple[Child, str]:
     return child, f"ws://127.0.0.1:{port}/v1/agent/converse"
 
 
-def start_target(name: str, agent_url: str, logdir: Path, cores: Cores) -> tuple[Child, int]:
+def start_target(name: str, agent_url: str, logdir: Path, cores: Cores,
+                 wrapper: tuple[str, ...] = ()) -> tuple[Child, int]:
+    """``wrapper``: a script the target runs under (``linecount.py``)."""
     port = free_port()
     script, *extra = TARGETS[name]
-    args = [str(HERE / "targets" / script), *extra, "--port", str(port),
+    args = [*wrapper, str(HERE / "targets" / script), *extra, "--port", str(port),
             "--agent-url", agent_url, "--token", TOKEN]
     return spawn(name, args, logdir, cores.target), port
 

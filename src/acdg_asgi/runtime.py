@@ -247,10 +247,7 @@ class CallRuntime:
                     self._shed(call.to_vaic, call.limits.outbound_queue, "VAIC")
                 self.kick.set()
         # Agent audio moves no deadline but the playout's: the rest need no look.
-        deadline = call.playout.next_deadline()
-        if deadline is not None and deadline < self._scheduled:
-            self._scheduled = deadline
-            self.scheduler.wake_at(deadline, self._wake)
+        self._wake_by(call.playout.next_deadline())
         return True
 
     def _write_vaic_now(self, vaic: VaicSocket, batch: list[ac.OutboundMessage]) -> None:
@@ -262,10 +259,12 @@ class CallRuntime:
 
     def _reschedule(self) -> None:
         if not self.done.is_set():
-            deadline = self.call.next_deadline()
-            if deadline is not None and deadline < self._scheduled:
-                self._scheduled = deadline
-                self.scheduler.wake_at(deadline, self._wake)
+            self._wake_by(self.call.next_deadline())
+
+    def _wake_by(self, deadline: float | None) -> None:
+        if deadline is not None and deadline < self._scheduled:
+            self._scheduled = deadline
+            self.scheduler.wake_at(deadline, self._wake)
 
     def _shed(self, queue: list[Any], limit: int, peer: str) -> None:
         """A peer reads slower than real time: drop the oldest audio, keep every control

@@ -26,7 +26,7 @@ __all__ = ["Kick", "Scheduler"]
 class Scheduler:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, slack: float = 0.002) -> None:
         self.slack = slack
-        self.loop = self._loop = loop
+        self.loop = loop
         self.now: Callable[[], float] = loop.time
         """The loop's clock, in seconds."""
         self._heap: list[tuple[float, int, Callable[[float], None]]] = []
@@ -57,13 +57,13 @@ class Scheduler:
         if self._handle is not None:
             self._handle.cancel()
         self._armed_at = when
-        self._handle = self._loop.call_at(when, self._fire)
+        self._handle = self.loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
         self._armed_at = float("inf")
         heap = self._heap
-        limit = self._loop.time() + self.slack
+        limit = self.loop.time() + self.slack
         while heap and heap[0][0] <= limit:
             when, _, wake = heapq.heappop(heap)
             wake(when)
