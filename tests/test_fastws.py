@@ -1,5 +1,6 @@
-"""The bridge under uvicorn with the direct WebSocket protocol (``acdg_asgi.fastws``): the
-same calls, conformance and fault handling as on the standard path."""
+"""The bridge under uvicorn with the direct WebSocket protocol
+(``acdg_asgi.transports.vaic_direct``): the same calls, conformance and fault handling as
+on the standard path."""
 
 from __future__ import annotations
 
@@ -17,12 +18,23 @@ import pytest
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp, Limits
-from acdg_asgi.fastws import DIRECT, DirectWebSocketProtocol
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
-from acdg_asgi.wsframe import CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
+from acdg_asgi.transports.vaic_asgi import DIRECT
+from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
+from acdg_asgi.transports.wsframe import (
+    CLOSE,
+    FIN,
+    MASKED,
+    PING,
+    PONG,
+    TEXT,
+    apply_mask,
+    header,
+    read_header,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -18,15 +18,15 @@ from websockets.exceptions import InvalidStatus
 
 from acdg_asgi import AgentSettings, BridgeApp, SessionEndEvent
 from acdg_asgi.audio import FORMATS
-from acdg_asgi.cli.logs import JsonFormatter
 from acdg_asgi.cli.serve import write_records
-from acdg_asgi.records import CallRecord
+from acdg_asgi.events import CallRecord
+from acdg_asgi.observability.logs import JsonFormatter
+from acdg_asgi.observability.tracing import CallTracer
 from acdg_asgi.testing import signals
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
-from acdg_asgi.tracing import CallTracer
 
 pytestmark = pytest.mark.anyio
 

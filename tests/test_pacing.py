@@ -1,11 +1,11 @@
-"""The playout clock on its own (acdg_asgi.pacing): edge cases the call tests do not reach."""
+"""The playout clock on its own (acdg_asgi.call.playout): edge cases the call tests do not reach."""
 
 from __future__ import annotations
 
 import itertools
 
 from acdg_asgi.audio import FORMATS
-from acdg_asgi.pacing import Playout
+from acdg_asgi.call.playout import PlayoutClock as Playout
 from acdg_asgi.protocols import audiocodes as ac
 
 FMT = FORMATS["raw/lpcm16"]  # 640 bytes per 20 ms

@@ -14,11 +14,11 @@ import uvicorn
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp, Limits, Playout
-from acdg_asgi.fastws import DirectWebSocketProtocol
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
+from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
 
 pytestmark = pytest.mark.anyio
 

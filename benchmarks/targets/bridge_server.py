@@ -7,7 +7,8 @@ Usage::
 
 Servers: ``uvicorn-sansio`` (uvicorn's default WebSocket implementation),
 ``uvicorn-wsproto``, ``uvicorn-websockets`` (uvicorn's older implementation),
-``uvicorn-direct`` (:mod:`acdg_asgi.fastws`), ``hypercorn``, ``granian``; all on uvloop.
+``uvicorn-direct`` (:mod:`acdg_asgi.transports.vaic_direct`), ``hypercorn``, ``granian``;
+all on uvloop.
 granian runs the app in a worker process of its own; ``run.py`` counts the CPU of the
 whole process tree.
 """
@@ -27,7 +28,7 @@ UVICORN_WS = {
     "uvicorn-sansio": "websockets-sansio",
     "uvicorn-wsproto": "wsproto",
     "uvicorn-websockets": "websockets",
-    "uvicorn-direct": "acdg_asgi.fastws:DirectWebSocketProtocol",
+    "uvicorn-direct": "acdg_asgi.serving:DirectWebSocketProtocol",
 }
 
 

@@ -6,20 +6,27 @@
     app.mount("/audiocodes", bridge)
 """
 
-from .agent import AgentClosed, AgentConnectError, AgentConnection, AgentConnector
 from .app import AgentFactory, BridgeApp, CallInfo
 from .audio import FORMATS, MediaFormat
 from .auth import BearerToken, Connection
-from .cluster import CallNotFound, ControlError
+from .cluster.store import CallStore
 from .config import AgentConfig, Limits, Playout, Reconnect, Secret
 from .errors import (
+    AgentClosed,
+    AgentConnectError,
+    AgentError,
     AuthError,
     BridgeError,
+    CallNotFound,
+    CommandFailed,
     ConfigError,
+    ControlError,
+    ControlTimeout,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
     SessionClosedError,
+    StoreUnavailable,
 )
 from .events import (
     EVENT_NAMES,
@@ -27,6 +34,7 @@ from .events import (
     AgentReconnectedEvent,
     AgentThinkingEvent,
     BridgeErrorEvent,
+    CallRecord,
     ConversationTextEvent,
     DtmfEvent,
     Event,
@@ -40,6 +48,7 @@ from .events import (
     SessionStartEvent,
     SpeakUpdatedEvent,
     ThinkUpdatedEvent,
+    TranscriptLine,
     UserStartedSpeakingEvent,
     WarningEvent,
 )
@@ -54,7 +63,7 @@ from .protocols.deepgram import (
 )
 from .serving import DrainingServer
 from .session import Session
-from .store import CallStore, InMemoryStore
+from .transports.agent_base import AgentConnection, AgentConnector
 
 __version__ = "0.1.0"
 
@@ -67,6 +76,7 @@ __all__ = [
     "AgentConnectError",
     "AgentConnection",
     "AgentConnector",
+    "AgentError",
     "AgentFactory",
     "AgentReconnectedEvent",
     "AgentSettings",
@@ -78,10 +88,13 @@ __all__ = [
     "BridgeErrorEvent",
     "CallInfo",
     "CallNotFound",
+    "CallRecord",
     "CallStore",
+    "CommandFailed",
     "ConfigError",
     "Connection",
     "ControlError",
+    "ControlTimeout",
     "ConversationTextEvent",
     "DrainingServer",
     "DtmfEvent",
@@ -92,7 +105,6 @@ __all__ = [
     "FunctionCall",
     "FunctionCallCancelledEvent",
     "FunctionCallRequestEvent",
-    "InMemoryStore",
     "InboundActivityEvent",
     "Limits",
     "ListenSettings",
@@ -111,8 +123,10 @@ __all__ = [
     "SessionStartEvent",
     "SpeakSettings",
     "SpeakUpdatedEvent",
+    "StoreUnavailable",
     "ThinkSettings",
     "ThinkUpdatedEvent",
+    "TranscriptLine",
     "UserStartedSpeakingEvent",
     "WarningEvent",
     "__version__",

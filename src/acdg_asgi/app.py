@@ -20,27 +20,27 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from .admission import AgentFactory, AgentSpec, CallInfo, admit
-from .agent import AgentConnector
-from .agentws import LeanConnector
+from .asgi.admission import Admission, AgentFactory, AgentSource, AgentSpec, CallInfo
+from .asgi.registry import CallRegistry
+from .asgi.routes import HttpRoutes
 from .audio import DEFAULT_PREFERENCE, FORMATS
 from .auth import AuthHook, build_auth
-from .cluster import Cluster
+from .cluster.cluster import Cluster
+from .cluster.control import CallControl
+from .cluster.store import CallStore, open_store
 from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_config
-from .control import CallControl
 from .errors import ConfigError
 from .events import Event
-from .handlers import EventHandlers, H
-from .lifecycle import CallState
-from .metrics import PrometheusMetrics
-from .observe import Observer, Observers
+from .observability.logs import logger
+from .observability.metrics import PrometheusMetrics
+from .observability.observer import Observer, Observers
+from .observability.tracing import call_tracer
 from .protocols import deepgram as dg
-from .routes import handle_http
-from .runtime import CallRuntime
-from .scheduler import Scheduler
-from .services import Services, logger
-from .store import CallStore, open_store
-from .tracing import call_tracer
+from .runtime.app_events import EventHandlers, H
+from .runtime.deps import CallDeps
+from .runtime.scheduler import Scheduler
+from .transports.agent_base import AgentConnector
+from .transports.agent_lean import LeanConnector
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
 
@@ -83,14 +83,7 @@ class BridgeApp:
         lease_ttl_s: float = 30.0,
         control_auth: str | Secret | AuthHook | None = None,
     ) -> None:
-        if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
-            static = as_agent_config(agent if agent is not None else AgentConfig())
-            self.agent_factory: AgentFactory | None = None
-            self.static_agent: AgentConfig | None = static
-        elif callable(agent):
-            self.agent_factory, self.static_agent = agent, None
-        else:
-            raise ConfigError(f"agent must be settings, a dict or an async factory: {agent!r}")
+        choose_agent = _agent_source(agent)
         unknown = [f for f in media_formats if f not in FORMATS]
         if unknown or not media_formats:
             raise ConfigError(f"unsupported media formats {unknown}; known: {sorted(FORMATS)}")
@@ -109,6 +102,7 @@ class BridgeApp:
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
         self.cluster = Cluster(open_store(store), instance_id=instance_id,
                                lease_ttl_s=lease_ttl_s)
+        self.calls = CallRegistry()
         self._auth_repr = "none" if auth is None else "token" if isinstance(
             auth, str | Secret) else getattr(auth, "__qualname__", "hook")
         self._connector = connector or LeanConnector()
@@ -116,17 +110,21 @@ class BridgeApp:
         self.metrics = PrometheusMetrics() if metrics is True else metrics or None
         watchers: list[Observer] = list(observers)
         if self.metrics is not None:
-            self.metrics.watch(lambda: list(self.calls.values()))
+            self.metrics.watch(self.calls.live)
             self.metrics.watch_cluster(lambda: self.cluster.last_cluster_calls)
             watchers.append(self.metrics)
         tracer = call_tracer(enabled=tracing)
         if tracer is not None:
             watchers.append(tracer)
         self.observers = Observers(watchers)
-        self.calls: dict[str, CallRuntime] = {}
-        self.draining = False
-        self._no_calls = anyio.Event()
         self._background: AsyncExitStack | None = None
+        self._admission = Admission(
+            self.calls, self.cluster, auth=self.auth, agent=choose_agent,
+            media_formats=self.media_formats, playout=self.playout, limits=self.limits,
+            reconnect=self.reconnect, observers=self.observers, deps=self._call_deps,
+        )
+        self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
+                                  control_auth=self.control_auth, control=self.control)
 
     def __repr__(self) -> str:
         return (
@@ -134,6 +132,11 @@ class BridgeApp:
             f"deepgram_api_key={self.deepgram_api_key!r}, auth={self._auth_repr}, "
             f"cluster={self.cluster!r}, calls={len(self.calls)}, draining={self.draining})"
         )
+
+    @property
+    def draining(self) -> bool:
+        """Refusing new calls (readiness 503) while the calls in progress finish."""
+        return self.calls.draining
 
     def on(self, event: str | type[Event]) -> Callable[[H], H]:
         """Register a handler: ``@bridge.on("session_start")``. See :mod:`acdg_asgi.events`."""
@@ -143,7 +146,7 @@ class BridgeApp:
 
     async def __aenter__(self) -> BridgeApp:
         """Start: with a shared store, this instance's control channel and heartbeat."""
-        self.draining = False
+        self.calls.draining = False
         if self.cluster.shared and self._background is None:
             stack = AsyncExitStack()
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -157,7 +160,8 @@ class BridgeApp:
         if self._background is not None:
             stack, self._background = self._background, None
             await stack.aclose()
-        await self.cluster.store.close()
+        if self.cluster.store is not None:
+            await self.cluster.store.close()
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -172,65 +176,49 @@ class BridgeApp:
         VAIC socket is closed without ``session.end``, VAIC reconnects through the load
         balancer, and another instance resumes the call with its history.
         """
-        self.draining = True
+        calls = self.calls
+        calls.draining = True
         if migrate and self.cluster.shared:
-            for runtime in list(self.calls.values()):
+            for runtime in calls.runtimes():
                 await runtime.command(lambda call, now: call.end(now, "migrated"))
-            await self._wait_for_no_calls(self.limits.hangup_timeout_s)
+            await calls.wait_for_no_calls(self.limits.hangup_timeout_s)
             return
         deadline = self.drain_timeout_s if timeout_s is None else timeout_s
-        if self.calls:
-            logger.info("draining: %d calls active, waiting up to %.0f s", len(self.calls),
-                        deadline)
-        await self._wait_for_no_calls(deadline)
-        for runtime in list(self.calls.values()):
+        if calls:
+            logger.info("draining: %d calls active, waiting up to %.0f s", len(calls), deadline)
+        await calls.wait_for_no_calls(deadline)
+        for runtime in calls.runtimes():
             if runtime.call.is_active:
                 await runtime.command(lambda call, now: call.hangup(
                     now, "service shutting down", end_reason="shutdown"))
-        await self._wait_for_no_calls(self.limits.hangup_timeout_s + 1)
-        for runtime in list(self.calls.values()):
+        await calls.wait_for_no_calls(self.limits.hangup_timeout_s + 1)
+        for runtime in calls.runtimes():
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
 
     async def stop(self) -> None:
         """End every call at once: hang up politely where VAIC is there, no resume grace."""
-        self.draining = True
-        for runtime in list(self.calls.values()):
+        calls = self.calls
+        calls.draining = True
+        for runtime in calls.runtimes():
             if runtime.call.is_active:
                 await runtime.command(lambda call, now: call.hangup(
                     now, "service stopping", end_reason="shutdown", wait_for_playout=False))
-        await self._wait_for_no_calls(1.0)
-        for runtime in list(self.calls.values()):
+        await calls.wait_for_no_calls(1.0)
+        for runtime in calls.runtimes():
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
-
-    async def _wait_for_no_calls(self, timeout_s: float) -> None:
-        if not self.calls:
-            return
-        if self._no_calls.is_set():  # set when calls last ran out; shared by every waiter
-            self._no_calls = anyio.Event()
-        with anyio.move_on_after(timeout_s):
-            await self._no_calls.wait()
-
-    def awaiting_resume(self) -> bool:
-        """Whether some call lost its VAIC socket and waits for ``session.resume``: while
-        draining, upgrades are still let in for those (new calls get ``session.error``)."""
-        return any(r.call.state is CallState.DETACHED for r in self.calls.values())
-
-    def call_removed(self) -> None:
-        if not self.calls:
-            self._no_calls.set()
 
     def control(self, conversation_id: str, *, timeout_s: float = 5.0) -> CallControl:
         """Call-control methods for a call on this or (with a shared store) any instance."""
-        return CallControl(self, conversation_id, timeout_s=timeout_s)
+        return CallControl(self.calls, self.cluster, conversation_id, timeout_s=timeout_s)
 
     # --- ASGI ----------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await admit(self, scope, receive, send)
+            await self._admission(scope, receive, send)
         elif kind == "http":
-            await handle_http(self, scope, receive, send)
+            await self._routes(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -245,10 +233,10 @@ class BridgeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def services(self) -> Services:
+    def _call_deps(self) -> CallDeps:
         """What each call borrows from the bridge."""
         key = self.deepgram_api_key
-        return Services(
+        return CallDeps(
             connector=self._connector,
             agent_url=self.deepgram_url,
             agent_headers={"Authorization": f"Token {key.reveal()}"} if key else {},
@@ -257,3 +245,22 @@ class BridgeApp:
             observers=self.observers,
             cluster=self.cluster,
         )
+
+
+def _agent_source(agent: AgentSpec | AgentFactory | None) -> AgentSource:
+    """``agent=`` as one shape: an async function from the call to its agent config."""
+    if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
+        static = as_agent_config(agent if agent is not None else AgentConfig())
+
+        async def same_for_every_call(info: CallInfo) -> AgentConfig:
+            return static
+
+        return same_for_every_call
+    if callable(agent):
+        factory = agent
+
+        async def per_call(info: CallInfo) -> AgentConfig:
+            return as_agent_config(await factory(info))
+
+        return per_call
+    raise ConfigError(f"agent must be settings, a dict or an async factory: {agent!r}")

@@ -1,25 +1,46 @@
 """The error tree. Whose fault it was decides what happens.
 
     BridgeError
-    ├── ProtocolError                 carries the conversation id and a hangup reason
+    ├── ProtocolError                 carries the conversation id
     │   ├── RemoteProtocolError       a peer (VAIC or the agent) broke the protocol:
     │   │                             logged, answered per the protocol, other calls untouched
     │   └── LocalProtocolError        the application asked for something illegal right now
     │       └── SessionClosedError    a Session method was called after the call ended
     ├── AuthError                     an upgrade was refused (status code for the answer)
-    └── ConfigError                   the bridge or an agent config is unusable
+    ├── ConfigError                   the bridge or an agent config is unusable (a ValueError)
+    ├── AgentError                    the agent connection (Deepgram)
+    │   ├── AgentConnectError         could not be opened (HTTP status, if there was one)
+    │   └── AgentClosed               is gone: closed by either side, or failed
+    ├── VaicClosed                    VAIC's socket is gone
+    ├── StoreUnavailable              the shared call-state store cannot be reached now
+    └── ControlError                  a command for a call could not be carried out
+        ├── CallNotFound              no live instance owns that call
+        ├── CommandFailed             the owner ran it and it raised
+        └── ControlTimeout            the owner did not answer in time
+
+Socket and store errors never reach the application from a call: the runtime turns them
+into "socket lost" inputs of the call, or into a warning while the call goes on.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AgentClosed",
+    "AgentConnectError",
+    "AgentError",
     "AuthError",
     "BridgeError",
+    "CallNotFound",
+    "CommandFailed",
     "ConfigError",
+    "ControlError",
+    "ControlTimeout",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
     "SessionClosedError",
+    "StoreUnavailable",
+    "VaicClosed",
 ]
 
 
@@ -28,16 +49,9 @@ class BridgeError(Exception):
 
 
 class ProtocolError(BridgeError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        conversation_id: str | None = None,
-        hangup_reason: str | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, conversation_id: str | None = None) -> None:
         super().__init__(message)
         self.conversation_id = conversation_id
-        self.hangup_reason = hangup_reason
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -68,3 +82,43 @@ class AuthError(BridgeError):
 
 class ConfigError(BridgeError, ValueError):
     """A configuration value is invalid."""
+
+
+class AgentError(BridgeError):
+    """The connection to the agent failed."""
+
+
+class AgentConnectError(AgentError):
+    """The agent connection could not be opened; ``status`` is the HTTP answer if any."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AgentClosed(AgentError):
+    """The agent connection is gone (closed by either side, or failed)."""
+
+
+class VaicClosed(BridgeError):
+    """VAIC's socket is gone."""
+
+
+class StoreUnavailable(BridgeError):
+    """The shared store cannot be reached right now."""
+
+
+class ControlError(BridgeError):
+    """A command for a call could not be carried out."""
+
+
+class CallNotFound(ControlError):
+    """No live instance owns that call."""
+
+
+class CommandFailed(ControlError):
+    """The owner ran the command and it raised (e.g. the call had just ended)."""
+
+
+class ControlTimeout(ControlError):
+    """The owner did not answer in time."""

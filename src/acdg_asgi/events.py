@@ -12,7 +12,6 @@ from typing import Any, Final
 import msgspec
 
 from .protocols.deepgram import FunctionCall
-from .records import CallRecord
 
 __all__ = [
     "EVENT_NAMES",
@@ -20,6 +19,7 @@ __all__ = [
     "AgentReconnectedEvent",
     "AgentThinkingEvent",
     "BridgeErrorEvent",
+    "CallRecord",
     "ConversationTextEvent",
     "DtmfEvent",
     "Event",
@@ -33,9 +33,58 @@ __all__ = [
     "SessionStartEvent",
     "SpeakUpdatedEvent",
     "ThinkUpdatedEvent",
+    "TranscriptLine",
     "UserStartedSpeakingEvent",
     "WarningEvent",
 ]
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+class TranscriptLine(msgspec.Struct, frozen=True):
+    """One spoken turn of the transcript: who (``user`` or ``assistant``) and what."""
+
+    role: str
+    content: str
+
+
+class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole call in one summary, handed over with ``session_end``.
+
+    ``acdg serve --records calls.jsonl`` writes them as JSON lines; applications get the
+    same object as ``SessionEndEvent.record`` (a CRM note, a billing line, a QA sample).
+    """
+
+    conversation_id: str
+    session_id: str
+    caller: str | None
+    bot_name: str | None
+    media_format: str
+    started_at: str  # ISO 8601, UTC
+    ended_at: str
+    duration_s: float
+    end_reason: str
+    reason_code: str | None = None
+    detail: str | None = None
+    turns: int
+    transcript: tuple[TranscriptLine, ...]
+    function_calls: int
+    agent_latency_p50_ms: float | None
+    agent_latency_max_ms: float | None
+    barge_ins: int
+    resumes: int
+    agent_reconnects: int
+    warnings: int
+    errors: int
+    caller_audio_s: float
+    agent_audio_s: float
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+
+# --- events --------------------------------------------------------------------------------
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):

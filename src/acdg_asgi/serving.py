@@ -9,6 +9,10 @@ down. A second signal skips the wait.
 
     server = DrainingServer(uvicorn.Config(app, host="0.0.0.0", port=8000), bridges=[bridge])
     server.run()
+
+The direct WebSocket protocol (:mod:`acdg_asgi.transports.vaic_direct`) is named here
+for uvicorn, as ``ws="acdg_asgi.serving:DirectWebSocketProtocol"``; it is imported only
+when asked for, since it builds on a uvicorn module that not every release has.
 """
 
 from __future__ import annotations
@@ -18,12 +22,24 @@ import logging
 import signal
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from .app import BridgeApp
 
-__all__ = ["DrainingServer"]
+if TYPE_CHECKING:
+    from .transports.vaic_direct import DirectWebSocketProtocol
+
+__all__ = ["DirectWebSocketProtocol", "DrainingServer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DirectWebSocketProtocol":
+        from .transports.vaic_direct import DirectWebSocketProtocol
+
+        return DirectWebSocketProtocol
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger("acdg_asgi.serve")
 

@@ -9,20 +9,27 @@ raises :class:`~acdg_asgi.errors.SessionClosedError` (a ``RuntimeError``).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from .audio import MediaFormat
+from .call import Call
 from .errors import LocalProtocolError
 from .events import ConversationTextEvent
 from .protocols import audiocodes as ac
 from .protocols import deepgram as dg
 
-if TYPE_CHECKING:
-    from .runtime import CallRuntime
-
 __all__ = ["Session"]
+
+
+class CallRunner(Protocol):
+    """What a Session needs of its call's runtime: the call, and a way to command it."""
+
+    call: Call
+
+    async def command(self, fn: Callable[[Call, float], None]) -> None: ...
 
 _DTMF = re.compile(r"[0-9*#A-Da-d]{1,20}")
 
@@ -36,7 +43,7 @@ class Session:
 
     __slots__ = ("_runtime",)
 
-    def __init__(self, runtime: CallRuntime) -> None:
+    def __init__(self, runtime: CallRunner) -> None:
         self._runtime = runtime
 
     def __repr__(self) -> str:
@@ -81,30 +88,30 @@ class Session:
         self, content: str, *, behavior: Literal["default", "queue", "interrupt"] | None = None
     ) -> None:
         """Make the agent say ``content`` (``InjectAgentMessage``)."""
-        await self._runtime.to_agent(dg.InjectAgentMessage(message=content, behavior=behavior))
+        await self._to_agent(dg.InjectAgentMessage(message=content, behavior=behavior))
 
     async def send_user_message(self, content: str) -> None:
         """Inject text as if the caller had said it (``InjectUserMessage``)."""
-        await self._runtime.to_agent(dg.InjectUserMessage(content=content))
+        await self._to_agent(dg.InjectUserMessage(content=content))
 
     async def update_prompt(self, prompt: str) -> None:
         """Change the agent's system prompt mid-call (``UpdatePrompt``)."""
-        await self._runtime.to_agent(dg.UpdatePrompt(prompt=prompt))
+        await self._to_agent(dg.UpdatePrompt(prompt=prompt))
 
     async def update_speak(self, speak: dg.SpeakSettings | dict[str, Any] | list[Any]) -> None:
         """Swap the voice (``UpdateSpeak``); a list is a fallback chain."""
         value = msgspec.convert(speak, dg.SpeakSettings | tuple[dg.SpeakSettings, ...])
-        await self._runtime.to_agent(dg.UpdateSpeak(speak=value))
+        await self._to_agent(dg.UpdateSpeak(speak=value))
 
     async def update_think(self, think: dg.ThinkSettings | dict[str, Any] | list[Any]) -> None:
         """Replace the LLM configuration (``UpdateThink``); a list is a fallback chain."""
         value = msgspec.convert(think, dg.ThinkSettings | tuple[dg.ThinkSettings, ...])
-        await self._runtime.to_agent(dg.UpdateThink(think=value))
+        await self._to_agent(dg.UpdateThink(think=value))
 
     async def respond_to_function_call(self, id: str, name: str, content: Any) -> None:
         """Answer a client-side ``FunctionCallRequest``. Non-strings are sent as JSON."""
         text = content if isinstance(content, str) else msgspec.json.encode(content).decode()
-        await self._runtime.to_agent(dg.FunctionCallResponse(id=id, name=name, content=text))
+        await self._to_agent(dg.FunctionCallResponse(id=id, name=name, content=text))
 
     # --- the call (AudioCodes) ----------------------------------------------------------
 
@@ -180,6 +187,9 @@ class Session:
 
     async def resume_call_recording(self) -> None:
         await self._activities(_event("resumeCallRecording"))
+
+    async def _to_agent(self, msg: dg.ClientMessage) -> None:
+        await self._runtime.command(lambda call, now: call.send_to_agent(msg, now))
 
     async def _activities(self, *activities: ac.Activity) -> None:
         await self._runtime.command(lambda call, now: call.send_activities(activities, now))

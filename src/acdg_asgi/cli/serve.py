@@ -11,9 +11,9 @@ import uvicorn
 
 from ..app import BridgeApp
 from ..events import SessionEndEvent
-from ..metrics import prometheus_client_missing
+from ..observability.logs import configure_logging
+from ..observability.metrics import prometheus_client_missing
 from ..serving import DrainingServer
-from .logs import configure_logging
 from .settings import ServeSettings
 
 log = logging.getLogger("acdg_asgi.serve")

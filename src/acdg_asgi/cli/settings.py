@@ -67,7 +67,7 @@ class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
     path: str = "/"
-    ws: str = "acdg_asgi.fastws:DirectWebSocketProtocol"  # uvicorn's, plus the direct path
+    ws: str = "acdg_asgi.serving:DirectWebSocketProtocol"  # uvicorn's, plus the direct path
     loop: str = "auto"
     log_format: str = "text"
     log_level: str = "info"

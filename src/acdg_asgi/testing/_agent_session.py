@@ -12,8 +12,9 @@ import contextlib
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
 import anyio.abc
@@ -23,10 +24,6 @@ from websockets.exceptions import ConnectionClosed
 
 from ..audio import MediaFormat
 from ..protocols import deepgram as dg
-
-if TYPE_CHECKING:
-    from .agent import AgentConnectionRecord
-
 from ._agent_turns import (
     BURST_SPEEDUP,
     AgentScript,
@@ -45,6 +42,27 @@ AUDIO: Final = "<audio>"  # how binary frames appear in sent_types
 CLOCK_TICK: Final = 0.05  # seconds; granularity of the "caller audio stopped" check
 ERROR_CLOSE_CODE: Final = 1011
 TTS_LATENCY: Final = 0.05  # reported seconds; nothing is really synthesized
+
+
+
+@dataclass(eq=False)
+class AgentConnectionRecord:
+    """What the stand-in saw and did on one accepted connection, for tests to inspect."""
+
+    request_id: str
+    path: str
+    settings: dg.Settings | None = None
+    settings_raw: str | None = None
+    text_frames: list[str] = field(default_factory=list)  # every text frame received
+    messages: list[dg.ClientMessage] = field(default_factory=list)  # decoded, not audio
+    audio_bytes: int = 0
+    audio_frames: int = 0
+    sent_types: list[str] = field(default_factory=list)  # "type" of each frame sent, or AUDIO
+    sent_audio_bytes: int = 0
+    barge_ins: int = 0  # caller speech that started while the agent was speaking
+    history: list[dg.History] = field(default_factory=list)  # includes replayed context
+    close_reason: str | None = None  # an Error code, "dropped", or "closed <code>"
+    closed: anyio.Event = field(default_factory=anyio.Event)
 
 
 class _Say(msgspec.Struct, frozen=True):

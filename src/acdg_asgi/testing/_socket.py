@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ..protocols.audiocodes import InboundMessage, encode
-from ..redact import redacted_logger
+from ..transports.redact import redacted_logger
 from ._observer import CallObserver
 from .conformance import Sender
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Self
 
@@ -42,8 +41,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ..protocols import deepgram as dg
-from ..redact import redacted_logger
-from ._agent_session import AUDIO, AgentSession
+from ..transports.redact import redacted_logger
+from ._agent_session import AUDIO, AgentConnectionRecord, AgentSession
 from ._agent_turns import AFTER_SCRIPT, DEFAULT_TURNS, AgentScript, Turn
 
 __all__ = [
@@ -57,26 +56,6 @@ __all__ = [
 ]
 
 AUTH_SCHEMES: Final = frozenset({"token", "bearer"})
-
-
-@dataclass(eq=False)
-class AgentConnectionRecord:
-    """What the stand-in saw and did on one accepted connection, for tests to inspect."""
-
-    request_id: str
-    path: str
-    settings: dg.Settings | None = None
-    settings_raw: str | None = None
-    text_frames: list[str] = field(default_factory=list)  # every text frame received
-    messages: list[dg.ClientMessage] = field(default_factory=list)  # decoded, not audio
-    audio_bytes: int = 0
-    audio_frames: int = 0
-    sent_types: list[str] = field(default_factory=list)  # "type" of each frame sent, or AUDIO
-    sent_audio_bytes: int = 0
-    barge_ins: int = 0  # caller speech that started while the agent was speaking
-    history: list[dg.History] = field(default_factory=list)  # includes replayed context
-    close_reason: str | None = None  # an Error code, "dropped", or "closed <code>"
-    closed: anyio.Event = field(default_factory=anyio.Event)
 
 
 class StandInAgent:

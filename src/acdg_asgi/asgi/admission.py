@@ -1,0 +1,221 @@
+"""Letting a call in: the upgrade, its authentication, and the first message on a socket.
+
+A socket becomes a call on ``session.initiate`` (format negotiated, agent config chosen,
+or a clear ``session.error``), or rejoins one on ``session.resume``: the call is found
+here, or taken over from another instance through the shared store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.types import Receive, Scope, Send
+
+from ..audio import FORMATS, negotiate
+from ..auth import AuthHook, Connection
+from ..call import Call
+from ..cluster.cluster import Cluster
+from ..config import AgentConfig, Limits, Playout, Reconnect
+from ..errors import AuthError, SessionClosedError
+from ..observability.logs import logger
+from ..observability.observer import Observers
+from ..protocols import audiocodes as ac
+from ..protocols import deepgram as dg
+from ..runtime.call_runtime import CallRuntime
+from ..runtime.deps import CallDeps
+from ..runtime.scheduler import Scheduler
+from ..transports.vaic_asgi import DIRECT, VaicSocket
+from .registry import CallRegistry
+from .responses import deny, route_path
+
+__all__ = ["Admission", "AgentFactory", "AgentSpec", "CallInfo"]
+
+
+class CallInfo(msgspec.Struct, frozen=True):
+    """What a per-call agent factory can choose from: the upgrade and the initiate."""
+
+    connection: Connection
+    initiate: ac.SessionInitiate
+
+
+AgentSpec = AgentConfig | dg.AgentSettings | dict[str, Any]
+AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec]]
+AgentSource = Callable[[CallInfo], Awaitable[AgentConfig]]  # ``agent=``, normalised
+
+
+class Admission:
+    """Handles each VAIC WebSocket from the upgrade until it closes."""
+
+    def __init__(
+        self, calls: CallRegistry, cluster: Cluster, *, auth: AuthHook, agent: AgentSource,
+        media_formats: tuple[str, ...], playout: Playout, limits: Limits,
+        reconnect: Reconnect, observers: Observers, deps: Callable[[], CallDeps],
+    ) -> None:
+        self._calls = calls
+        self._cluster = cluster
+        self._auth = auth
+        self._agent = agent
+        self._formats = media_formats
+        self._playout = playout
+        self._limits = limits
+        self._reconnect = reconnect
+        self._observers = observers
+        self._deps = deps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        conn = Connection.from_scope(scope, route_path(scope))
+        if (await receive())["type"] != "websocket.connect":
+            return
+        calls = self._calls
+        if calls.draining and not calls.awaiting_resume():
+            self._observers.refused("draining")
+            await deny(scope, send, 503, "draining: not accepting new calls")
+            return
+        try:
+            allowed, status = await self._auth(conn), 401
+        except AuthError as exc:
+            allowed, status = False, exc.status_code
+        if not allowed:
+            self._observers.refused("auth")
+            logger.warning("upgrade refused (%d) from %s", status, conn.client)
+            await deny(scope, send, status, "unauthorized")
+            return
+        await send({"type": "websocket.accept"})
+        client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
+        direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
+        vaic = VaicSocket(receive, send, client=client,
+                          max_frame_bytes=self._limits.max_frame_bytes, direct=direct)
+        first = None
+        with anyio.move_on_after(self._limits.initiate_timeout_s):
+            first = await _await_session(vaic)
+        if first is None:
+            self._observers.refused("no_session")
+            await vaic.close(1000 if vaic.closed else 1008, "no session.initiate")
+        elif isinstance(first, ac.SessionResume):
+            await self._resume(vaic, conn, first)
+        else:
+            await self._initiate(vaic, conn, first)
+
+    async def _initiate(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionInitiate) -> None:
+        cid = msg.conversation_id or ""
+        fmt = negotiate(msg.supported_media_formats, self._formats)
+        calls, limit = self._calls, self._limits.max_calls
+        refusal: tuple[str, str] | None = None  # (cause for metrics, reason for VAIC)
+        if not cid:
+            refusal = ("bad_request", "session.initiate without conversationId")
+        elif calls.draining:
+            refusal = ("draining", "bridge is shutting down")
+        elif limit is not None and len(calls) >= limit:
+            refusal = ("capacity", "bridge at capacity")
+        elif cid in calls:
+            refusal = ("duplicate", "conversation already in progress")
+        elif not msg.expect_audio_messages:
+            refusal = ("no_audio",
+                       "this bot answers with audio; set directTTS (expectAudioMessages)")
+        elif fmt is None:
+            refusal = ("no_format", f"no supported media format: offered "
+                       f"{list(msg.supported_media_formats)}, supported {list(self._formats)}")
+        agent = None
+        if refusal is None:
+            agent = await self._agent_config(CallInfo(conn, msg))
+            if agent is None:
+                refusal = ("agent_config", "no agent configuration for this call")
+        if refusal is not None or fmt is None or agent is None:
+            cause, reason = refusal or ("bad_request", "refused")
+            await self._refuse(vaic, cid, cause, reason)
+            return
+        call = Call(msg, session_id=uuid.uuid4().hex, media_format=fmt, agent_config=agent,
+                    now=Scheduler.for_running_loop().now(), playout=self._playout,
+                    limits=self._limits, reconnect=self._reconnect, wall_clock=time.time())
+        await self._run(CallRuntime(call, self._deps()), vaic, conn.path)
+
+    async def _resume(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionResume) -> None:
+        cid = msg.conversation_id or ""
+        runtime = self._calls.get(cid)
+        if runtime is not None:
+            try:
+                await runtime.attach(vaic)
+            except SessionClosedError:
+                await self._refuse(vaic, cid, "resume_ended", "conversation has ended")
+            return
+        if self._calls.draining:
+            await self._refuse(vaic, cid, "draining", "bridge is shutting down")
+            return
+        if not self._cluster.shared:
+            await self._refuse(vaic, cid, "resume_unknown", "conversation not found")
+            return
+        claimed = await self._cluster.take_over(cid)
+        if isinstance(claimed, str):
+            await self._refuse(vaic, cid, "resume_unknown", claimed)
+            return
+        snapshot, history = claimed
+        agent = await self._agent_config(CallInfo(conn, snapshot.initiate))
+        fmt = FORMATS.get(snapshot.media_format)
+        if agent is None or fmt is None:
+            await self._refuse(vaic, cid, "agent_config", "no agent configuration for this call")
+            return
+        call = Call(snapshot.initiate, session_id=snapshot.session_id, media_format=fmt,
+                    agent_config=agent, now=Scheduler.for_running_loop().now(),
+                    playout=self._playout, limits=self._limits, reconnect=self._reconnect,
+                    wall_clock=snapshot.started_wall, taken_over=(snapshot.epoch, history))
+        logger.info("[%s] resumed here, taken over from %s", cid,
+                    snapshot.owner or "a drained peer")
+        await self._run(CallRuntime(call, self._deps()), vaic, snapshot.path)
+
+    async def _run(self, runtime: CallRuntime, vaic: VaicSocket, path: str) -> None:
+        self._calls.add(runtime)
+        cluster, call = self._cluster, runtime.call
+        try:
+            if cluster.shared:
+                await cluster.register(call, path, runtime.log)
+            await runtime.run(vaic)
+        finally:
+            self._calls.remove(runtime)
+            if cluster.shared:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+                    await cluster.keep(call.conversation_id, runtime.unshared_history(),
+                                       runtime.log)
+                    await cluster.unregister(call, runtime.log)
+
+    async def _agent_config(self, info: CallInfo) -> AgentConfig | None:
+        try:
+            return await self._agent(info)
+        except Exception:
+            logger.exception("[%s] agent factory failed", info.initiate.conversation_id)
+            return None
+
+    async def _refuse(self, vaic: VaicSocket, cid: str, cause: str, reason: str) -> None:
+        self._observers.refused(cause)
+        logger.warning("[%s] session refused: %s", cid, reason)
+        try:
+            await vaic.send_text(ac.encode(ac.SessionError(reason=reason,
+                                                           conversation_id=cid or None)))
+        finally:
+            await vaic.close(1000, reason)
+
+
+async def _await_session(vaic: VaicSocket) -> ac.SessionInitiate | ac.SessionResume | None:
+    """Read until a session starts, answering ``connection.validate`` on the way."""
+    while (frame := await vaic.receive()) is not None:
+        try:
+            msg = ac.decode(frame) if isinstance(frame, str) else None
+        except ac.DecodeError as exc:
+            logger.warning("malformed message before session.initiate from %s: %s",
+                           vaic.client, exc)
+            continue
+        if isinstance(msg, ac.SessionInitiate | ac.SessionResume):
+            return msg
+        if isinstance(msg, ac.ConnectionValidate):
+            await vaic.send_text(ac.encode(ac.ConnectionValidated(success=True)))
+        elif msg is None:
+            logger.warning("binary frame before session.initiate from %s ignored", vaic.client)
+        else:
+            kind = msg.type if isinstance(msg, ac.UnknownMessage) else (
+                type(msg).__struct_config__.tag)
+            logger.warning("[%s] %s before session.initiate ignored", msg.conversation_id, kind)
+    return None

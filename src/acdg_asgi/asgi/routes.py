@@ -1,0 +1,124 @@
+"""The bridge's plain HTTP side: Live Hub's probe, readiness, metrics, call control.
+
+    GET  <mount>/                      {"type": "ac-bot-api", "success": true}
+    GET  <mount>/ready                 200 while taking calls, 503 while draining
+    GET  <mount>/metrics               Prometheus text (with metrics=True)
+    POST <mount>/calls/{id}/{method}   run a Session method on a call, wherever it is
+                                       (with control_auth=; JSON body = keyword arguments):
+                                       200 done, 400 bad request, 401, 404 no such call,
+                                       409 the call refused it, 503 store down, 504 no answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.types import Receive, Scope, Send
+
+from ..auth import AuthHook, Connection
+from ..cluster.cluster import CONTROL_METHODS, Cluster
+from ..cluster.control import CallControl
+from ..errors import (
+    AuthError,
+    BridgeError,
+    CallNotFound,
+    CommandFailed,
+    ControlError,
+    ControlTimeout,
+)
+from ..observability.metrics import CONTENT_TYPE, PrometheusMetrics
+from .registry import CallRegistry
+from .responses import respond, route_path
+
+__all__ = ["HttpRoutes"]
+
+PROBE_BODY = b'{"type":"ac-bot-api","success":true}'
+MAX_CONTROL_BODY = 64 * 1024
+
+
+class HttpRoutes:
+    """The HTTP requests a bridge answers, below where it is mounted."""
+
+    def __init__(
+        self, calls: CallRegistry, cluster: Cluster, *, metrics: PrometheusMetrics | None,
+        control_auth: AuthHook | None, control: Callable[[str], CallControl],
+    ) -> None:
+        self._calls = calls
+        self._cluster = cluster
+        self._metrics = metrics
+        self._control_auth = control_auth
+        self._control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = route_path(scope), scope["method"]
+        if path.startswith("/calls/") and self._control_auth is not None:
+            await self._control_route(scope, receive, send, path, self._control_auth)
+        elif method not in ("GET", "HEAD"):
+            await respond(send, 405, b'{"error":"method not allowed"}')
+        elif path == "/":
+            await respond(send, 200, PROBE_BODY)
+        elif path == "/ready":
+            await self._ready(send)
+        elif path == "/metrics" and self._metrics is not None:
+            await respond(send, 200, self._metrics.render(), CONTENT_TYPE)
+        else:
+            await respond(send, 404, b'{"error":"not found"}')
+
+    async def _ready(self, send: Send) -> None:
+        calls, draining = len(self._calls), self._calls.draining
+        body = msgspec.json.encode({
+            "ready": not draining, "calls": calls, "instance": self._cluster.instance_id,
+            "cluster_calls": await self._cluster.cluster_calls(calls),
+        })
+        await respond(send, 503 if draining else 200, body)
+
+    async def _control_route(
+        self, scope: Scope, receive: Receive, send: Send, path: str, auth: AuthHook
+    ) -> None:
+        if scope["method"] != "POST":
+            await respond(send, 405, b'{"error":"use POST"}')
+            return
+        try:
+            allowed = await auth(Connection.from_scope(scope, path))
+        except AuthError:
+            allowed = False
+        if not allowed:
+            await respond(send, 401, b'{"error":"unauthorized"}')
+            return
+        _, _, rest = path.partition("/calls/")
+        cid, _, method = rest.partition("/")
+        try:
+            body = await _read_body(receive)
+            kwargs = msgspec.json.decode(body) if body.strip() else {}
+            if not isinstance(kwargs, dict) or method not in CONTROL_METHODS:
+                raise ValueError(f"unknown method {method!r}" if kwargs is not None else "bad body")
+            await self._control(cid).call(method, **kwargs)
+        except CallNotFound as exc:
+            await respond(send, 404, _error(exc))
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            await respond(send, 400, _error(exc))
+        except ControlTimeout as exc:
+            await respond(send, 504, _error(exc))
+        except (CommandFailed, ControlError) as exc:
+            await respond(send, 409 if isinstance(exc, CommandFailed) else 503, _error(exc))
+        except BridgeError as exc:  # the call is here and refused the command
+            await respond(send, 409, _error(exc))
+        else:
+            await respond(send, 200, b'{"ok":true}')
+
+
+def _error(exc: Exception) -> bytes:
+    return msgspec.json.encode({"ok": False, "error": str(exc)})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = bytearray()
+    while True:
+        message: Any = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_CONTROL_BODY:
+            raise ValueError("request body too large")
+        if not message.get("more_body"):
+            return bytes(body)

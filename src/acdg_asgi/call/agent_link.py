@@ -1,0 +1,172 @@
+"""The call's link to the agent: connect, handshake, ready, lost, back off, retry.
+
+A sub-machine of the :class:`~acdg_asgi.call.machine.Call`, pure like it: the call feeds it what
+happened and asks it what is due. It holds caller audio while no agent is ready (bounded:
+the newest audio is kept), counts consecutive failures against the reconnect budget, and
+knows when a KeepAlive is owed because nothing else went to the agent for a while.
+
+    CONNECTING --socket open--> HANDSHAKE --SettingsApplied--> READY
+        ^                           |  (timeout)                 |
+        |                           v                            v
+        +------- deadline ------ BACKOFF <------- lost ----------+
+                                    |  (budget spent)
+                                    v
+                                 CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Literal
+
+from ..audio import MediaFormat, strip_wav_header
+from ..config import Limits, Reconnect
+from .stats import CallStats
+
+__all__ = ["AgentLink", "AgentState"]
+
+
+class AgentState(enum.Enum):
+    CONNECTING = "connecting"  # socket being opened
+    HANDSHAKE = "handshake"  # waiting for Welcome / SettingsApplied
+    READY = "ready"
+    BACKOFF = "backoff"  # lost; waiting to retry
+    CLOSED = "closed"
+
+
+class AgentLink:
+    def __init__(
+        self, fmt: MediaFormat, *, limits: Limits, reconnect: Reconnect, stats: CallStats,
+        now: float,
+    ) -> None:
+        self.limits = limits
+        self.reconnect = reconnect
+        self.stats = stats
+        self.state = AgentState.CONNECTING
+        self.failures = 0  # consecutive; a connection that gets ready resets it
+        self.deadline: float | None = None  # handshake timeout or end of backoff
+        self.lost_at: float | None = None  # when the last good connection went away
+        self.connect_started = now
+        self.last_send = now
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self._held_max = fmt.frame_bytes(limits.pre_ready_audio_ms)
+        self._wav = fmt.wav
+        self._frame_bytes = fmt.frame_bytes(limits.caller_frame_ms)  # 0: no coalescing
+        self._gathered = bytearray()
+        self._gathered_at = 0.0  # when the oldest gathered audio came
+
+    @property
+    def ready(self) -> bool:
+        return self.state is AgentState.READY
+
+    def connecting(self, now: float) -> None:
+        """A connection attempt starts."""
+        self.state = AgentState.CONNECTING
+        self.connect_started = now
+        self.deadline = None
+
+    def connected(self, now: float) -> None:
+        """The socket is open; the handshake starts with the agent's ``Welcome``."""
+        self.state = AgentState.HANDSHAKE
+        self.deadline = now + self.limits.handshake_timeout_s
+
+    def applied(self, now: float) -> tuple[float, float | None, list[bytes]]:
+        """``SettingsApplied``: the handshake time, the gap if this was a reconnect (ms),
+        and the caller audio held meanwhile, to send now."""
+        gap = None
+        if self.failures and self.lost_at is not None:
+            gap = (now - self.lost_at) * 1000
+        handshake = now - self.connect_started
+        self.state = AgentState.READY
+        self.deadline = None
+        self.failures = 0
+        self.lost_at = None
+        held = list(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        self.last_send = now
+        return handshake, gap, held
+
+    def caller_audio(self, audio: bytes, now: float) -> bytes | None:
+        """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
+        agent is not ready (then it is held, bounded, until it is)."""
+        stats = self.stats
+        stats.caller_frames += 1
+        stats.caller_bytes += len(audio)
+        if self._wav:
+            audio = strip_wav_header(audio)
+        if self.state is AgentState.READY:
+            if self._frame_bytes:
+                if not self._gathered:
+                    self._gathered_at = now
+                self._gathered += audio
+                if len(self._gathered) < self._frame_bytes:
+                    return None
+                audio = bytes(self._gathered)
+                self._gathered.clear()
+            self.last_send = now
+            return audio
+        self.hold(audio)
+        return None
+
+    def hold(self, audio: bytes) -> None:
+        """Caller audio while no agent is ready: keep the newest, bounded."""
+        self._held.append(audio)
+        self._held_bytes += len(audio)
+        while self._held_bytes > self._held_max:
+            self._held_bytes -= len(self._held.popleft())
+            self.stats.caller_frames_dropped += 1
+
+    def lost(self, now: float) -> Literal["retry", "give_up", "ignore"]:
+        """The socket closed, failed to open, or timed out in the handshake."""
+        if self.state is AgentState.CLOSED or self.state is AgentState.BACKOFF:
+            return "ignore"
+        if self.state is AgentState.READY or self.lost_at is None:
+            self.lost_at = now
+        self.failures += 1
+        if self.failures > self.reconnect.attempts:
+            self.close()
+            return "give_up"
+        self.state = AgentState.BACKOFF
+        self.deadline = now + self.reconnect.backoff(self.failures)
+        return "retry"
+
+    def due(self, now: float) -> Literal["connect", "timeout"] | None:
+        """What the passing of time asks for: a new attempt, or giving up on a handshake."""
+        if self.deadline is None or now < self.deadline:
+            return None
+        self.deadline = None
+        if self.state is AgentState.BACKOFF:
+            self.connecting(now)
+            return "connect"
+        if self.state is AgentState.HANDSHAKE or self.state is AgentState.CONNECTING:
+            return "timeout"
+        return None
+
+    def gathered_due(self, now: float) -> bytes | None:
+        """Caller audio gathered for a larger frame that waited long enough: send it."""
+        if not self._gathered or now < self._gathered_at + self.limits.caller_frame_ms / 1000:
+            return None
+        audio = bytes(self._gathered)
+        self._gathered.clear()
+        self.last_send = now
+        return audio
+
+    def keepalive_due(self, now: float) -> bool:
+        return self.ready and now - self.last_send >= self.limits.keepalive_s
+
+    def next_deadline(self) -> float | None:
+        if not self.ready:
+            return self.deadline
+        keepalive = self.last_send + self.limits.keepalive_s
+        if self._gathered:
+            return min(keepalive, self._gathered_at + self.limits.caller_frame_ms / 1000)
+        return keepalive
+
+    def close(self) -> None:
+        self.state = AgentState.CLOSED
+        self.deadline = None
+        self._held.clear()
+        self._held_bytes = 0

@@ -1,0 +1,66 @@
+"""What the message tables and the record may touch of a call: its parts and outboxes.
+
+:class:`~acdg_asgi.call.machine.Call` is the one implementation. The tables
+(:mod:`.vaic_table`, :mod:`.agent_table`) and :mod:`.record` are written against this
+interface rather than the class, so the machine imports them and not the other way
+round.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .. import events as ev
+from ..audio import MediaFormat
+from ..config import AgentConfig
+from ..protocols import audiocodes as ac
+from ..protocols import deepgram as dg
+from .agent_link import AgentLink
+from .playout import PlayoutClock
+from .state import Action, CallState, Measure
+from .stats import CallStats
+from .transcript import Transcript
+
+__all__ = ["CallParts"]
+
+
+class CallParts(Protocol):
+    conversation_id: str
+    session_id: str
+    initiate: ac.SessionInitiate
+    media_format: MediaFormat
+    agent_config: AgentConfig
+    state: CallState
+    started_at: float
+    started_wall: float
+    end_reason: tuple[str, str | None, str | None] | None
+
+    link: AgentLink
+    playout: PlayoutClock
+    transcript: Transcript
+    stats: CallStats
+    discard_agent_audio: bool
+    barge_in_at: float | None
+
+    to_vaic: list[ac.OutboundMessage]
+    to_agent: list[dg.ClientMessage | bytes]
+    actions: list[Action]
+    observations: list[tuple[Measure, float]]
+
+    def emit(self, cls: type[ev.Event], now: float, **fields: Any) -> None: ...
+
+    def warn(self, now: float, code: str, description: str, *, source: str = ...) -> None: ...
+
+    def error(
+        self, now: float, code: str, message: str, *, source: str = ..., fatal: bool = ...
+    ) -> None: ...
+
+    def pull(self, now: float) -> None: ...
+
+    def hangup(
+        self, now: float, reason: str, *, end_reason: str = ..., wait_for_playout: bool = ...
+    ) -> None: ...
+
+    def agent_lost(self, now: float, reason: str) -> None: ...
+
+    def vaic_ended(self, now: float, reason_code: str | None, reason: str | None) -> None: ...

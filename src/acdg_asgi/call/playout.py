@@ -1,0 +1,270 @@
+"""The playout clock: agent audio out to VAIC at playback rate, a small lead ahead.
+
+The agent synthesises faster than real time. Forwarding at once would fill VAIC's play
+buffer with seconds of speech the bridge can no longer take back when the caller barges
+in. Instead :class:`PlayoutClock` keeps the audio and releases it chunk by chunk so that what
+was sent is never more than ``lead`` ahead of what has played:
+
+    play_head = when the audio sent so far will have finished playing
+    send the next chunk when it ends no more than ``lead`` after now
+    (or at once, when everything sent has already played)
+
+Each agent utterance gets a play stream of its own (start, chunks, stop), even when the
+next one is queued before the previous one has played out. On barge-in the unsent rest
+is dropped, the stream is stopped and the clock resets in the same step, so the caller
+hears at most ``lead`` of the interrupted turn.
+
+Pure: no clock is read here; every method takes ``now`` (seconds) and the owner asks
+:meth:`next_deadline` when to call :meth:`pull` again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import msgspec
+
+from ..audio import MediaFormat, wav_header
+from ..protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
+from .stats import CallStats
+
+__all__ = ["Cut", "PlayoutClock"]
+
+
+class Cut(msgspec.Struct, frozen=True):
+    """What a barge-in found: how much of the turn went out, played, and was dropped."""
+
+    sent_ms: float
+    heard_ms: float
+    dropped_ms: float
+
+
+class _Utterance:
+    """One agent utterance in the queue: its text, and where its audio ends once known."""
+
+    __slots__ = ("alt_text", "end")
+
+    def __init__(self, alt_text: str | None) -> None:
+        self.alt_text = alt_text
+        self.end: int | None = None  # absolute byte position; None while audio still comes
+
+
+class PlayoutClock:
+    """One call's agent audio: a bounded buffer, a play stream at a time, and the clock.
+
+    Positions in the buffer are absolute (bytes since the call began), so utterance
+    boundaries survive compaction and overflow drops.
+    """
+
+    def __init__(
+        self,
+        fmt: MediaFormat,
+        *,
+        lead_ms: int,
+        chunk_ms: int,
+        max_buffer_ms: int,
+        next_stream_id: Callable[[], str],
+        stats: CallStats | None = None,
+    ) -> None:
+        self.fmt = fmt
+        self.lead = lead_ms / 1000
+        self.chunk_bytes = fmt.frame_bytes(chunk_ms)
+        self._width = fmt.sample_width
+        self.bytes_per_s = fmt.sample_rate * fmt.sample_width
+        self.max_buffer = fmt.frame_bytes(max_buffer_ms)
+        self._next_stream_id = next_stream_id
+        self.stats = stats or CallStats()
+        self._buf = bytearray()
+        self._off = 0  # read offset into _buf
+        self._read = 0  # absolute position of _buf[_off]
+        self._queue: deque[_Utterance] = deque()
+        self.stream_id: str | None = None
+        self.play_head = 0.0  # when everything sent so far will have played
+        self.sent_bytes = 0  # in the open stream
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def begin(self, alt_text: str | None) -> None:
+        """A new agent utterance starts (its text arrives before its audio)."""
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.end is None:
+            if self._written > self._utterance_start(last):
+                last.end = self._written  # the agent moved on without AgentAudioDone
+            else:
+                last.alt_text = alt_text  # no audio yet: it is this utterance after all
+                return
+        self._queue.append(_Utterance(alt_text))
+
+    def push(self, audio: bytes) -> int:
+        """Queue agent audio. Returns how many bytes of older audio were dropped to fit."""
+        if not self._queue or self._queue[-1].end is not None:
+            self._queue.append(_Utterance(None))
+        self._buf += audio
+        over = len(self._buf) - self._off - self.max_buffer
+        if over <= 0:
+            return 0
+        over += -over % self.fmt.sample_width
+        self._skip(over)
+        self.stats.play_bytes_dropped += over
+        return over
+
+    def end_turn(self) -> None:
+        """The agent finished this utterance's audio: stop its stream once it is sent."""
+        if self._queue and self._queue[-1].end is None:
+            last = self._queue[-1]
+            if self._utterance_start(last) == self._written and last is not self._streaming:
+                self._queue.pop()  # it never had audio: nothing to play or stop
+            else:
+                last.end = self._written
+
+    def cut(self, now: float) -> tuple[Cut, PlayStreamStop | None]:
+        """Barge-in: drop what was not sent, stop the stream, reset the clock."""
+        sent_ms = self.fmt.duration_ms(self.sent_bytes)
+        ahead_s = max(0.0, self.play_head - now)
+        cut = Cut(
+            sent_ms=sent_ms,
+            heard_ms=max(0.0, sent_ms - ahead_s * 1000),
+            dropped_ms=self.fmt.duration_ms(self.pending),
+        )
+        stop = PlayStreamStop(stream_id=self.stream_id) if self.stream_id else None
+        self.clear()
+        self.play_head = now
+        return cut, stop
+
+    def clear(self) -> None:
+        """Forget queued audio and any open stream, without sending anything."""
+        self._skip(self.pending)
+        self._queue.clear()
+        self.stream_id = None
+        self.sent_bytes = 0
+
+    def detach(self) -> None:
+        """VAIC's socket is gone and its play stream with it; keep the audio queued."""
+        self.stream_id = None
+        self.sent_bytes = 0
+
+    # --- outputs ----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf) - self._off
+
+    @property
+    def speaking(self) -> bool:
+        return self.stream_id is not None or self.pending > 0
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`pull` will have something to send, or ``None`` if only input will."""
+        if not self._queue or (self._queue[0].end is None and len(self._buf) == self._off):
+            return None  # the usual case between agent frames: all sent, more to come
+        size = self._next_size()
+        if size is None:
+            # A short chunk waiting for the rest goes once the audio already sent has played.
+            return self.play_head if self._next_size(partial_ok=True) else None
+        if not self.lead or size == 0:
+            return 0.0  # due now
+        return self.play_head + size / self.bytes_per_s - self.lead
+
+    def pass_through(self, audio: bytes, now: float, out: list[OutboundMessage]) -> bool:
+        """The steady state, as :meth:`push` then :meth:`pull` but without the copies:
+        a stream is open, nothing is waiting, and ``audio`` is one chunk that is due now.
+        ``False`` (nothing done) otherwise."""
+        n = len(audio)
+        if n != self.chunk_bytes or self.stream_id is None or len(self._buf) != self._off \
+                or len(self._queue) != 1 or self._queue[0].end is not None:
+            return False
+        duration = n / self.bytes_per_s
+        if not self._due(duration, now):
+            return False
+        self._read += n
+        self._sent(n, duration, now)
+        out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=audio))
+        return True
+
+    def pull(self, now: float, out: list[OutboundMessage]) -> None:
+        """Append to ``out`` every message due at ``now``."""
+        while (size := self._next_size(partial_ok=self.play_head <= now)) is not None:
+            utterance = self._queue[0]
+            if size == 0:  # this utterance is all sent
+                if self.stream_id is not None:
+                    out.append(PlayStreamStop(stream_id=self.stream_id))
+                    self.stream_id = None
+                self._queue.popleft()
+                # an odd byte, or nothing: an overflow may have dropped past the end
+                self._skip(max(0, utterance.end - self._read) if utterance.end else 0)
+                continue
+            duration = size / self.bytes_per_s
+            if not self._due(duration, now):
+                return
+            chunk = bytes(self._buf[self._off : self._off + size])
+            self._skip(size)
+            if self.stream_id is None:
+                self.stream_id = self._next_stream_id()
+                self.sent_bytes = 0
+                out.append(PlayStreamStart(stream_id=self.stream_id, media_format=self.fmt.token,
+                                           alt_text=utterance.alt_text))
+                if self.fmt.wav:
+                    chunk = wav_header(self.fmt) + chunk
+            self._sent(size, duration, now)
+            out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=chunk))
+            if len(self._buf) == self._off and self._queue[0].end is None:
+                return  # all sent and the turn goes on (the usual case): nothing else is due
+
+    # --- internals --------------------------------------------------------------------
+
+    def _due(self, duration: float, now: float) -> bool:
+        """May a chunk this long go at ``now``: does it end within the lead?"""
+        head = self.play_head
+        return not self.lead or head <= now or head + duration - now <= self.lead + 1e-9
+
+    def _sent(self, size: int, duration: float, now: float) -> None:
+        self.sent_bytes += size
+        self.stats.play_chunks += 1
+        self.stats.play_bytes += size
+        self.play_head = max(self.play_head, now) + duration
+
+    @property
+    def _streaming(self) -> _Utterance | None:
+        return self._queue[0] if self.stream_id is not None and self._queue else None
+
+    @property
+    def _written(self) -> int:
+        return self._read + self.pending
+
+    def _utterance_start(self, utterance: _Utterance) -> int:
+        start = self._read
+        for u in self._queue:
+            if u is utterance:
+                return start
+            start = u.end if u.end is not None else start
+        return start
+
+    def _next_size(self, partial_ok: bool = False) -> int | None:
+        """Bytes of the next chunk; 0 when the head utterance is done; None to wait.
+
+        A chunk shorter than ``chunk_ms`` goes only at the end of an utterance, or with
+        ``partial_ok`` (everything sent has played: better a short chunk than a gap)."""
+        if not self._queue:
+            return None
+        end = self._queue[0].end
+        if end is None:  # more audio is coming
+            available = len(self._buf) - self._off
+            if available >= self.chunk_bytes:
+                return self.chunk_bytes
+            if not partial_ok:
+                return None  # wait for a whole chunk while the utterance goes on
+            size = available - available % self._width
+            return size or None
+        size = max(0, min(self.chunk_bytes, end - self._read))
+        return size - size % self._width
+
+    def _skip(self, n: int) -> None:
+        self._off += n
+        self._read += n
+        if self._off == len(self._buf):  # all sent: free it (the usual case, and no copy)
+            self._buf = bytearray()
+            self._off = 0
+        elif self._off > 65536 and self._off * 2 > len(self._buf):
+            del self._buf[: self._off]
+            self._off = 0

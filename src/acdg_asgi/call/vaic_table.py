@@ -1,0 +1,70 @@
+"""What each VAIC message does to a call, in each state of the call.
+
+:meth:`Call.vaic <acdg_asgi.call.machine.Call.vaic>` looks a message up in ``VAIC_TABLE`` by
+``(state, message class)``; a pair that is not listed is a protocol error by VAIC, which
+the call raises as :class:`~acdg_asgi.errors.RemoteProtocolError` naming both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from .. import events as ev
+from ..protocols import audiocodes as ac
+from .parts import CallParts
+from .state import CallState
+
+__all__ = ["VAIC_TABLE"]
+
+
+def _chunk(call: CallParts, msg: ac.UserStreamChunk, now: float) -> None:
+    audio = call.link.caller_audio(msg.audio_chunk, now)
+    if audio is not None:
+        call.to_agent.append(audio)
+
+
+def _user_stream_start(call: CallParts, msg: ac.UserStreamStart, now: float) -> None:
+    call.to_vaic.append(ac.UserStreamStarted(participant=msg.participant))
+
+
+def _user_stream_stop(call: CallParts, msg: ac.UserStreamStop, now: float) -> None:
+    call.to_vaic.append(ac.UserStreamStopped(participant=msg.participant))
+
+
+def _activities(call: CallParts, msg: ac.Activities, now: float) -> None:
+    for raw in msg.activities:
+        call.emit(ev.InboundActivityEvent, now, activity=raw)
+        if raw.get("type", "event") == "event" and raw.get("name") == "DTMF":
+            call.emit(ev.DtmfEvent, now, digits=str(raw.get("value") or ""))
+
+
+def _session_end(call: CallParts, msg: ac.SessionEnd, now: float) -> None:
+    call.vaic_ended(now, msg.reason_code, msg.reason)
+
+
+def _validate(call: CallParts, msg: ac.ConnectionValidate, now: float) -> None:
+    call.to_vaic.append(ac.ConnectionValidated(success=True))
+
+
+def _ignore(call: CallParts, msg: ac.InboundMessage, now: float) -> None:
+    pass
+
+
+_Handler = Callable[[CallParts, Any, float], None]
+
+VAIC_TABLE: Final[dict[tuple[CallState, type[ac.InboundMessage]], _Handler]] = {
+    (CallState.ACTIVE, ac.UserStreamChunk): _chunk,
+    (CallState.ACTIVE, ac.UserStreamStart): _user_stream_start,
+    (CallState.ACTIVE, ac.UserStreamStop): _user_stream_stop,
+    (CallState.ACTIVE, ac.Activities): _activities,
+    (CallState.ACTIVE, ac.SessionEnd): _session_end,
+    (CallState.ACTIVE, ac.ConnectionValidate): _validate,
+    (CallState.ENDING, ac.UserStreamChunk): _ignore,
+    (CallState.ENDING, ac.UserStreamStart): _ignore,
+    (CallState.ENDING, ac.UserStreamStop): _user_stream_stop,
+    (CallState.ENDING, ac.Activities): _activities,
+    (CallState.ENDING, ac.SessionEnd): _session_end,
+    (CallState.ENDED, ac.UserStreamChunk): _ignore,
+    (CallState.ENDED, ac.SessionEnd): _ignore,
+}

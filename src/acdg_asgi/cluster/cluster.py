@@ -1,0 +1,220 @@
+"""This instance among others: call ownership, shared history, commands between instances.
+
+Without a shared store (the default) this is a no-op: the instance is alone. With a shared store
+(Redis) every call is registered under its ``conversationId`` with this instance as owner;
+its history is appended per turn; its lease is renewed while it lives. A ``session.resume``
+for a call this instance does not have takes it over from the store, and a command for a
+call owned elsewhere travels to the owner and back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+import anyio
+
+from ..call import Call
+from ..errors import CallNotFound, CommandFailed, ControlError, ControlTimeout, StoreUnavailable
+from ..protocols import deepgram as dg
+from .store.base import CallSnapshot, CallStore, Command, Reply
+
+__all__ = ["CONTROL_METHODS", "Cluster", "LocalCalls"]
+
+log = logging.getLogger("acdg_asgi.cluster")
+
+# Session methods that may be called from another instance (or the HTTP control route).
+CONTROL_METHODS: Final = frozenset({
+    "send_agent_message", "send_user_message", "update_prompt", "update_speak",
+    "update_think", "respond_to_function_call", "transfer", "end_session", "play_url",
+    "send_dtmf", "send_meta_data", "abort_prompts", "expect_another_bot_message",
+    "apply_config", "send_activity", "start_call_recording", "stop_call_recording",
+    "pause_call_recording", "resume_call_recording",
+})
+RELEASED: Final = "__released__"  # "another instance took this call over: let it go"
+
+
+class LocalCalls(Protocol):
+    """The calls of this instance, as the cluster serves them to the others."""
+
+    def __len__(self) -> int: ...
+
+    async def run_command(self, cid: str, method: str, kwargs: Mapping[str, Any]) -> None:
+        """Run ``Session.<method>(**kwargs)`` on call ``cid``; CallNotFound if not here."""
+        ...
+
+    async def let_go(self, cid: str) -> None:
+        """Another instance took call ``cid`` over: end it here, without a hangup."""
+        ...
+
+
+class Cluster:
+    def __init__(
+        self, store: CallStore | None, *, instance_id: str | None = None,
+        lease_ttl_s: float = 30.0,
+    ) -> None:
+        self.store = store  # None: this instance is alone, and the rest is never called
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.lease_ttl_s = lease_ttl_s
+        self.shared = store is not None
+        self._pending: dict[str, anyio.Event] = {}
+        self._replies: dict[str, Reply] = {}
+        self.last_cluster_calls: int | None = None  # refreshed with each heartbeat
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.instance_id!r}, {self.store!r})"
+
+    @property
+    def _store(self) -> CallStore:
+        if self.store is None:
+            raise ControlError("no shared store: this instance is alone")
+        return self.store
+
+    # --- the calls of this instance ------------------------------------------------------
+
+    async def register(self, call: Call, path: str, log: logging.LoggerAdapter[Any]) -> None:
+        snapshot = CallSnapshot(
+            conversation_id=call.conversation_id, session_id=call.session_id,
+            owner=self.instance_id, epoch=call.epoch, media_format=call.media_format.token,
+            initiate=call.initiate, path=path, started_wall=call.started_wall,
+        )
+        try:
+            await self._store.create(snapshot, self.lease_ttl_s)
+        except StoreUnavailable as exc:
+            log.warning("call state not shared (%s): a resume elsewhere will fail", exc)
+
+    async def keep(
+        self, cid: str, entries: list[dg.History], log: logging.LoggerAdapter[Any]
+    ) -> bool:
+        """Append new history and renew the lease; ``False`` if another instance owns it."""
+        try:
+            await self._store.append(cid, entries, self.lease_ttl_s)
+            return await self._store.renew(cid, self.instance_id, self.lease_ttl_s)
+        except StoreUnavailable as exc:
+            log.warning("call state not saved (%s); the call goes on here", exc)
+            return True
+
+    async def unregister(self, call: Call, log: logging.LoggerAdapter[Any]) -> None:
+        try:
+            if call.end_reason and call.end_reason[0] == "migrated":
+                await self._store.disown(call.conversation_id, self.instance_id)
+            else:
+                await self._store.release(call.conversation_id, self.instance_id)
+        except StoreUnavailable as exc:
+            log.warning("call state not released (%s); it expires by itself", exc)
+
+    # --- resume on this instance ---------------------------------------------------------
+
+    async def take_over(self, cid: str) -> tuple[CallSnapshot, list[dg.History]] | str:
+        """Claim a call another instance had: the snapshot and history, or why not."""
+        try:
+            loaded = await self._store.load(cid)
+            if loaded is None:
+                return "conversation not found"
+            snapshot, history = loaded
+            claimed = await self._store.take_over(
+                cid, self.instance_id, snapshot.epoch, self.lease_ttl_s
+            )
+        except StoreUnavailable as exc:
+            log.warning("[%s] resume refused: %s", cid, exc)
+            return "call state unavailable"
+        if claimed is None:
+            return "conversation was resumed elsewhere"
+        if snapshot.owner and snapshot.owner != self.instance_id:
+            command = Command(uuid.uuid4().hex, cid, RELEASED, {}, self.instance_id)
+            # If this does not reach it, its next lease renewal will tell it.
+            with anyio.move_on_after(1), contextlib.suppress(StoreUnavailable):
+                await self._store.publish(snapshot.owner, command)
+        return claimed, history
+
+    # --- commands between instances ------------------------------------------------------
+
+    async def remote(
+        self, cid: str, method: str, kwargs: Mapping[str, Any], timeout_s: float = 5.0
+    ) -> None:
+        """Run ``Session.<method>(**kwargs)`` on the instance that owns ``cid``."""
+        if not self.shared:
+            raise CallNotFound(f"no call {cid!r} on this instance")
+        try:
+            loaded = await self._store.load(cid)
+        except StoreUnavailable as exc:
+            raise ControlError(f"call state unavailable: {exc}") from None
+        if loaded is None or not loaded[0].owner:
+            raise CallNotFound(f"no live instance owns call {cid!r}")
+        command = Command(uuid.uuid4().hex, cid, method, dict(kwargs), self.instance_id)
+        done = self._pending[command.id] = anyio.Event()
+        try:
+            if not await self._store.publish(loaded[0].owner, command):
+                raise CallNotFound(f"the instance that owns call {cid!r} is gone")
+            with anyio.move_on_after(timeout_s):
+                await done.wait()
+            reply = self._replies.pop(command.id, None)
+        except StoreUnavailable as exc:
+            raise ControlError(f"call state unavailable: {exc}") from None
+        finally:
+            self._pending.pop(command.id, None)
+        if reply is None:
+            raise ControlTimeout(f"no answer about call {cid!r} within {timeout_s} s")
+        if not reply.ok:
+            raise CommandFailed(reply.error or "failed")
+
+    async def serve(self, calls: LocalCalls) -> None:
+        """Answer commands for our calls and collect replies; heartbeat. Runs until cancelled."""
+        if self.store is None:
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, calls)
+            while True:
+                try:
+                    async for message in self._store.listen(self.instance_id):
+                        if isinstance(message, Reply):
+                            self._reply(message)
+                        else:
+                            tg.start_soon(self._execute, calls, message)
+                except StoreUnavailable as exc:
+                    log.warning("control channel down (%s); retrying", exc)
+                await anyio.sleep(1)
+
+    def _reply(self, reply: Reply) -> None:
+        done = self._pending.get(reply.id)
+        if done is not None:
+            self._replies[reply.id] = reply
+            done.set()
+
+    async def _execute(self, calls: LocalCalls, command: Command) -> None:
+        if command.method == RELEASED:
+            await calls.let_go(command.conversation_id)
+            return
+        reply = Reply(command.id, ok=True)
+        if command.method not in CONTROL_METHODS:
+            reply = Reply(command.id, ok=False, error=f"unknown method {command.method!r}")
+        else:
+            try:
+                await calls.run_command(command.conversation_id, command.method, command.kwargs)
+            except CallNotFound:
+                reply = Reply(command.id, ok=False, error="call is not on this instance")
+            except Exception as exc:
+                reply = Reply(command.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        try:
+            await self._store.publish(command.reply_to, reply)
+        except StoreUnavailable as exc:
+            log.warning("[%s] reply to %s lost: %s", command.conversation_id,
+                        command.reply_to, exc)
+
+    async def _heartbeat(self, calls: LocalCalls) -> None:
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.heartbeat(self.instance_id, len(calls), self.lease_ttl_s)
+                self.last_cluster_calls = await self._store.cluster_calls()
+            await anyio.sleep(5)
+
+    async def cluster_calls(self, local: int) -> int:
+        if not self.shared:
+            return local
+        try:
+            return await self._store.cluster_calls()
+        except StoreUnavailable:
+            return local

@@ -1,0 +1,90 @@
+"""The call-state store: what other instances need to know about a call.
+
+Per ``conversationId`` the store keeps a :class:`CallSnapshot` (who owns the call, the
+agreed media format, what is needed to rebuild the agent config) and the conversation
+history, appended per turn. Ownership changes only by compare-and-set on ``epoch``, so
+when two resumes race, exactly one instance wins.
+
+Every entry expires ``ttl_s`` after its owner last renewed it: an instance that dies
+leaves nothing behind for long, and VAIC's resume within that time finds the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import msgspec
+
+from ...protocols import audiocodes as ac
+from ...protocols import deepgram as dg
+
+__all__ = ["CallSnapshot", "CallStore", "Command", "Reply"]
+
+
+class CallSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    conversation_id: str
+    session_id: str
+    owner: str  # instance id; "" while nobody owns it (migrating)
+    epoch: int = 0  # bumped by every change of owner
+    media_format: str
+    initiate: ac.SessionInitiate
+    path: str = "/"  # where VAIC connected, for per-call agent factories
+    started_wall: float = 0.0
+
+
+class Command(msgspec.Struct, tag=True, frozen=True):
+    """A Session method to run on the instance that owns the call."""
+
+    id: str
+    conversation_id: str
+    method: str
+    kwargs: dict[str, object]
+    reply_to: str  # instance id of the requester
+
+
+class Reply(msgspec.Struct, tag=True, frozen=True):
+    id: str
+    ok: bool
+    error: str | None = None
+
+
+class CallStore(Protocol):
+    """State shared by every instance, and a message bus between them. Every method may
+    raise :class:`~acdg_asgi.errors.StoreUnavailable`."""
+
+    async def create(self, snapshot: CallSnapshot, ttl_s: float) -> None: ...
+
+    async def load(self, cid: str) -> tuple[CallSnapshot, list[dg.History]] | None: ...
+
+    async def take_over(
+        self, cid: str, instance: str, expected_epoch: int, ttl_s: float
+    ) -> CallSnapshot | None:
+        """Become the owner if nobody changed the owner since ``expected_epoch``."""
+        ...
+
+    async def renew(self, cid: str, instance: str, ttl_s: float) -> bool:
+        """Extend the lease; ``False`` when ``instance`` is no longer the owner."""
+        ...
+
+    async def append(self, cid: str, entries: Sequence[dg.History], ttl_s: float) -> None: ...
+
+    async def disown(self, cid: str, instance: str) -> None:
+        """Keep the call's state but give up ownership, so another instance can resume it."""
+        ...
+
+    async def release(self, cid: str, instance: str) -> None:
+        """The call is over: forget it (only if ``instance`` still owns it)."""
+        ...
+
+    async def publish(self, instance: str, message: Command | Reply) -> bool:
+        """Send to ``instance``'s channel; ``False`` if nobody listens there."""
+        ...
+
+    def listen(self, instance: str) -> AsyncIterator[Command | Reply]: ...
+
+    async def heartbeat(self, instance: str, active_calls: int, ttl_s: float) -> None: ...
+
+    async def cluster_calls(self) -> int: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,345 @@
+"""The runtime of one call: the I/O around a :class:`~acdg_asgi.call.Call`.
+
+One anyio task group per call holds the agent connection loop, a writer per socket, the
+event dispatcher and (with a shared store) the keeper of the call's shared state. VAIC's
+socket is read by the ASGI task that owns it: the first socket's task also owns the call
+(and so outlives its socket during a resume grace period); a resumed socket's task reads
+its frames into the same call.
+
+Every input (a frame from either socket, a socket lost, a deadline reached, a command of
+the application) goes into the call and is followed by :meth:`CallRuntime.flush`, which
+never waits: events go to the dispatcher, actions are taken, and each outbox is offered
+to its socket's outlet (:mod:`.outlets`), which writes at once where the socket allows
+and otherwise queues for its writer. So a frame can be handled inside a socket's
+``data_received`` callback, and a deadline inside the timer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure
+from ..cluster.cluster import Cluster
+from ..errors import AgentClosed, AgentConnectError
+from ..observability.logs import CallLog, logger
+from ..protocols import audiocodes as ac
+from ..protocols import deepgram as dg
+from ..session import Session
+from ..transports.agent_base import AgentConnection, PushAgentConnection
+from ..transports.vaic_asgi import VaicSocket
+from . import readers
+from .app_events import EventDispatch
+from .deps import CallDeps
+from .outlets import AgentOutlet, VaicOutlet
+from .scheduler import Kick
+
+__all__ = ["CallRuntime"]
+
+
+class CallRuntime:
+    def __init__(self, call: Call, deps: CallDeps) -> None:
+        self.call = call
+        self.deps = deps
+        self.session = Session(self)
+        self.log = CallLog(
+            logger, {"conversation_id": call.conversation_id, "session_id": call.session_id}
+        )
+        self.scheduler = deps.scheduler
+        self.now = deps.scheduler.now
+        loop, limit = deps.scheduler.loop, call.limits.outbound_queue
+        self.vaic = VaicOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed,
+                               on_stop_written=self._stop_written)
+        self.agent = AgentOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed)
+        self._scheduled = math.inf
+        self._gathers = call.limits.caller_frame_ms > 0
+        self._connect_send, self._connect_requests = anyio.create_memory_object_stream[int](8)
+        self._tg: TaskGroup | None = None
+        self._observers = deps.observers
+        self._events = EventDispatch(self.session, call, deps.handlers, deps.observers,
+                                     self.log, queue=call.limits.event_queue)
+        self.done = anyio.Event()
+        self.finished = False  # set in the same step as observers hear of the end
+        self._cluster = deps.cluster if deps.cluster and deps.cluster.shared else None
+        self._history_grew = anyio.Event()
+        self.persisted = len(call.transcript.entries)  # history entries already shared
+
+    def __repr__(self) -> str:
+        return f"<CallRuntime {self.call!r}>"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, vaic: VaicSocket) -> None:
+        """Run the call to its end. Called by the ASGI task of the socket that started it."""
+        self.vaic.attach(vaic)
+        self.log.info("call accepted: %s from %s", self.call.media_format.token, vaic.client)
+        if self._observers:
+            self._observers.call_started(self.call)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._agent_loop)
+                tg.start_soon(self.vaic.run)
+                tg.start_soon(self.agent.run)
+                tg.start_soon(self._events.run)
+                if self._cluster is not None:
+                    tg.start_soon(self._keep_loop, self._cluster)
+                self.flush()
+                await self._read_vaic(vaic)
+                await self.done.wait()
+                with anyio.move_on_after(self.deps.end_handler_timeout_s):
+                    await self._events.finished.wait()
+                tg.cancel_scope.cancel()
+        except Exception:
+            self.log.exception("call failed inside the bridge")
+            await self._abort("internal error")
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.agent.aclose()
+                if self.vaic.socket is not None:
+                    await self.vaic.socket.close(1000)
+            self.log.info("call finished: %s", self.call.end_reason)
+
+    async def attach(self, vaic: VaicSocket) -> None:
+        """``session.resume`` on a new socket: carry on with it, until it closes."""
+        self.call.vaic_resumed(self.now())  # raises SessionClosedError if the call ended
+        old = self.vaic.attach(vaic)
+        if old is not None:
+            await old.close(1000, "replaced by a resumed socket")
+        self.log.info("call resumed from %s", vaic.client)
+        self.flush()
+        await self._read_vaic(vaic)
+
+    async def _read_vaic(self, vaic: VaicSocket) -> None:
+        """Read VAIC's socket until it closes. A direct socket hands its text frames over
+        inside ``data_received`` instead, and this only waits for the end."""
+        if vaic.direct is not None:
+            vaic.direct.listen(self.vaic_frame)
+        while (frame := await vaic.receive()) is not None:
+            self.vaic_frame(frame)
+        if self.vaic.detach(vaic):
+            self.call.vaic_lost(self.now())
+            self.flush()
+
+    async def _abort(self, reason: str) -> None:
+        """Our own failure: hang up politely if VAIC is there, and end the call."""
+        if self.finished:
+            return
+        if self.call.state is CallState.ACTIVE:
+            hangup = ac.OutboundActivities(activities=(ac.Activity(
+                type="event", name="hangup", activity_params={"hangupReason": reason}),))
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await self.vaic.last_words(hangup)
+        self.call.end(self.now(), "error", detail=reason)
+        self._events.deliver(self.call.events)
+        self.call.events = []
+        self._finished()
+
+    # --- inputs -------------------------------------------------------------------------
+
+    # Frames and deadlines arrive in socket and timer callbacks, where an exception would
+    # reach the event loop: a fault of ours there ends this call (``_fail``), no other.
+
+    def vaic_frame(self, frame: str | bytes) -> None:
+        try:
+            kind = readers.vaic_frame(self, frame)
+            call = self.call
+            if kind is ac.UserStreamChunk and not (call.events or call.actions or call.to_vaic):
+                # The usual case: caller audio for the agent. Of the call's deadlines only
+                # the link's can move, and only earlier when it gathers larger frames (the
+                # keep-alive only moves later: the timer already armed comes first).
+                if call.to_agent:
+                    batch, call.to_agent = call.to_agent, []
+                    self.agent.offer(batch)
+                if self._gathers:
+                    self._wake_by(call.link.next_deadline())
+                return
+            self.flush()
+        except Exception:
+            self._fail("a VAIC frame")
+
+    def agent_frame(self, frame: str | bytes) -> None:
+        try:
+            if frame.__class__ is bytes:
+                call = self.call
+                call.agent_audio(frame, self.now())
+                if call.events or call.actions or call.observations or call.to_agent:
+                    self.flush()
+                elif call.to_vaic:  # the usual case: one chunk out, only the playout moved
+                    batch, call.to_vaic = call.to_vaic, []
+                    self.vaic.offer(batch)
+                    self._wake_by(call.playout.next_deadline())
+                return
+            readers.agent_message(self, frame)  # type: ignore[arg-type]
+            self._hand_over()  # the transcript may have grown without an event
+            self.flush()
+        except Exception:
+            self._fail("an agent frame")
+
+    async def command(self, fn: Callable[[Call, float], None]) -> None:
+        """Apply an application command to the call (see :class:`~acdg_asgi.Session`)."""
+        fn(self.call, self.now())
+        self._hand_over()  # the transcript may have grown without an event
+        self.flush()
+
+    def peer_error(self, source: str, kind: str, description: str) -> None:
+        self.call.protocol_warning(self.now(), source, description)
+        if self._observers:
+            self._observers.protocol_error(source, kind)
+
+    # --- the flush -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Hand everything the call gave out to where it goes; never waits."""
+        call = self.call
+        if call.events or call.observations or call.actions:
+            self._hand_over()
+        if call.to_agent:
+            batch, call.to_agent = call.to_agent, []
+            self.agent.offer(batch)
+        if call.to_vaic:
+            out, call.to_vaic = call.to_vaic, []
+            self.vaic.offer(out)
+        self._wake_by(call.next_deadline())  # None once the call has ended
+
+    def _hand_over(self) -> None:
+        """The rarer outputs: events, measures, actions; and news for the shared store."""
+        call = self.call
+        if call.events:
+            events, call.events = call.events, []
+            self._events.deliver(events)
+        if call.observations:
+            observations, call.observations = call.observations, []
+            self._events.observe(observations)
+        if call.actions:
+            self._take_actions()
+        if self._cluster is not None and len(call.transcript.entries) != self.persisted:
+            self._history_grew.set()
+
+    def _take_actions(self) -> None:
+        actions, self.call.actions = self.call.actions, []
+        for action in actions:
+            if isinstance(action, ConnectAgent):
+                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                    self._connect_send.send_nowait(action.attempt)
+            elif isinstance(action, CloseAgent):
+                self.agent.close()
+            elif isinstance(action, CloseVaic):
+                # "migrated": no session.end, so VAIC resumes on another instance
+                self.vaic.close(1012 if action.reason == "migrated" else 1000)
+                self._finished()
+
+    def _finished(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._connect_send.close()
+        self._events.close()
+        self.done.set()
+        if self._observers:
+            self._observers.call_finished(self.call)
+
+    def _shed(self, peer: str, dropped: int) -> None:
+        self.call.protocol_warning(
+            self.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
+        )
+        self._hand_over()
+
+    def _stop_written(self) -> None:
+        at, self.call.barge_in_at = self.call.barge_in_at, None
+        if self._observers and at is not None:
+            self._observers.call_observed(self.call, Measure.BARGE_IN_REACTION, self.now() - at)
+
+    # --- time ----------------------------------------------------------------------------
+
+    def _wake_by(self, deadline: float | None) -> None:
+        if deadline is not None and deadline < self._scheduled:
+            self._scheduled = deadline
+            self.scheduler.wake_at(deadline, self._wake)
+
+    def _wake(self, when: float) -> None:
+        self._scheduled = math.inf
+        if not self.finished:
+            try:
+                # Woken for a deadline: it is at least that time, however coarse the clock.
+                self.call.tick(max(self.now(), when))
+                self.flush()
+            except Exception:
+                self._fail("a deadline")
+
+    def _fail(self, where: str) -> None:
+        self.log.exception("call failed inside the bridge, handling %s", where)
+        if self._tg is not None and not self.finished:
+            self._tg.start_soon(self._abort, "internal error")
+
+    # --- the call's own tasks ------------------------------------------------------------
+
+    async def _agent_loop(self) -> None:
+        deps, call = self.deps, self.call
+        async with self._connect_requests:
+            async for attempt in self._connect_requests:
+                self.log.info("connecting to the agent (attempt %d)", attempt)
+                try:
+                    with anyio.fail_after(call.limits.handshake_timeout_s):
+                        conn = await deps.connector.connect(deps.agent_url, deps.agent_headers)
+                except (AgentConnectError, TimeoutError) as exc:
+                    call.agent_lost(self.now(), str(exc) or "agent connect timed out")
+                    self.flush()
+                    continue
+                if call.state is CallState.ENDED:
+                    await conn.close()
+                    break
+                push = self.agent.attach(conn)
+                call.agent_connected(self.now())
+                self.flush()
+                if push is not None:
+                    reason = await self._listen_agent(push)
+                else:
+                    reason = await self._read_agent(conn)
+                if self.agent.drop(conn):  # not closed on the call's own request
+                    call.agent_lost(self.now(), reason)
+                    self.flush()
+
+    async def _read_agent(self, conn: AgentConnection) -> str:
+        """An awaited connection: each message, then the flush."""
+        while True:
+            try:
+                frame = await conn.recv()
+            except AgentClosed as exc:
+                return str(exc)
+            self.agent_frame(frame)
+
+    async def _listen_agent(self, conn: PushAgentConnection) -> str:
+        """A pushing connection: each message is handled inside its data callback."""
+        closed = anyio.Event()
+        why = ["closed"]
+
+        def on_closed(reason: str) -> None:
+            why[0] = reason
+            closed.set()
+
+        conn.listen(self.agent_frame, on_closed)
+        await closed.wait()
+        return why[0]
+
+    async def _keep_loop(self, cluster: Cluster) -> None:
+        """Share new history per turn and renew this instance's lease on the call."""
+        while not self.done.is_set():
+            with anyio.move_on_after(cluster.lease_ttl_s / 3):
+                await self._history_grew.wait()
+            self._history_grew = anyio.Event()
+            if self.done.is_set():
+                return
+            cid = self.call.conversation_id
+            if not await cluster.keep(cid, self.unshared_history(), self.log):
+                self.log.warning("another instance owns this call now: letting it go")
+                await self.command(lambda call, now: call.end(now, "migrated"))
+
+    def unshared_history(self) -> list[dg.History]:
+        entries = self.call.transcript.entries[self.persisted:]
+        self.persisted += len(entries)
+        return entries

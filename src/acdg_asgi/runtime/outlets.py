@@ -1,0 +1,239 @@
+"""The one way out to each socket of a call: an outlet per peer.
+
+An outlet takes a batch of messages from the call (:meth:`offer`) and never waits: where
+the socket takes writes at once (a direct VAIC socket that keeps up, a pushing agent
+connection) and nothing is queued, it writes them right there; otherwise it queues them
+for its own writer task, which awaits the socket. So nothing overtakes what is queued.
+
+A peer that reads slower than real time fills the queue; past ``limit`` messages the
+oldest audio is dropped (control messages are always kept), counted in the call's
+:class:`~acdg_asgi.call.CallStats` and reported through ``on_shed``, so memory stays
+bounded and what is sent stays current. A failed write is not an error here: the socket's
+reader sees the same loss and reports it to the call.
+
+The socket behind an outlet changes during a call (VAIC resumes on a new socket, the
+agent connection is replaced); what was queued for the old one is dropped with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+
+from ..call import CallStats
+from ..errors import AgentClosed, VaicClosed
+from ..protocols import audiocodes as ac
+from ..protocols import deepgram as dg
+from ..transports.agent_base import AgentConnection, PushAgentConnection
+from ..transports.vaic_asgi import DirectProtocol, VaicSocket
+from .scheduler import Kick
+
+__all__ = ["AgentOutlet", "VaicOutlet"]
+
+
+class VaicOutlet:
+    """To VAIC: AudioCodes messages, in order."""
+
+    def __init__(
+        self, kick: Kick, stats: CallStats, *, limit: int,
+        on_shed: Callable[[str, int], None], on_stop_written: Callable[[], None],
+    ) -> None:
+        self.socket: VaicSocket | None = None
+        self._direct: DirectProtocol | None = None  # the socket's, while it takes writes now
+        self._kick = kick
+        self._stats = stats
+        self._limit = limit
+        self._on_shed = on_shed
+        self._on_stop_written = on_stop_written
+        self._queue: deque[ac.OutboundMessage] = deque()
+        self._close_code: int | None = None
+        self.closed = False  # the writer is done: the call is over
+
+    def attach(self, socket: VaicSocket) -> VaicSocket | None:
+        """Write to ``socket`` from now on; the socket it replaces, if any."""
+        old, self.socket, self._direct = self.socket, socket, socket.direct
+        self._drop_queued()
+        return old
+
+    def detach(self, socket: VaicSocket) -> bool:
+        """``socket`` is gone; ``True`` if it was this outlet's."""
+        if self.socket is not socket:
+            return False
+        self.socket = self._direct = None
+        self._drop_queued()
+        return True
+
+    def offer(self, batch: list[ac.OutboundMessage]) -> None:
+        direct = self._direct
+        if direct is not None and not self._queue and not direct.backed_up():
+            for msg in batch:
+                if not direct.write_text(ac.encode(msg)):
+                    self._broken()
+                    return
+                if msg.__class__ is ac.PlayStreamStop:
+                    self._on_stop_written()
+            return
+        if self.socket is None:
+            return  # detached: the call keeps its audio in the playout meanwhile
+        self._queue.extend(batch)
+        if len(self._queue) > self._limit:
+            self._shed()
+        self._kick.set()
+
+    def close(self, code: int) -> None:
+        """Close the socket once what is queued is written."""
+        self._close_code = code
+        self._kick.set()
+
+    async def last_words(self, msg: ac.OutboundMessage) -> None:
+        """Write ``msg`` past the queue: the call failed and its writer may be gone."""
+        socket = self.socket
+        if socket is not None and not socket.closed:
+            with contextlib.suppress(VaicClosed):
+                await socket.send_text(ac.encode(msg))
+
+    async def run(self) -> None:
+        """The writer: what could not be written at once, in order, then the close."""
+        queue = self._queue
+        while True:
+            await self._kick.wait()
+            while queue and (socket := self.socket) is not None:
+                msg = queue.popleft()
+                try:
+                    await socket.send_text(ac.encode(msg))
+                except VaicClosed:
+                    queue.clear()  # its reader reads what VAIC sent before, then reports it
+                    break
+                if msg.__class__ is ac.PlayStreamStop:
+                    self._on_stop_written()
+            if self._close_code is not None:
+                self.closed = True
+                if self.socket is not None:
+                    await self.socket.close(self._close_code)
+                return
+
+    def _broken(self) -> None:
+        """A direct write failed: the socket is going; its reader reports the loss."""
+        self._direct = None
+        if self.socket is not None:
+            self.socket.broken = True
+
+    def _shed(self) -> None:
+        queue, kept = self._queue, []
+        excess = len(queue) - self._limit
+        for msg in queue:
+            if excess > 0 and isinstance(msg, ac.PlayStreamChunk):
+                excess -= 1
+                self._stats.play_bytes_dropped += len(msg.audio_chunk)
+            else:
+                kept.append(msg)
+        dropped = len(queue) - len(kept)
+        queue.clear()
+        queue.extend(kept)
+        self._on_shed("VAIC", dropped)
+
+    def _drop_queued(self) -> None:
+        for msg in self._queue:
+            if isinstance(msg, ac.PlayStreamChunk):
+                self._stats.play_bytes_dropped += len(msg.audio_chunk)
+        self._queue.clear()
+
+
+class AgentOutlet:
+    """To the agent: Deepgram messages and caller audio (``bytes``), in order."""
+
+    def __init__(
+        self, kick: Kick, stats: CallStats, *, limit: int, on_shed: Callable[[str, int], None],
+    ) -> None:
+        self.conn: AgentConnection | None = None
+        self.push: PushAgentConnection | None = None  # the same, when it takes writes at once
+        self._kick = kick
+        self._stats = stats
+        self._limit = limit
+        self._on_shed = on_shed
+        self._queue: deque[dg.ClientMessage | bytes] = deque()
+        self._closing: list[AgentConnection] = []
+
+    def attach(self, conn: AgentConnection) -> PushAgentConnection | None:
+        """Write to ``conn`` from now on; the same connection typed as pushing, if it is."""
+        self.conn = conn
+        self.push = conn if isinstance(conn, PushAgentConnection) else None
+        return self.push
+
+    def drop(self, conn: AgentConnection | None = None) -> bool:
+        """Forget the connection (``conn``, if given, only if it is the current one);
+        ``True`` if one was dropped. What was queued for it goes with it."""
+        if self.conn is None or (conn is not None and conn is not self.conn):
+            return False
+        self.conn = self.push = None
+        self._queue.clear()
+        return True
+
+    def close(self) -> None:
+        """Drop the connection and close it in the writer task."""
+        conn = self.conn
+        if self.drop() and conn is not None:
+            self._closing.append(conn)
+            self._kick.set()
+
+    def offer(self, batch: list[dg.ClientMessage | bytes]) -> None:
+        push = self.push
+        if push is not None and not self._queue:
+            try:
+                for item in batch:
+                    if item.__class__ is bytes:
+                        if not push.write_audio(item):
+                            self._stats.caller_frames_dropped += 1
+                    else:
+                        push.write_text(dg.encode(item))  # type: ignore[arg-type]
+            except AgentClosed:
+                pass  # the connection reports its loss itself
+            return
+        if self.conn is None:
+            return  # reconnecting: the link holds caller audio, the call re-sends the rest
+        self._queue.extend(batch)
+        if len(self._queue) > self._limit:
+            self._shed()
+        self._kick.set()
+
+    async def run(self) -> None:
+        """The writer: for connections that must be awaited, and closing old ones."""
+        queue = self._queue
+        while True:
+            await self._kick.wait()
+            while self._closing:
+                await self._closing.pop().close()
+            while queue and (conn := self.conn) is not None:
+                item = queue.popleft()
+                try:
+                    if isinstance(item, bytes):
+                        await conn.send_audio(item)
+                    else:
+                        await conn.send_text(dg.encode(item))
+                except AgentClosed:
+                    queue.clear()  # the reader sees the same loss and reports it
+                    break
+
+    async def aclose(self) -> None:
+        """The call is over: close whatever connection is left."""
+        conn = self.conn
+        self.drop()
+        for c in (*self._closing, *([conn] if conn is not None else [])):
+            await c.close()
+        self._closing.clear()
+
+    def _shed(self) -> None:
+        queue, kept = self._queue, []
+        excess = len(queue) - self._limit
+        for item in queue:
+            if excess > 0 and isinstance(item, bytes):
+                excess -= 1
+            else:
+                kept.append(item)
+        dropped = len(queue) - len(kept)
+        queue.clear()
+        queue.extend(kept)
+        self._stats.caller_frames_dropped += dropped
+        self._on_shed("agent", dropped)
+

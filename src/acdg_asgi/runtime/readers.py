@@ -1,0 +1,68 @@
+"""What a frame from either socket means to the call: checked, decoded, handed in.
+
+Every frame goes through the call's own tables (:meth:`Call.vaic
+<acdg_asgi.call.machine.Call.vaic>`, :meth:`Call.agent <acdg_asgi.call.machine.Call.agent>`);
+nothing here decides what a message does. What is wrong with a frame is the peer's fault:
+it becomes a warning on the call and a count for the metrics, and the call goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..call import Call
+from ..errors import RemoteProtocolError
+from ..observability.logs import CallLog
+from ..protocols import audiocodes as ac
+from ..protocols import deepgram as dg
+
+__all__ = ["CallInputs", "agent_message", "vaic_frame"]
+
+
+class CallInputs(Protocol):
+    """What the readers need of a call's runtime."""
+
+    call: Call
+    log: CallLog
+
+    def now(self) -> float: ...
+
+    def peer_error(self, source: str, kind: str, description: str) -> None: ...
+
+
+def vaic_frame(rt: CallInputs, frame: str | bytes) -> type[ac.InboundMessage] | None:
+    """One frame from VAIC; the class of the message it carried, if the call took one."""
+    call = rt.call
+    if frame.__class__ is not str:
+        rt.peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
+    elif len(frame) > call.limits.max_frame_bytes:
+        rt.peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
+    else:
+        try:
+            msg = ac.decode(frame)
+        except ac.DecodeError as exc:
+            rt.peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
+            return None
+        if msg.__class__ is ac.UnknownMessage:
+            rt.log.info("unknown VAIC message type %r ignored", msg.type)
+            return None
+        try:
+            call.vaic(msg, rt.now())  # type: ignore[arg-type]
+        except RemoteProtocolError as exc:
+            rt.peer_error("audiocodes", "out_of_order", str(exc))
+            return None
+        return msg.__class__  # type: ignore[return-value]
+    return None
+
+
+def agent_message(rt: CallInputs, text: str) -> None:
+    """One text message from the agent (audio goes straight to :meth:`Call.agent_audio`)."""
+    try:
+        msg = dg.decode_server(text)
+    except dg.DecodeError as exc:
+        rt.peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
+        return
+    if isinstance(msg, dg.UnknownMessage):
+        rt.log.info("unknown agent message type %r ignored", msg.type)
+        return
+    rt.call.agent(msg, rt.now())

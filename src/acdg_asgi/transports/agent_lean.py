@@ -1,0 +1,291 @@
+"""A lean WebSocket client for the agent connection: an asyncio Protocol, frames by hand.
+
+The agent side of a call is one long-lived socket carrying 50 small frames a second each
+way. A general WebSocket library parses every frame through a generic framing layer and
+hands it to the reader through a queue and a task switch. This client parses frames in
+``data_received`` and hands each message straight to the call (``listen``), and writes
+with plain ``transport.write`` (``write_text``, ``write_audio``): no task per frame, no
+await per write. It speaks only what the Voice Agent API needs of RFC 6455: a client
+handshake, unfragmented or fragmented text and binary messages, ping, pong and close.
+
+:class:`LeanConnector` is ``BridgeApp``'s default connector
+(:class:`~acdg_asgi.transports.agent_websockets.WebsocketsConnector` is the other one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+from ..errors import AgentClosed, AgentConnectError
+from .wsframe import BINARY, CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
+
+__all__ = ["LeanConnection", "LeanConnector"]
+
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_WRITE_BUFFER: Final = 1 << 20  # beyond this the agent is not reading: drop audio
+
+
+class LeanConnector:
+    """Opens :class:`LeanConnection`\\ s (``ws://`` or ``wss://``)."""
+
+    def __init__(self, *, max_frame_bytes: int = 4 * 1024 * 1024) -> None:
+        self.max_frame_bytes = max_frame_bytes
+
+    async def connect(self, url: str, headers: Mapping[str, str]) -> LeanConnection:
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise AgentConnectError(f"not a WebSocket URL: {url!r}")
+        port = parts.port or (443 if secure else 80)
+        loop = asyncio.get_running_loop()
+        conn = LeanConnection(self.max_frame_bytes)
+        try:
+            await loop.create_connection(
+                lambda: conn, parts.hostname, port,
+                ssl=ssl.create_default_context() if secure else None,
+            )
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            default_port = port == (443 if secure else 80)
+            host = parts.hostname if default_port else f"{parts.hostname}:{port}"
+            await conn.handshake(host, target, headers)
+        except OSError as exc:
+            conn.abort()
+            raise AgentConnectError(f"cannot connect to the agent: {exc!r}") from None
+        return conn
+
+
+class LeanConnection(asyncio.Protocol):
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._handshake: asyncio.Future[None] | None = None
+        self._key = b""
+        self._fragments: list[bytes] = []
+        self._fragment_opcode = 0
+        self._closed: str | None = None  # why, once closed
+        self._close_sent = False
+        self._closed_event = asyncio.Event()
+        self._inbox: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_message: Callable[[str | bytes], None] | None = None
+        self._on_closed: Callable[[str], None] | None = None
+        self._masks = b""
+        self._mask_at = 0
+
+    # --- handshake -----------------------------------------------------------------------
+
+    async def handshake(self, host: str, target: str, headers: Mapping[str, str]) -> None:
+        assert self._transport is not None
+        self._key = base64.b64encode(os.urandom(16))
+        lines = [
+            f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+            "Connection: Upgrade", f"Sec-WebSocket-Key: {self._key.decode()}",
+            "Sec-WebSocket-Version: 13", "User-Agent: acdg-asgi",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self._handshake = asyncio.get_running_loop().create_future()
+        self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await self._handshake
+
+    def _finish_handshake(self) -> None:
+        assert self._handshake is not None
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > 65536:
+                self._handshake.set_exception(AgentConnectError("handshake response too long"))
+            return
+        head = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
+        del self._buf[: end + 4]
+        status_line, header_lines = head[0], head[1:]
+        parts = status_line.split(" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        fields = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        expected = base64.b64encode(hashlib.sha1(self._key + _GUID).digest()).decode()
+        if status != 101:
+            error = AgentConnectError(f"agent refused the upgrade: HTTP {status}", status=status)
+        elif fields.get("sec-websocket-accept") != expected:
+            error = AgentConnectError("agent answered the upgrade with a wrong accept key")
+        else:
+            self._handshake.set_result(None)
+            return
+        self._handshake.set_exception(error)
+        self.abort()
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if not self._buf and self._closed is None and self._on_message is not None:
+            # The usual case, one whole frame from the agent: no buffer, no copy.
+            frame = read_header(data, 0)
+            if frame is not None and len(data) == frame[3] + frame[2] \
+                    and not frame[1] & MASKED and frame[2] <= self.max_frame_bytes:
+                self._frame(frame[0] & FIN, frame[0] & 0x0F, data[frame[3] :])
+                return
+        self._buf += data
+        if self._handshake is not None and not self._handshake.done():
+            self._finish_handshake()
+            if not self._handshake.done():
+                return
+        self._parse()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(self._closed or ("connection lost" if exc is None else repr(exc)))
+
+    # --- frames --------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf = self._buf
+        pos = 0
+        while self._closed is None:
+            if (frame := read_header(buf, pos)) is None:
+                break
+            b0, b1, length, head = frame
+            if b1 & MASKED or length > self.max_frame_bytes:
+                self._fail(1002 if b1 & MASKED else 1009, "bad frame from the agent")
+                break
+            if len(buf) - pos < head + length:
+                break
+            payload = bytes(buf[pos + head : pos + head + length])
+            pos += head + length
+            self._frame(b0 & FIN, b0 & 0x0F, payload)
+        if pos:
+            del buf[:pos]
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode == BINARY and fin and not self._fragments and self._on_message is not None:
+            self._on_message(payload)  # audio, nearly every frame: the shortest way
+            return
+        if opcode >= CLOSE:
+            if opcode == PING:
+                self._write(PONG, payload)
+            elif opcode == CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                reason = payload[2:].decode("utf-8", "replace")
+                if not self._close_sent:
+                    self._write(CLOSE, payload[:2])
+                    self._close_sent = True
+                self._closed = f"closed with code {code}" + (f" ({reason})" if reason else "")
+                if self._transport is not None:
+                    self._transport.close()
+            return
+        if opcode:  # first frame of a message
+            self._fragment_opcode = opcode
+        if not fin or self._fragments:
+            self._fragments.append(payload)
+            if not fin:
+                return
+            payload = b"".join(self._fragments)
+            self._fragments = []
+        message: str | bytes
+        if self._fragment_opcode == TEXT:
+            try:
+                message = payload.decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 from the agent")
+                return
+        else:
+            message = payload
+        if self._on_message is not None:
+            self._on_message(message)
+        else:
+            self._inbox.append(message)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def _write(self, opcode: int, payload: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise AgentClosed(self._closed or "connection closed")
+        at = self._mask_at
+        if at == 0:
+            self._masks = os.urandom(4096)  # one system call per 1024 frames
+        mask = self._masks[at : at + 4]
+        self._mask_at = (at + 4) & 4095
+        transport.write(b"".join((header(FIN | opcode, len(payload), MASKED), mask,
+                                  apply_mask(payload, mask))))
+
+    def _fail(self, code: int, reason: str) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            with contextlib.suppress(AgentClosed):
+                self._write(CLOSE, code.to_bytes(2, "big"))
+        self._closed = reason
+        self.abort()
+
+    def _lost(self, reason: str) -> None:
+        if self._closed_event.is_set():
+            return
+        self._closed = self._closed or reason
+        self._closed_event.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self._on_closed is not None:
+            self._on_closed(self._closed)
+
+    # --- the AgentConnection interface ---------------------------------------------------
+
+    def listen(
+        self, on_message: Callable[[str | bytes], None], on_closed: Callable[[str], None]
+    ) -> None:
+        """Hand every message to ``on_message`` as it arrives, and the end to ``on_closed``."""
+        self._on_message, self._on_closed = on_message, on_closed
+        while self._inbox:
+            on_message(self._inbox.popleft())
+        if self._closed_event.is_set():
+            on_closed(self._closed or "closed")
+
+    async def recv(self) -> str | bytes:
+        while not self._inbox:
+            if self._closed_event.is_set():
+                raise AgentClosed(self._closed or "closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._inbox.popleft()
+
+    def write_text(self, data: bytes) -> None:
+        self._write(TEXT, data)
+
+    def write_audio(self, data: bytes) -> bool:
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            return False  # the agent stopped reading: keep memory bounded
+        self._write(BINARY, data)
+        return True
+
+    async def send_text(self, data: bytes) -> None:
+        self.write_text(data)
+
+    async def send_audio(self, data: bytes) -> None:
+        self.write_audio(data)
+
+    async def close(self) -> None:
+        if self._transport is None or self._closed_event.is_set():
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            with contextlib.suppress(AgentClosed):
+                self._write(CLOSE, (1000).to_bytes(2, "big"))
+        try:
+            await asyncio.wait_for(self._closed_event.wait(), 2)
+        except TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
