@@ -147,13 +147,22 @@ async def test_control_from_another_instance(redis_url: str) -> None:
             unauthorized = await client.post(f"{b.http}/calls/{cid}/end_session", json={})
             bad = await client.post(f"{b.http}/calls/{cid}/send_dtmf",
                                     json={"digits": "not digits"}, headers=headers)
+            typo = await client.post(f"{b.http}/calls/{cid}/transfer",
+                                     json={"destinaton": "sip:x@y"}, headers=headers)
+            wrong_type = await client.post(f"{b.http}/calls/{cid}/play_url", json={"url": 5},
+                                           headers=headers)
+            no_such = await client.post(f"{b.http}/calls/{cid}/explode", json={},
+                                        headers=headers)
             hangup = await client.post(f"{b.http}/calls/{cid}/end_session",
                                        json={"reason": "done elsewhere"}, headers=headers)
         with pytest.raises(CallNotFound):
             await b.bridge.control("nope").end_session()
     (report,) = reports
     assert (ok.status_code, missing.status_code, unauthorized.status_code) == (200, 404, 401)
-    assert bad.status_code == 409 and "DTMF" in bad.json()["error"]
+    assert bad.status_code == 400 and "DTMF" in bad.json()["error"]  # refused before it travels
+    assert typo.status_code == 400 and "destinaton" in typo.json()["error"]
+    assert wrong_type.status_code == 400 and "$.url" in wrong_type.json()["error"]
+    assert no_such.status_code == 400 and "send_dtmf" in no_such.json()["error"]  # the known ones
     assert hangup.status_code == 200
     names = [(a.activity.name, a.activity.activity_params) for a in report.activities]
     assert ("playUrl", {"playUrlUrl": "https://media.example.com/hold.wav"}) in names

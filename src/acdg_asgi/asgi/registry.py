@@ -7,11 +7,11 @@ waits on it, and the cluster runs other instances' commands through it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import anyio
 
 from ..call import Call, CallState
+from ..call.commands import Command
 from ..errors import CallNotFound
 from ..runtime.call_runtime import CallRuntime
 
@@ -68,11 +68,11 @@ class CallRegistry(Mapping[str, CallRuntime]):
 
     # --- for the cluster (LocalCalls) ------------------------------------------------------
 
-    async def run_command(self, cid: str, method: str, kwargs: Mapping[str, Any]) -> None:
+    async def run_command(self, cid: str, command: Command) -> None:
         runtime = self._calls.get(cid)
         if runtime is None:
             raise CallNotFound(f"no call {cid!r} on this instance")
-        await getattr(runtime.session, method)(**kwargs)
+        await runtime.session.run(command)
 
     async def let_go(self, cid: str) -> None:
         runtime = self._calls.get(cid)

@@ -18,7 +18,8 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 
 from ..auth import AuthHook, Connection
-from ..cluster.cluster import CONTROL_METHODS, Cluster
+from ..call.commands import make_command
+from ..cluster.cluster import Cluster
 from ..cluster.control import CallControl
 from ..errors import (
     AuthError,
@@ -91,10 +92,10 @@ class HttpRoutes:
         cid, _, method = rest.partition("/")
         try:
             body = await _read_body(receive)
-            kwargs = msgspec.json.decode(body) if body.strip() else {}
-            if not isinstance(kwargs, dict) or method not in CONTROL_METHODS:
-                raise ValueError(f"unknown method {method!r}" if kwargs is not None else "bad body")
-            await self._control(cid).call(method, **kwargs)
+            arguments = msgspec.json.decode(body) if body.strip() else {}
+            if not isinstance(arguments, dict):
+                raise ValueError("the body must be a JSON object of the method's arguments")
+            await self._control(cid).run(make_command(method, arguments))
         except CallNotFound as exc:
             await respond(send, 404, _error(exc))
         except (ValueError, TypeError, msgspec.DecodeError) as exc:

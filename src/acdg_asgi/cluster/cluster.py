@@ -12,29 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import anyio
 
 from ..call import Call
+from ..call.commands import Command
 from ..errors import CallNotFound, CommandFailed, ControlError, ControlTimeout, StoreUnavailable
 from ..protocols import deepgram as dg
-from .store.base import CallSnapshot, CallStore, Command, Reply
+from .store.base import CallSnapshot, CallStore, Release, RemoteCommand, Reply
 
-__all__ = ["CONTROL_METHODS", "Cluster", "LocalCalls"]
+__all__ = ["Cluster", "LocalCalls"]
 
 log = logging.getLogger("acdg_asgi.cluster")
 
-# Session methods that may be called from another instance (or the HTTP control route).
-CONTROL_METHODS: Final = frozenset({
-    "send_agent_message", "send_user_message", "update_prompt", "update_speak",
-    "update_think", "respond_to_function_call", "transfer", "end_session", "play_url",
-    "send_dtmf", "send_meta_data", "abort_prompts", "expect_another_bot_message",
-    "apply_config", "send_activity", "start_call_recording", "stop_call_recording",
-    "pause_call_recording", "resume_call_recording",
-})
-RELEASED: Final = "__released__"  # "another instance took this call over: let it go"
 
 
 class LocalCalls(Protocol):
@@ -42,8 +33,8 @@ class LocalCalls(Protocol):
 
     def __len__(self) -> int: ...
 
-    async def run_command(self, cid: str, method: str, kwargs: Mapping[str, Any]) -> None:
-        """Run ``Session.<method>(**kwargs)`` on call ``cid``; CallNotFound if not here."""
+    async def run_command(self, cid: str, command: Command) -> None:
+        """Run ``command`` on call ``cid``; CallNotFound if it is not here."""
         ...
 
     async def let_go(self, cid: str) -> None:
@@ -124,18 +115,15 @@ class Cluster:
         if claimed is None:
             return "conversation was resumed elsewhere"
         if snapshot.owner and snapshot.owner != self.instance_id:
-            command = Command(uuid.uuid4().hex, cid, RELEASED, {}, self.instance_id)
             # If this does not reach it, its next lease renewal will tell it.
             with anyio.move_on_after(1), contextlib.suppress(StoreUnavailable):
-                await self._store.publish(snapshot.owner, command)
+                await self._store.publish(snapshot.owner, Release(cid, self.instance_id))
         return claimed, history
 
     # --- commands between instances ------------------------------------------------------
 
-    async def remote(
-        self, cid: str, method: str, kwargs: Mapping[str, Any], timeout_s: float = 5.0
-    ) -> None:
-        """Run ``Session.<method>(**kwargs)`` on the instance that owns ``cid``."""
+    async def remote(self, cid: str, command: Command, timeout_s: float = 5.0) -> None:
+        """Run ``command`` on the instance that owns call ``cid``."""
         if not self.shared:
             raise CallNotFound(f"no call {cid!r} on this instance")
         try:
@@ -144,18 +132,19 @@ class Cluster:
             raise ControlError(f"call state unavailable: {exc}") from None
         if loaded is None or not loaded[0].owner:
             raise CallNotFound(f"no live instance owns call {cid!r}")
-        command = Command(uuid.uuid4().hex, cid, method, dict(kwargs), self.instance_id)
-        done = self._pending[command.id] = anyio.Event()
+        message = RemoteCommand(uuid.uuid4().hex, cid, command,  # type: ignore[arg-type]
+                                self.instance_id)
+        done = self._pending[message.id] = anyio.Event()
         try:
-            if not await self._store.publish(loaded[0].owner, command):
+            if not await self._store.publish(loaded[0].owner, message):
                 raise CallNotFound(f"the instance that owns call {cid!r} is gone")
             with anyio.move_on_after(timeout_s):
                 await done.wait()
-            reply = self._replies.pop(command.id, None)
+            reply = self._replies.pop(message.id, None)
         except StoreUnavailable as exc:
             raise ControlError(f"call state unavailable: {exc}") from None
         finally:
-            self._pending.pop(command.id, None)
+            self._pending.pop(message.id, None)
         if reply is None:
             raise ControlTimeout(f"no answer about call {cid!r} within {timeout_s} s")
         if not reply.ok:
@@ -172,6 +161,8 @@ class Cluster:
                     async for message in self._store.listen(self.instance_id):
                         if isinstance(message, Reply):
                             self._reply(message)
+                        elif isinstance(message, Release):
+                            tg.start_soon(calls.let_go, message.conversation_id)
                         else:
                             tg.start_soon(self._execute, calls, message)
                 except StoreUnavailable as exc:
@@ -184,25 +175,19 @@ class Cluster:
             self._replies[reply.id] = reply
             done.set()
 
-    async def _execute(self, calls: LocalCalls, command: Command) -> None:
-        if command.method == RELEASED:
-            await calls.let_go(command.conversation_id)
-            return
-        reply = Reply(command.id, ok=True)
-        if command.method not in CONTROL_METHODS:
-            reply = Reply(command.id, ok=False, error=f"unknown method {command.method!r}")
-        else:
-            try:
-                await calls.run_command(command.conversation_id, command.method, command.kwargs)
-            except CallNotFound:
-                reply = Reply(command.id, ok=False, error="call is not on this instance")
-            except Exception as exc:
-                reply = Reply(command.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+    async def _execute(self, calls: LocalCalls, message: RemoteCommand) -> None:
+        reply = Reply(message.id, ok=True)
         try:
-            await self._store.publish(command.reply_to, reply)
+            await calls.run_command(message.conversation_id, message.command)
+        except CallNotFound:
+            reply = Reply(message.id, ok=False, error="call is not on this instance")
+        except Exception as exc:
+            reply = Reply(message.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        try:
+            await self._store.publish(message.reply_to, reply)
         except StoreUnavailable as exc:
-            log.warning("[%s] reply to %s lost: %s", command.conversation_id,
-                        command.reply_to, exc)
+            log.warning("[%s] reply to %s lost: %s", message.conversation_id,
+                        message.reply_to, exc)
 
     async def _heartbeat(self, calls: LocalCalls) -> None:
         while True:

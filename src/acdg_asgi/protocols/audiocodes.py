@@ -17,7 +17,6 @@ import msgspec
 from ._codec import DecodeError, decode_known, tags
 
 __all__ = [
-    "AUDIO_MESSAGE_TYPES",
     "Activities",
     "Activity",
     "Alternative",
@@ -232,7 +231,6 @@ OutboundMessage = (
     | OutboundActivities
 )
 
-AUDIO_MESSAGE_TYPES: Final = frozenset({"userStream.chunk", "playStream.chunk"})
 
 # --- codec ---------------------------------------------------------------------------------
 

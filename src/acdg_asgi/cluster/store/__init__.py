@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 
 from ...errors import ConfigError, StoreUnavailable
-from .base import CallSnapshot, CallStore, Command, Reply
+from .base import CallSnapshot, CallStore, Message, Release, RemoteCommand, Reply
 
 __all__ = [
     "CallSnapshot",
     "CallStore",
-    "Command",
+    "Message",
+    "Release",
+    "RemoteCommand",
     "Reply",
     "StoreUnavailable",
     "open_store",

@@ -16,10 +16,11 @@ from typing import Protocol
 
 import msgspec
 
+from ...call.commands import CommandUnion
 from ...protocols import audiocodes as ac
 from ...protocols import deepgram as dg
 
-__all__ = ["CallSnapshot", "CallStore", "Command", "Reply"]
+__all__ = ["CallSnapshot", "CallStore", "Message", "Release", "RemoteCommand", "Reply"]
 
 
 class CallSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,20 +34,29 @@ class CallSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     started_wall: float = 0.0
 
 
-class Command(msgspec.Struct, tag=True, frozen=True):
-    """A Session method to run on the instance that owns the call."""
+class RemoteCommand(msgspec.Struct, tag=True, frozen=True):
+    """A call command to run on the instance that owns the call; answered by a Reply."""
 
     id: str
     conversation_id: str
-    method: str
-    kwargs: dict[str, object]
+    command: CommandUnion
     reply_to: str  # instance id of the requester
+
+
+class Release(msgspec.Struct, tag=True, frozen=True):
+    """Another instance took the call over: let it go here (no answer)."""
+
+    conversation_id: str
+    by: str  # instance id of the new owner
 
 
 class Reply(msgspec.Struct, tag=True, frozen=True):
     id: str
     ok: bool
     error: str | None = None
+
+
+Message = RemoteCommand | Release | Reply
 
 
 class CallStore(Protocol):
@@ -77,11 +87,11 @@ class CallStore(Protocol):
         """The call is over: forget it (only if ``instance`` still owns it)."""
         ...
 
-    async def publish(self, instance: str, message: Command | Reply) -> bool:
+    async def publish(self, instance: str, message: Message) -> bool:
         """Send to ``instance``'s channel; ``False`` if nobody listens there."""
         ...
 
-    def listen(self, instance: str) -> AsyncIterator[Command | Reply]: ...
+    def listen(self, instance: str) -> AsyncIterator[Message]: ...
 
     async def heartbeat(self, instance: str, active_calls: int, ttl_s: float) -> None: ...
 

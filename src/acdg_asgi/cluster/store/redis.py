@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from ...errors import StoreUnavailable
 from ...protocols import deepgram as dg
-from .base import CallSnapshot, Command, Reply
+from .base import CallSnapshot, Message
 
 __all__ = ["RedisStore"]
 
@@ -53,7 +53,7 @@ return 1
 """
 
 _history_decoder: Final = msgspec.json.Decoder(dg.History)
-_message_decoder: Final = msgspec.json.Decoder(Command | Reply)
+_message_decoder: Final = msgspec.json.Decoder(Message)
 _snapshot_decoder: Final = msgspec.json.Decoder(CallSnapshot)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -142,13 +142,13 @@ class RedisStore:
     async def release(self, cid: str, instance: str) -> None:
         await self._run(self._release(keys=_keys(cid), args=[instance]))
 
-    async def publish(self, instance: str, message: Command | Reply) -> bool:
+    async def publish(self, instance: str, message: Message) -> bool:
         receivers = await self._run(
             self._redis.publish(f"acdg:instance:{instance}", _encoder.encode(message))
         )
         return bool(receivers)
 
-    async def listen(self, instance: str) -> AsyncIterator[Command | Reply]:
+    async def listen(self, instance: str) -> AsyncIterator[Message]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await self._run(pubsub.subscribe(f"acdg:instance:{instance}"))
         try:
