@@ -16,12 +16,17 @@ handshake, the close and the ``receive``/``send`` path stay uvicorn's.
     uvicorn.run(app, ws="acdg_asgi.serving:DirectWebSocketProtocol")
 
 Apps that do not know the extension see an ordinary uvicorn WebSocket.
+
+It relies on internals of uvicorn's class, as reworked in uvicorn 0.52.1, and is tested
+with 0.52.1 to 0.54; a newer uvicorn gets one warning at import.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from importlib.metadata import version
+from typing import Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -35,6 +40,13 @@ _TEXT_MESSAGE = FIN | TEXT
 _PING_FRAME = FIN | PING
 _PONG_FRAME = FIN | PONG
 _PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
+_NEWEST_TESTED: Final = (0, 54)  # the oldest, 0.52.1, is pyproject's lower bound
+
+if tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) > _NEWEST_TESTED:
+    logging.getLogger("acdg_asgi.serve").warning(
+        "uvicorn %s is newer than the releases the direct WebSocket protocol is tested with "
+        "(0.52.1 to 0.54): if calls misbehave, pin uvicorn<0.55 or serve with ws='auto'",
+        version("uvicorn"))
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
