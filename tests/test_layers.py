@@ -30,6 +30,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "cluster": ("runtime", "asgi", "app", "cli", "testing"),
     "runtime": ("asgi", "app", "cli", "testing"),
     "session": ("runtime", "asgi", "cluster", "app", "cli", "testing"),
+    "delivery": ("runtime", "asgi", "cluster", "app", "cli", "testing"),
 }
 
 

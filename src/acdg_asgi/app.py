@@ -29,6 +29,7 @@ from .cluster.cluster import Cluster
 from .cluster.control import CallControl
 from .cluster.store import CallStore, open_store
 from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_config
+from .delivery import RecordFeed, RecordSink
 from .errors import ConfigError
 from .events import Event
 from .observability.logs import logger
@@ -82,6 +83,7 @@ class BridgeApp:
         instance_id: str | None = None,
         lease_ttl_s: float = 30.0,
         control_auth: str | Secret | AuthHook | None = None,
+        records: Sequence[RecordSink] = (),
     ) -> None:
         choose_agent = _agent_source(agent)
         unknown = [f for f in media_formats if f not in FORMATS]
@@ -116,6 +118,9 @@ class BridgeApp:
         tracer = call_tracer(enabled=tracing)
         if tracer is not None:
             watchers.append(tracer)
+        self.records = tuple(records)
+        if self.records:
+            watchers.append(RecordFeed(self.records))
         self.observers = Observers(watchers)
         self._background: AsyncExitStack | None = None
         self._admission = Admission(
@@ -145,18 +150,25 @@ class BridgeApp:
     # --- lifespan and drain --------------------------------------------------------------
 
     async def __aenter__(self) -> BridgeApp:
-        """Start: with a shared store, this instance's control channel and heartbeat."""
+        """Start what runs beside the calls: with a shared store, this instance's control
+        channel and heartbeat; the delivery of call records."""
         self.calls.draining = False
-        if self.cluster.shared and self._background is None:
+        if (self.cluster.shared or self.records) and self._background is None:
             stack = AsyncExitStack()
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self.cluster.serve, self.calls)
+            if self.cluster.shared:
+                tg.start_soon(self.cluster.serve, self.calls)
+            for sink in self.records:
+                tg.start_soon(sink.run)
             self._background = stack
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.drain()
+        for sink in self.records:
+            with anyio.move_on_after(5):
+                await sink.flush()
         if self._background is not None:
             stack, self._background = self._background, None
             await stack.aclose()

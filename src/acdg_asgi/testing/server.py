@@ -13,10 +13,13 @@ __all__ = ["serve"]
 
 
 @asynccontextmanager
-async def serve(app: Any, *, host: str = "127.0.0.1", **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` until the block exits; yields ``"host:port"``."""
+async def serve(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, **config: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` until the block exits (on a free port unless ``port`` is given);
+    yields ``"host:port"``."""
     config.setdefault("log_level", "warning")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, **config))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         # uvicorn only exposes a flag for this, so poll it.
