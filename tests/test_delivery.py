@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import msgspec
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from vaic_raw import wait_until
 
 from acdg_asgi import AgentSettings, BridgeApp, CallRecord
 from acdg_asgi.delivery import JsonLines, RecordWebhook, sign, verify
@@ -74,12 +74,6 @@ async def calls(url: str, n: int) -> list[str]:
     return [r.conversation_id for r in reports]
 
 
-async def wait_for(check: object, within: float = 20.0) -> None:
-    with anyio.fail_after(within):
-        while not check():  # type: ignore[operator]
-            await anyio.sleep(0.05)
-
-
 async def test_an_outage_of_the_receiver_loses_no_record(tmp_path: Path) -> None:
     port = free_port()
     receiver = Receiver()
@@ -88,14 +82,14 @@ async def test_an_outage_of_the_receiver_loses_no_record(tmp_path: Path) -> None
     async with StandInAgent(script=SCRIPT) as agent, bridge_with(webhook, agent) as url:
         async with serve(receiver.app, port=port):
             first = await calls(url, 1)
-            await wait_for(lambda: len(receiver.records) == 1)
+            await wait_until(lambda: len(receiver.records) == 1)
         # the receiver is down: two more calls wait in the spool, on disk
         during = await calls(url, 2)
-        await wait_for(lambda: len(list((tmp_path / "spool").glob("*.json"))) == 2)
+        await wait_until(lambda: len(list((tmp_path / "spool").glob("*.json"))) == 2)
         assert len(receiver.records) == 1
         async with serve(receiver.app, port=port):
-            await wait_for(lambda: len(receiver.records) == 3)
-            await wait_for(lambda: not list((tmp_path / "spool").glob("*.json")))
+            await wait_until(lambda: len(receiver.records) == 3)
+            await wait_until(lambda: not list((tmp_path / "spool").glob("*.json")))
     got = sorted(r.conversation_id for r in receiver.records.values())
     assert got == sorted(first + during)
     assert receiver.bad_signatures == 0
@@ -110,13 +104,13 @@ async def test_records_waiting_on_disk_are_delivered_after_a_restart(tmp_path: P
                              spool=spool, max_backoff_s=0.5)
         async with bridge_with(down, agent) as url:
             waiting = await calls(url, 2)
-            await wait_for(lambda: len(list(spool.glob("*.json"))) == 2)
+            await wait_until(lambda: len(list(spool.glob("*.json"))) == 2)
         receiver = Receiver()
         async with serve(receiver.app, port=port):
             restarted = RecordWebhook(f"http://127.0.0.1:{port}/hooks/calls", secret=SECRET,
                                       spool=spool, max_backoff_s=0.5)
             async with bridge_with(restarted, agent):
-                await wait_for(lambda: len(receiver.records) == 2)
+                await wait_until(lambda: len(receiver.records) == 2)
     assert sorted(r.conversation_id for r in receiver.records.values()) == sorted(waiting)
 
 
@@ -129,7 +123,7 @@ async def test_a_record_the_receiver_refuses_is_set_aside(tmp_path: Path) -> Non
     async with (StandInAgent(script=SCRIPT) as agent, serve(receiver.app, port=port),
                 bridge_with(webhook, agent) as url):
         await calls(url, 1)
-        await wait_for(lambda: list(spool.glob("*.rejected")))
+        await wait_until(lambda: list(spool.glob("*.rejected")))
     assert receiver.posts == 1  # not retried
     assert not list(spool.glob("*.json"))
 
