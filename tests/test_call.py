@@ -232,6 +232,24 @@ def test_agent_that_never_comes_back_ends_the_call_with_a_reason() -> None:
     assert end.reason == "error" and end.reason_code == "bot-disconnected"
 
 
+def test_an_agent_refusal_for_good_hangs_up_at_once_without_a_retry() -> None:
+    call = make_call()
+    drain(call)
+    call.agent_rejected(0.5, "the agent refused the API key (HTTP 401) at wss://x", 401)
+    to_vaic, _, events, actions = drain(call)
+    assert not any(isinstance(a, ConnectAgent) for a in actions)
+    (hangup,) = to_vaic
+    assert isinstance(hangup, ac.OutboundActivities)
+    assert hangup.activities[0].activity_params == {
+        "hangupReason": "agent refused the connection (HTTP 401)"}
+    (error,) = events
+    assert isinstance(error, ev.BridgeErrorEvent)
+    assert (error.code, error.source, error.fatal, error.status) == (
+        "AGENT_REJECTED", "deepgram", True, 401)
+    call.tick(10.0)  # no retry is ever due
+    assert not any(isinstance(a, ConnectAgent) for a in drain(call)[3])
+
+
 def test_fatal_agent_error_hangs_up() -> None:
     call = make_call()
     ready(call)

@@ -9,7 +9,8 @@
     ├── AuthError                     an upgrade was refused (status code for the answer)
     ├── ConfigError                   the bridge or an agent config is unusable (a ValueError)
     ├── AgentError                    the agent connection (Deepgram)
-    │   ├── AgentConnectError         could not be opened (HTTP status, if there was one)
+    │   ├── AgentConnectError         could not be opened (HTTP status, if there was one;
+    │   │                             ``retryable`` False when a retry cannot help)
     │   └── AgentClosed               is gone: closed by either side, or failed
     ├── VaicClosed                    VAIC's socket is gone
     ├── StoreUnavailable              the shared call-state store cannot be reached now
@@ -89,11 +90,20 @@ class AgentError(BridgeError):
 
 
 class AgentConnectError(AgentError):
-    """The agent connection could not be opened; ``status`` is the HTTP answer if any."""
+    """The agent connection could not be opened; ``status`` is the HTTP answer if any.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    ``retryable`` is ``False`` for answers that the same request will get again: a 3xx,
+    and a 4xx other than 408 and 429 (a wrong key, a wrong path), or a certificate that
+    does not verify. The call then ends at once instead of retrying.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retryable = retryable if retryable is not None else not (
+            status is not None and 300 <= status < 500 and status not in (408, 429))
 
 
 class AgentClosed(AgentError):

@@ -198,12 +198,14 @@ class WarningEvent(Event, frozen=True, kw_only=True):
 
 
 class BridgeErrorEvent(Event, frozen=True, kw_only=True):
-    """An error. ``source``: deepgram, audiocodes, bridge or handler."""
+    """An error. ``source``: deepgram, audiocodes, bridge or handler. ``status``: the HTTP
+    status when the agent refused the connection (``AGENT_REJECTED``)."""
 
     code: str
     message: str
     source: str
     fatal: bool = False
+    status: int | None = None
 
 
 class InboundActivityEvent(Event, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ Inputs are methods, each taking ``now`` (seconds on a monotonic clock):
     vaic(message)          a decoded VAIC message
     vaic_lost() / vaic_resumed()
     agent_connected() / agent(message) / agent_audio(bytes) / agent_lost(reason)
+    agent_rejected(reason, status)   a refusal that a retry cannot change (HTTP 401...)
     tick()                 time passed; call at :meth:`next_deadline`
     command methods        what the application asks for (via Session)
 
@@ -211,6 +212,18 @@ class Call:
         else:
             self.warn(now, "AGENT_CONNECTION_LOST", f"{reason}; reconnecting")
 
+    def agent_rejected(self, now: float, reason: str, status: int | None) -> None:
+        """The agent refused the connection for good (a wrong key or URL): no retry, the
+        caller is hung up with the reason."""
+        if self.state is CallState.ENDED or self.state is CallState.ENDING:
+            self.link.close()
+            return
+        self.link.close()
+        self.playout.end_turn()  # let what was already synthesised play out
+        self.error(now, "AGENT_REJECTED", reason, source="deepgram", fatal=True, status=status)
+        why = f" (HTTP {status})" if status is not None else ""
+        self.hangup(now, f"agent refused the connection{why}", end_reason="error")
+
     # --- time --------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -400,10 +413,12 @@ class Call:
         self.emit(ev.WarningEvent, now, code=code, description=description, source=source)
 
     def error(
-        self, now: float, code: str, message: str, *, source: str = "bridge", fatal: bool = False
+        self, now: float, code: str, message: str, *, source: str = "bridge", fatal: bool = False,
+        status: int | None = None,
     ) -> None:
         self.stats.errors += 1
-        self.emit(ev.BridgeErrorEvent, now, code=code, message=message, source=source, fatal=fatal)
+        self.emit(ev.BridgeErrorEvent, now, code=code, message=message, source=source,
+                  fatal=fatal, status=status)
 
     def protocol_warning(self, now: float, source: str, description: str) -> None:
         """A peer sent something wrong; tell the application, keep going."""

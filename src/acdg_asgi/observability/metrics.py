@@ -72,6 +72,9 @@ class PrometheusMetrics:
         self.protocol_errors = Counter("acdg_protocol_errors", "Bad input from a peer",
                                        ["peer", "kind"], registry=r)
         self.errors = Counter("acdg_errors", "Error events, by source", ["source"], registry=r)
+        self.agent_rejected = Counter("acdg_agent_rejected", "Agent connections refused for "
+                                      "good (a wrong key or URL), by HTTP status", ["status"],
+                                      registry=r)
         self.barge_ins = Counter("acdg_barge_ins", "Caller interruptions of the agent",
                                  registry=r)
         self.handshake = Histogram("acdg_agent_handshake_seconds", "Agent connect to "
@@ -128,6 +131,8 @@ class PrometheusMetrics:
             self.reconnects.inc()
         elif isinstance(event, BridgeErrorEvent):
             self.errors.labels(event.source).inc()
+            if event.code == "AGENT_REJECTED":
+                self.agent_rejected.labels(str(event.status or "none")).inc()
         elif isinstance(event, UserStartedSpeakingEvent) and event.interrupted:
             self.barge_ins.inc()
 

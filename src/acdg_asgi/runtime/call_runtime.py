@@ -30,7 +30,7 @@ from ..observability.logs import CallLog, logger
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from ..session import Session
-from ..transports.agent_base import AgentConnection, PushAgentConnection
+from ..transports.agent_base import AgentConnection, PushAgentConnection, shown_url
 from ..transports.vaic_asgi import VaicSocket
 from . import readers
 from .app_events import EventDispatch
@@ -286,8 +286,17 @@ class CallRuntime:
                 try:
                     with anyio.fail_after(call.limits.handshake_timeout_s):
                         conn = await deps.connector.connect(deps.agent_url, deps.agent_headers)
-                except (AgentConnectError, TimeoutError) as exc:
-                    call.agent_lost(self.now(), str(exc) or "agent connect timed out")
+                except AgentConnectError as exc:
+                    if exc.retryable:
+                        call.agent_lost(self.now(), str(exc))
+                    else:
+                        call.agent_rejected(self.now(), str(exc), exc.status)
+                    self.flush()
+                    continue
+                except TimeoutError:
+                    call.agent_lost(self.now(), f"no answer from the agent at "
+                                    f"{shown_url(deps.agent_url)} within "
+                                    f"{call.limits.handshake_timeout_s:g} s")
                     self.flush()
                     continue
                 if call.state is CallState.ENDED:

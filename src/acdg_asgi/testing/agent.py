@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Final, Self
 
@@ -65,6 +66,7 @@ class StandInAgent:
     ``Authorization: Token|Bearer <key>`` or the subprotocols ``token|bearer, <key>``
     (only the scheme is echoed back), or it is refused with HTTP 401. Paths other than
     ``/v1/agent/converse`` get 404. ``script`` may be replaced between connections.
+    With ``ssl`` (a server context) it serves ``wss://``.
     """
 
     def __init__(
@@ -74,10 +76,13 @@ class StandInAgent:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.script = script if script is not None else AgentScript()
         self.connections: list[AgentConnectionRecord] = []
         self.refused = 0  # upgrades refused by refuse_next()
+        self.requests = 0  # upgrade requests, refused ones included
+        self._ssl = ssl
         self.url = ""
         self._host = host
         self._port = port
@@ -107,10 +112,12 @@ class StandInAgent:
             compression=None,
             close_timeout=2,
             logger=redacted_logger("acdg_asgi.testing.agent.websocket"),
+            ssl=self._ssl,
         )
         port = next(iter(self._server.sockets)).getsockname()[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self.url = f"ws://{host}:{port}{dg.AGENT_PATH}"
+        scheme = "wss" if self._ssl is not None else "ws"
+        self.url = f"{scheme}://{host}:{port}{dg.AGENT_PATH}"
         return self
 
     async def __aexit__(
@@ -146,6 +153,7 @@ class StandInAgent:
     # --- handshake -------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.requests += 1
         if request.path.partition("?")[0] != dg.AGENT_PATH:
             return connection.respond(404, "Not Found\n")
         if self._refusals:

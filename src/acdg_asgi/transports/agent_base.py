@@ -10,14 +10,28 @@ client). Tests and ``acdg demo`` point either at the stand-in agent
 A connection is either awaited (:class:`AgentConnection`: the runtime reads and writes
 it from tasks) or pushing (:class:`PushAgentConnection`: it hands each message over as
 it arrives and takes writes without waiting). The runtime asks which once, at connect.
+
+A connector that cannot connect raises :class:`~acdg_asgi.errors.AgentConnectError`;
+:func:`refused` and :func:`unreachable` word it as both connectors do (the URL without
+its query, the host, the HTTP status, and what to check), and mark the answers that a
+retry cannot change.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
-__all__ = ["AgentConnection", "AgentConnector", "PushAgentConnection"]
+from ..errors import AgentConnectError
+from ..protocols.deepgram import DEFAULT_URL
+
+__all__ = [
+    "AgentConnection", "AgentConnector", "PushAgentConnection", "refused", "shown_url",
+    "unreachable",
+]
 
 
 class AgentConnection(Protocol):
@@ -57,3 +71,89 @@ class PushAgentConnection(AgentConnection, Protocol):
 
 class AgentConnector(Protocol):
     async def connect(self, url: str, headers: Mapping[str, str]) -> AgentConnection: ...
+
+
+# --- why a connection failed, in words -------------------------------------------------------
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a log line may show it: no user info, no query (either may hold a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?..." if parts.query else "")
+
+
+def refused(
+    url: str, status: int, *, key_sent: bool, location: str | None = None
+) -> AgentConnectError:
+    """The agent answered the upgrade with HTTP ``status`` instead of 101."""
+    at = shown_url(url)
+    if status == 401 and key_sent:
+        text = f"the agent refused the API key (HTTP 401) at {at}: check DEEPGRAM_API_KEY " \
+               "(or deepgram_api_key=)"
+    elif status == 401:
+        text = f"the agent wants an API key (HTTP 401) at {at}: set DEEPGRAM_API_KEY " \
+               "(or deepgram_api_key=)"
+    elif status == 403:
+        text = f"the agent refused access (HTTP 403) at {at}: check that DEEPGRAM_API_KEY " \
+               "is valid and may use the Voice Agent API"
+    elif status == 404:
+        text = f"no agent at {at} (HTTP 404): check the URL (deepgram_url= or DEEPGRAM_URL); " \
+               f"Deepgram's is {DEFAULT_URL}"
+    elif 300 <= status < 400:
+        to = f" to {shown_url(location)}" if location else ""
+        text = f"the agent URL {at} redirects (HTTP {status}{to}): configure the URL it " \
+               "points to"
+    elif status in (408, 429):
+        text = f"the agent at {at} is busy (HTTP {status}): check the concurrency limit " \
+               "of the Deepgram project"
+    elif 400 <= status < 500:
+        text = f"the agent refused the upgrade (HTTP {status}) at {at}: check the URL " \
+               "and DEEPGRAM_API_KEY"
+    else:
+        text = f"the agent failed the upgrade (HTTP {status}) at {at}"
+    return AgentConnectError(text, status=status)
+
+
+def proxy_refused(proxy: str, target: str, status: int) -> AgentConnectError:
+    """An HTTP proxy answered ``CONNECT target`` with ``status`` instead of 200."""
+    what = "the proxy credentials" if status == 407 else "that the proxy allows it"
+    return AgentConnectError(
+        f"the proxy {shown_url(proxy)} refused the tunnel to {target} (HTTP {status}): "
+        f"check {what} (HTTPS_PROXY, or proxy=)",
+        status=status, retryable=status >= 500,
+    )
+
+
+def unreachable(url: str, exc: BaseException, *, proxy: str | None = None) -> AgentConnectError:
+    """No answer from the agent (or from the ``proxy`` on the way): DNS, TCP or TLS."""
+    parts = urlsplit(proxy or url)
+    host = parts.hostname or "?"
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    context = f"(the proxy for {shown_url(url)})" if proxy else f"({shown_url(url)})"
+    where = f"{host}:{port} {context}"
+    retryable = True
+    if isinstance(exc, socket.gaierror):
+        text = f"cannot resolve {host} {context}: check the URL and DNS"
+    elif isinstance(exc, ConnectionRefusedError):
+        text = f"nothing listens at {where}: connection refused"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS with {where} failed: its certificate does not verify " \
+               f"({exc.verify_message or exc.reason}): check the URL, or the CA bundle " \
+               "(SSL_CERT_FILE) where a proxy inspects TLS"
+        retryable = False
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS with {where} failed: {exc.reason or exc}"
+    elif isinstance(exc, TimeoutError):
+        text = f"no answer from {where}"
+    elif isinstance(exc, OSError):
+        text = f"cannot connect to {where}: {exc.strerror or exc}"
+    else:
+        text = f"cannot connect to {where}: {exc}"
+    return AgentConnectError(text, retryable=retryable)

@@ -19,13 +19,18 @@ import base64
 import contextlib
 import hashlib
 import os
-import ssl
+import ssl as ssl_module
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Final, cast
+from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
-from ..errors import AgentClosed, AgentConnectError
+from websockets.exceptions import InvalidProxy
+from websockets.proxy import Proxy, get_proxy, parse_proxy, prepare_connect_request
+from websockets.uri import WebSocketURI, parse_uri
+
+from ..errors import AgentClosed, AgentConnectError, ConfigError
+from .agent_base import proxy_refused, refused, shown_url, unreachable
 from .wsframe import BINARY, CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
 
 __all__ = ["LeanConnection", "LeanConnector"]
@@ -35,32 +40,127 @@ _MAX_WRITE_BUFFER: Final = 1 << 20  # beyond this the agent is not reading: drop
 
 
 class LeanConnector:
-    """Opens :class:`LeanConnection`\\ s (``ws://`` or ``wss://``)."""
+    """Opens :class:`LeanConnection`\\ s (``ws://`` or ``wss://``).
 
-    def __init__(self, *, max_frame_bytes: int = 4 * 1024 * 1024) -> None:
+    ``proxy``: ``True`` (the default) takes an HTTP proxy from the environment as the
+    ``websockets`` client does (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``); a URL
+    (``http://user:password@proxy:3128``) names one; ``None`` connects directly. The
+    connection goes through the proxy as an HTTP ``CONNECT`` tunnel, TLS inside it.
+    ``ssl``: the TLS context for ``wss://`` (default: the system's CAs, or
+    ``SSL_CERT_FILE``).
+    """
+
+    def __init__(
+        self, *, max_frame_bytes: int = 4 * 1024 * 1024, proxy: str | Literal[True] | None = True,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.proxy = proxy
+        self.ssl = ssl
+        if isinstance(proxy, str):
+            _http_proxy(proxy)  # a bad one is refused here, not at the first call
+
+    def __repr__(self) -> str:
+        proxy = shown_url(self.proxy) if isinstance(self.proxy, str) else self.proxy
+        return f"LeanConnector(proxy={proxy!r})"
 
     async def connect(self, url: str, headers: Mapping[str, str]) -> LeanConnection:
         parts = urlsplit(url)
         secure = parts.scheme == "wss"
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise AgentConnectError(f"not a WebSocket URL: {url!r}")
-        port = parts.port or (443 if secure else 80)
-        loop = asyncio.get_running_loop()
+            raise AgentConnectError(f"not a WebSocket URL: {shown_url(url)!r}", retryable=False)
+        host, port = parts.hostname, parts.port or (443 if secure else 80)
+        context = (self.ssl or ssl_module.create_default_context()) if secure else None
+        proxy = self._proxy_for(url)
         conn = LeanConnection(self.max_frame_bytes)
         try:
-            await loop.create_connection(
-                lambda: conn, parts.hostname, port,
-                ssl=ssl.create_default_context() if secure else None,
-            )
+            if proxy is None:
+                await asyncio.get_running_loop().create_connection(
+                    lambda: conn, host, port, ssl=context)
+            else:
+                await _tunnel(conn, proxy, host, port, context)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             default_port = port == (443 if secure else 80)
-            host = parts.hostname if default_port else f"{parts.hostname}:{port}"
-            await conn.handshake(host, target, headers)
+            authority = host if default_port else f"{host}:{port}"
+            if ":" in host:
+                authority = f"[{host}]" if default_port else f"[{host}]:{port}"
+            await conn.handshake(authority, target, headers, url=url)
         except OSError as exc:
             conn.abort()
-            raise AgentConnectError(f"cannot connect to the agent: {exc!r}") from None
+            at_proxy = proxy is not None and not conn.tunnelled
+            raise unreachable(url, exc, proxy=proxy if at_proxy else None) from None
+        except AgentConnectError:
+            conn.abort()
+            raise
         return conn
+
+    def _proxy_for(self, url: str) -> str | None:
+        if self.proxy is None:
+            return None
+        proxy = self.proxy if isinstance(self.proxy, str) else get_proxy(parse_uri(url))
+        if proxy is not None:
+            _http_proxy(proxy)
+        return proxy
+
+
+def _http_proxy(proxy: str) -> Proxy:
+    try:
+        parsed = parse_proxy(proxy)
+    except InvalidProxy as exc:
+        raise ConfigError(f"proxy {shown_url(proxy)!r}: {exc}") from None
+    if parsed.scheme != "http":
+        raise ConfigError(
+            f"proxy {shown_url(proxy)!r}: LeanConnector tunnels through http:// proxies; "
+            "use WebsocketsConnector for https:// and SOCKS proxies")
+    return parsed
+
+
+async def _tunnel(
+    conn: LeanConnection, proxy: str, host: str, port: int, context: ssl_module.SSLContext | None
+) -> None:
+    """Open ``host:port`` through an HTTP proxy's ``CONNECT``, TLS inside the tunnel."""
+    loop = asyncio.get_running_loop()
+    parsed = _http_proxy(proxy)
+    transport, tunnel = await loop.create_connection(_Tunnel, parsed.host, parsed.port)
+    target = WebSocketURI(secure=context is not None, host=host, port=port, path="/", query="")
+    transport.write(prepare_connect_request(parsed, target, "acdg-asgi"))
+    try:
+        status = await tunnel.answer
+    except BaseException:
+        transport.abort()
+        raise
+    if status != 200:
+        transport.abort()
+        raise proxy_refused(proxy, f"{host}:{port}", status)
+    conn.tunnelled = True
+    if context is not None:
+        tls = await loop.start_tls(transport, conn, context, server_hostname=host)
+        assert tls is not None
+        conn.connection_made(tls)
+    else:
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads the proxy's answer to ``CONNECT``; the tunnel is then handed to the connection."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end >= 0 and not self.answer.done():
+            status = self._buf.split(b" ", 2)[1:2]
+            self.answer.set_result(int(status[0]) if status and status[0].isdigit() else 0)
+        elif len(self._buf) > 65536 and not self.answer.done():
+            self.answer.set_exception(ConnectionError("the proxy's answer is too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc or ConnectionError("the proxy closed the connection"))
 
 
 class LeanConnection(asyncio.Protocol):
@@ -81,11 +181,18 @@ class LeanConnection(asyncio.Protocol):
         self._on_closed: Callable[[str], None] | None = None
         self._masks = b""
         self._mask_at = 0
+        self._url = ""
+        self._key_sent = False
+        self.tunnelled = False  # through a proxy, which answered CONNECT
 
     # --- handshake -----------------------------------------------------------------------
 
-    async def handshake(self, host: str, target: str, headers: Mapping[str, str]) -> None:
+    async def handshake(
+        self, host: str, target: str, headers: Mapping[str, str], *, url: str = ""
+    ) -> None:
         assert self._transport is not None
+        self._url = url or f"ws://{host}{target}"
+        self._key_sent = any(name.lower() == "authorization" for name in headers)
         self._key = base64.b64encode(os.urandom(16))
         lines = [
             f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
@@ -102,7 +209,8 @@ class LeanConnection(asyncio.Protocol):
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buf) > 65536:
-                self._handshake.set_exception(AgentConnectError("handshake response too long"))
+                self._handshake.set_exception(AgentConnectError(
+                    f"the agent at {shown_url(self._url)} sent a handshake answer too long"))
             return
         head = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
         del self._buf[: end + 4]
@@ -115,9 +223,12 @@ class LeanConnection(asyncio.Protocol):
             fields[name.strip().lower()] = value.strip()
         expected = base64.b64encode(hashlib.sha1(self._key + _GUID).digest()).decode()
         if status != 101:
-            error = AgentConnectError(f"agent refused the upgrade: HTTP {status}", status=status)
+            error = refused(self._url, status, key_sent=self._key_sent,
+                            location=fields.get("location"))
         elif fields.get("sec-websocket-accept") != expected:
-            error = AgentConnectError("agent answered the upgrade with a wrong accept key")
+            error = AgentConnectError(
+                f"the agent at {shown_url(self._url)} answered the upgrade with a wrong "
+                "accept key")
         else:
             self._handshake.set_result(None)
             return
@@ -233,6 +344,10 @@ class LeanConnection(asyncio.Protocol):
             return
         self._closed = self._closed or reason
         self._closed_event.set()
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.set_exception(AgentConnectError(
+                f"the agent at {shown_url(self._url)} closed the connection during the "
+                f"upgrade ({self._closed})"))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         if self._on_closed is not None:

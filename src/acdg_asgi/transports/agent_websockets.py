@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ssl as ssl_module
 from collections.abc import Mapping
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidProxy,
+    InvalidProxyStatus,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
-from ..errors import AgentClosed, AgentConnectError
-from .agent_base import AgentConnection
+from ..errors import AgentClosed, AgentConnectError, ConfigError
+from .agent_base import AgentConnection, proxy_refused, refused, shown_url, unreachable
 from .redact import redacted_logger
 
 __all__ = ["WebsocketsConnector"]
@@ -45,31 +56,62 @@ class _WebsocketsConnection:
 
 
 class WebsocketsConnector:
-    """A connector built on the ``websockets`` client."""
+    """A connector built on the ``websockets`` client.
+
+    ``proxy``: ``True`` (the default) takes one from the environment (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``, SOCKS with ``python-socks``), a URL names one, ``None``
+    connects directly. ``ssl``: the TLS context for ``wss://``.
+    """
 
     def __init__(
-        self, *, open_timeout: float = 10.0, max_frame_bytes: int = 4 * 1024 * 1024
+        self, *, open_timeout: float = 10.0, max_frame_bytes: int = 4 * 1024 * 1024,
+        proxy: str | Literal[True] | None = True, ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.open_timeout = open_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.proxy = proxy
+        self.ssl = ssl
+
+    def __repr__(self) -> str:
+        proxy = shown_url(self.proxy) if isinstance(self.proxy, str) else self.proxy
+        return f"WebsocketsConnector(proxy={proxy!r})"
 
     async def connect(self, url: str, headers: Mapping[str, str]) -> AgentConnection:
+        options: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
+        proxy = self.proxy if isinstance(self.proxy, str) else None
         try:
+            if self.proxy is True:
+                proxy = get_proxy(parse_uri(url))
             ws = await connect(
                 url,
                 additional_headers=dict(headers),
                 open_timeout=self.open_timeout,
                 max_size=self.max_frame_bytes,
                 compression=None,  # audio does not compress; deflate only costs CPU
-                proxy=None,
+                proxy=proxy,
                 logger=_ws_logger,
+                **options,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            message = f"agent refused the upgrade: HTTP {status}"
-            raise AgentConnectError(message, status=status) from None
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise AgentConnectError(f"cannot connect to the agent: {exc!r}") from None
+            key_sent = any(name.lower() == "authorization" for name in headers)
+            location = exc.response.headers.get("Location")
+            raise refused(url, exc.response.status_code, key_sent=key_sent,
+                          location=location) from None
+        except InvalidProxyStatus as exc:
+            uri = parse_uri(url)
+            raise proxy_refused(proxy or "", f"{uri.host}:{uri.port}",
+                                exc.response.status_code) from None
+        except InvalidProxy as exc:
+            raise ConfigError(f"proxy {shown_url(proxy or '')!r}: {exc}") from None
+        except InvalidURI:
+            raise AgentConnectError(f"not a WebSocket URL: {shown_url(url)!r}",
+                                    retryable=False) from None
+        except (OSError, TimeoutError) as exc:
+            at_proxy = proxy is not None and not isinstance(exc, ssl_module.SSLError)
+            raise unreachable(url, exc, proxy=proxy if at_proxy else None) from None
+        except WebSocketException as exc:
+            raise AgentConnectError(f"the agent at {shown_url(url)} broke the upgrade: "
+                                    f"{exc}") from None
         return _WebsocketsConnection(ws)
 
 
