@@ -3,8 +3,9 @@
 Each tenant's VAIC / Live Hub bot connection points at its own URL under the mount,
 ``wss://<host>/audiocodes/acme`` or ``wss://<host>/audiocodes/globex``; a gateway that
 cannot vary the URL may send an ``X-Tenant`` header instead. The factory runs once per
-call, after authentication and before ``session.accepted``; if it raises, the call is
-refused with ``session.error``.
+call, after authentication and before ``session.accepted``. For an unknown tenant it
+returns ``None``: the call is refused with ``session.error`` and one INFO line. (A
+factory that raises is a bug: that call is refused too, and the traceback logged.)
 
 Run it::
 
@@ -36,10 +37,6 @@ PERSONAS: dict[str, AgentSettings] = {
 }
 
 
-class UnknownTenant(LookupError):
-    pass
-
-
 def tenant_of(info: CallInfo) -> str:
     """``X-Tenant`` if present, else the first path segment below the mount."""
     header = info.connection.headers.get("x-tenant", "").strip().lower()
@@ -48,12 +45,10 @@ def tenant_of(info: CallInfo) -> str:
     return info.connection.path.strip("/").split("/")[0].lower()
 
 
-async def pick_agent(info: CallInfo) -> AgentSettings:
-    """The per-call agent factory: called with the upgrade and the ``session.initiate``."""
-    tenant = tenant_of(info)
-    if tenant not in PERSONAS:
-        raise UnknownTenant(f"no persona for tenant {tenant!r}")
-    return PERSONAS[tenant]
+async def pick_agent(info: CallInfo) -> AgentSettings | None:
+    """The per-call agent factory: called with the upgrade and the ``session.initiate``;
+    ``None`` refuses the call."""
+    return PERSONAS.get(tenant_of(info))
 
 
 def build_bridge(

@@ -5,6 +5,7 @@ host app's own routes, and the lifespan drain."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -175,7 +176,10 @@ async def test_under_hypercorn() -> None:
 # --- examples/multi_tenant.py -------------------------------------------------------------
 
 
-async def test_multi_tenant_picks_the_persona_per_call() -> None:
+async def test_multi_tenant_picks_the_persona_per_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
     example = load_example("multi_tenant")
     async with standin(SCRIPT) as agent:
         app = example.build_app(agent.url)
@@ -202,5 +206,9 @@ async def test_multi_tenant_picks_the_persona_per_call() -> None:
               if c.settings is not None]
     assert voices == ["aura-2-thalia-en", "aura-2-orion-en", "aura-2-orion-en"]
     assert refused["type"] == "session.error"
-    assert "agent configuration" in refused["reason"]
+    assert refused["reason"] == "no agent for this call (path /initech)"
     assert len(agent.connections) == 3  # the refused call never reached the agent
+    (line,) = [r for r in caplog.records if "session refused" in r.getMessage()]
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("acdg_asgi")]

@@ -13,9 +13,12 @@ still works; it just cannot drain.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -42,6 +45,7 @@ from .runtime.deps import CallDeps
 from .runtime.scheduler import Scheduler
 from .transports.agent_base import AgentConnector
 from .transports.agent_lean import LeanConnector
+from .transports.redact import protect_server_logs
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
 
@@ -86,16 +90,31 @@ class BridgeApp:
         records: Sequence[RecordSink] = (),
     ) -> None:
         choose_agent = _agent_source(agent)
+        if isinstance(media_formats, str):
+            media_formats = (media_formats,)  # one format, not its characters
         unknown = [f for f in media_formats if f not in FORMATS]
         if unknown or not media_formats:
             raise ConfigError(f"unsupported media formats {unknown}; known: {sorted(FORMATS)}")
+        _expect("deepgram_api_key", deepgram_api_key, str | Secret | None, "a string")
         key = deepgram_api_key if deepgram_api_key is not None else os.environ.get(
             "DEEPGRAM_API_KEY", "")
         self.deepgram_api_key = key if isinstance(key, Secret) else Secret(key)
+        _check_agent_url(deepgram_url)
         if not self.deepgram_api_key and deepgram_url == dg.DEFAULT_URL:
             raise ConfigError("no Deepgram API key: pass deepgram_api_key= or set DEEPGRAM_API_KEY")
         self.deepgram_url = deepgram_url
         self.media_formats = tuple(media_formats)
+        _expect("playout", playout, Playout | None, "Playout(...)")
+        _expect("limits", limits, Limits | None, "Limits(...)")
+        _expect("reconnect", reconnect, Reconnect | None, "Reconnect(...)")
+        _expect("metrics", metrics, bool | PrometheusMetrics, "True, False or PrometheusMetrics")
+        _expect("instance_id", instance_id, str | None, "a string")
+        for name, seconds in (("drain_timeout_s", drain_timeout_s), ("lease_ttl_s", lease_ttl_s)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                raise ConfigError(f"{name} must be a number of seconds above 0, not {seconds!r}")
+        if connector is not None and not callable(getattr(connector, "connect", None)):
+            raise ConfigError(f"connector must have an async connect(url, headers), not "
+                              f"{connector!r}")
         self.playout = playout or Playout()
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
@@ -104,6 +123,7 @@ class BridgeApp:
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
         self.cluster = Cluster(open_store(store), instance_id=instance_id,
                                lease_ttl_s=lease_ttl_s)
+        protect_server_logs()  # uvicorn's debug lines would show VAIC's token
         self.calls = CallRegistry()
         self._auth_repr = "none" if auth is None else "token" if isinstance(
             auth, str | Secret) else getattr(auth, "__qualname__", "hook")
@@ -260,7 +280,8 @@ class BridgeApp:
 
 
 def _agent_source(agent: AgentSpec | AgentFactory | None) -> AgentSource:
-    """``agent=`` as one shape: an async function from the call to its agent config."""
+    """``agent=`` as one shape: an async function from the call to its agent config (or
+    ``None``: no agent for this call, which is refused)."""
     if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
         static = as_agent_config(agent if agent is not None else AgentConfig())
 
@@ -269,10 +290,40 @@ def _agent_source(agent: AgentSpec | AgentFactory | None) -> AgentSource:
 
         return same_for_every_call
     if callable(agent):
+        try:
+            inspect.signature(agent).bind(None)
+        except TypeError:
+            raise ConfigError(f"the agent factory {_name(agent)} must take one argument, the "
+                              "call's CallInfo") from None
+        except ValueError:
+            pass  # no signature to read (a builtin): find out at the first call
         factory = agent
 
-        async def per_call(info: CallInfo) -> AgentConfig:
-            return as_agent_config(await factory(info))
+        async def per_call(info: CallInfo) -> AgentConfig | None:
+            spec = factory(info)
+            if inspect.isawaitable(spec):  # an async factory, or a plain one
+                spec = await spec
+            return None if spec is None else as_agent_config(spec)
 
         return per_call
-    raise ConfigError(f"agent must be settings, a dict or an async factory: {agent!r}")
+    raise ConfigError(f"agent must be settings, a dict or a factory: {agent!r}")
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _expect(name: str, value: object, kinds: Any, what: str) -> None:
+    if not isinstance(value, kinds):
+        raise ConfigError(f"{name} must be {what}, not {value!r}")
+
+
+def _check_agent_url(url: object) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname or not port_ok:
+        raise ConfigError(f"deepgram_url must be a ws:// or wss:// URL such as {dg.DEFAULT_URL}, "
+                          f"not {url!r}")

@@ -11,6 +11,10 @@ Usage::
 
 Secrets (the Deepgram key, the VAIC token) are held in :class:`Secret`, which never
 shows its value in a repr, a log line or an exception.
+
+Every value is checked where it is given: a misspelt keyword or dict key names the
+nearest known one (:func:`check_keys`), and a value of the wrong type or out of range is
+a :class:`~acdg_asgi.errors.ConfigError` naming the setting, at construction.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import msgspec
 
 from .errors import ConfigError
 from .protocols import deepgram as dg
+from .protocols._codec import CheckedKeywords, nearest
 
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
@@ -31,6 +36,7 @@ __all__ = [
     "Reconnect",
     "Secret",
     "as_agent_config",
+    "check_keys",
 ]
 
 DEFAULT_RESUME_GRACE_S: Final = 30.0
@@ -65,7 +71,15 @@ class Secret:
         return hash(self._value)
 
 
-class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class _Checked(msgspec.Struct, kw_only=True, frozen=True, metaclass=CheckedKeywords):
+    """A config object: misspelt keywords name the nearest field; each field's type is
+    checked at construction (``Limits(max_calls="10")`` is refused)."""
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+
+
+class AgentConfig(_Checked, frozen=True, omit_defaults=True):
     """Everything of the Deepgram ``Settings`` message except ``audio``.
 
     The bridge fills ``audio`` from the format negotiated with VAIC, and on a reconnect
@@ -103,7 +117,9 @@ class AgentConfig(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
 def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> AgentConfig:
     """Accept an :class:`AgentConfig`, bare agent settings, or the same as a plain dict.
 
-    A dict may be ``{"agent": {...}, "tags": [...]}`` or just the ``agent`` object.
+    A dict may be ``{"agent": {...}, "tags": [...]}`` or just the ``agent`` object. A key
+    the settings do not have is refused, naming the nearest known one: a misspelt
+    ``"promt"`` would otherwise leave the agent without its prompt.
     """
     if isinstance(value, AgentConfig):
         return value
@@ -112,6 +128,7 @@ def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> A
     if isinstance(value, dict):
         data = value if "agent" in value else {"agent": value}
         data = {k: v for k, v in data.items() if k != "audio"}  # the bridge owns audio
+        check_keys(data, AgentConfig, "the agent config")
         try:
             return msgspec.convert(data, AgentConfig)
         except msgspec.ValidationError as exc:
@@ -119,7 +136,77 @@ def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> A
     raise ConfigError(f"agent config must be AgentConfig, AgentSettings or dict, not {value!r}")
 
 
-class Playout(msgspec.Struct, kw_only=True, frozen=True):
+def check_keys(data: Any, schema: Any, where: str) -> None:
+    """Refuse keys of ``data`` (plain dicts and lists, as from JSON or TOML) that the type
+    ``schema`` does not have, each named with its path and the nearest known key.
+
+    Free-form dicts (a provider's settings) are not looked into; nor is a union of
+    several Struct types, which only its decoder can tell apart.
+    """
+    problems = list(_unknown_keys(data, msgspec.inspect.type_info(schema), ""))
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _unknown_keys(data: Any, info: msgspec.inspect.Type, path: str) -> list[str]:
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.UnionType):
+        kinds = (inspect.StructType,) if isinstance(data, dict) else (
+            inspect.ListType, inspect.VarTupleType, inspect.TupleType) if isinstance(
+            data, list) else ()
+        members = [t for t in info.types if isinstance(t, kinds)] if kinds else []
+        return _unknown_keys(data, members[0], path) if len(members) == 1 else []
+    if isinstance(info, inspect.StructType) and isinstance(data, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        if info.tag_field is not None:
+            fields[info.tag_field] = inspect.AnyType()
+        found = []
+        for key, value in data.items():
+            name = f"{path}.{key}" if path else str(key)
+            if key not in fields:
+                found.append(f"unknown key {name!r}{nearest(str(key), fields)}")
+            else:
+                found += _unknown_keys(value, fields[key], name)
+        return found
+    if isinstance(info, inspect.ListType | inspect.VarTupleType) and isinstance(data, list):
+        return [p for i, item in enumerate(data)
+                for p in _unknown_keys(item, info.item_type, f"{path}[{i}]")]
+    if isinstance(info, inspect.TupleType) and isinstance(data, list):
+        return [p for i, (item, t) in enumerate(zip(data, info.item_types, strict=False))
+                for p in _unknown_keys(item, t, f"{path}[{i}]")]
+    return []
+
+
+def _check_types(obj: msgspec.Struct) -> None:
+    """Each field of ``obj`` holds its declared type (an int where a float goes, a list
+    where a tuple goes, are fine)."""
+    for field in msgspec.structs.fields(obj):
+        value = getattr(obj, field.name)
+        try:
+            converted = msgspec.convert(value, field.type, strict=True)
+        except msgspec.ValidationError as exc:
+            got = f"{field.name}={value!r}"
+            raise ConfigError(f"{type(obj).__name__}({got}): {exc}") from None
+        if type(converted) is not type(value) and not (
+                isinstance(converted, float) and isinstance(value, int)) and not (
+                isinstance(converted, tuple) and isinstance(value, list)):
+            raise ConfigError(f"{type(obj).__name__}({field.name}={value!r}): expected "
+                              f"{type(converted).__name__}, got {type(value).__name__}")
+
+
+def _at_least(obj: msgspec.Struct, minimum: float, *names: str, none_ok: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and none_ok:
+            continue
+        if value < minimum:
+            bound = "more than 0" if minimum == 1e-9 else f"{minimum:g} or more"
+            also = ", or None for no limit" if none_ok else ""
+            raise ConfigError(f"{type(obj).__name__}({name}={value!r}): {name} must be "
+                              f"{bound}{also}")
+
+
+class Playout(_Checked, frozen=True):
     """How agent audio goes out to VAIC.
 
     ``lead_ms``: how far ahead of real time audio may be sent. Smaller cuts the agent off
@@ -133,11 +220,15 @@ class Playout(msgspec.Struct, kw_only=True, frozen=True):
     max_buffer_ms: int = 120_000
 
     def __post_init__(self) -> None:
-        if self.lead_ms < 0 or self.chunk_ms <= 0 or self.max_buffer_ms < self.chunk_ms:
-            raise ConfigError(f"invalid playout settings: {self!r}")
+        _check_types(self)
+        _at_least(self, 0, "lead_ms")
+        _at_least(self, 1, "chunk_ms")
+        if self.max_buffer_ms < self.chunk_ms:
+            raise ConfigError(f"Playout(max_buffer_ms={self.max_buffer_ms!r}): max_buffer_ms "
+                              f"must be at least chunk_ms ({self.chunk_ms})")
 
 
-class Reconnect(msgspec.Struct, kw_only=True, frozen=True):
+class Reconnect(_Checked, frozen=True):
     """Retries of the agent connection, with exponential backoff.
 
     ``attempts`` consecutive failures end the call (hang up with a reason); a connection
@@ -148,13 +239,17 @@ class Reconnect(msgspec.Struct, kw_only=True, frozen=True):
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 3.0
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 0, "attempts", "initial_backoff_s", "max_backoff_s")
+
     def backoff(self, failures: int) -> float:
         if failures <= 1:
             return 0.0  # the first retry goes at once: the caller is waiting
         return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (failures - 2)))
 
 
-class Limits(msgspec.Struct, kw_only=True, frozen=True):
+class Limits(_Checked, frozen=True):
     """Bounds that keep one bad call or a flood of calls from hurting the rest, and the
     size of caller audio frames toward the agent.
 
@@ -174,3 +269,11 @@ class Limits(msgspec.Struct, kw_only=True, frozen=True):
     event_queue: int = 1000
     outbound_queue: int = 500  # messages waiting for a slow peer; oldest audio goes first
     caller_frame_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 1, "max_calls", none_ok=True)
+        _at_least(self, 1, "max_frame_bytes", "event_queue", "outbound_queue")
+        _at_least(self, 1e-9, "initiate_timeout_s", "handshake_timeout_s", "hangup_timeout_s",
+                  "keepalive_s")
+        _at_least(self, 0, "resume_grace_s", "pre_ready_audio_ms", "caller_frame_ms")

@@ -7,6 +7,7 @@ here, or taken over from another instance through the shared store.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,9 @@ class CallInfo(msgspec.Struct, frozen=True):
 
 
 AgentSpec = AgentConfig | dg.AgentSettings | dict[str, Any]
-AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec]]
-AgentSource = Callable[[CallInfo], Awaitable[AgentConfig]]  # ``agent=``, normalised
+# ``None``: this call has no agent (an unknown tenant); it is refused with session.error
+AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec | None] | AgentSpec | None]
+AgentSource = Callable[[CallInfo], Awaitable[AgentConfig | None]]  # ``agent=``, normalised
 
 
 class Admission:
@@ -123,9 +125,9 @@ class Admission:
         agent = None
         if refusal is None:
             agent = await self._agent_config(CallInfo(conn, msg))
-            if agent is None:
-                refusal = ("agent_config", "no agent configuration for this call")
-        if refusal is not None or fmt is None or agent is None:
+            if not isinstance(agent, AgentConfig):
+                refusal = agent
+        if refusal is not None or fmt is None or not isinstance(agent, AgentConfig):
             cause, reason = refusal or ("bad_request", "refused")
             await self._refuse(vaic, cid, cause, reason)
             return
@@ -156,8 +158,10 @@ class Admission:
         snapshot, history = claimed
         agent = await self._agent_config(CallInfo(conn, snapshot.initiate))
         fmt = FORMATS.get(snapshot.media_format)
-        if agent is None or fmt is None:
-            await self._refuse(vaic, cid, "agent_config", "no agent configuration for this call")
+        if not isinstance(agent, AgentConfig) or fmt is None:
+            cause, reason = agent if isinstance(agent, tuple) else (
+                "agent_config", f"unknown media format {snapshot.media_format!r}")
+            await self._refuse(vaic, cid, cause, reason)
             return
         call = Call(snapshot.initiate, session_id=snapshot.session_id, media_format=fmt,
                     agent_config=agent, now=Scheduler.for_running_loop().now(),
@@ -182,16 +186,21 @@ class Admission:
                                        runtime.log)
                     await cluster.unregister(call, runtime.log)
 
-    async def _agent_config(self, info: CallInfo) -> AgentConfig | None:
+    async def _agent_config(self, info: CallInfo) -> AgentConfig | tuple[str, str]:
+        """The call's agent config, or why not (cause for metrics, reason for VAIC)."""
         try:
-            return await self._agent(info)
+            config = await self._agent(info)
         except Exception:
             logger.exception("[%s] agent factory failed", info.initiate.conversation_id)
-            return None
+            return ("agent_config", "no agent configuration for this call")
+        if config is None:  # the application's choice: not a fault
+            return ("no_agent", f"no agent for this call (path {info.connection.path})")
+        return config
 
     async def _refuse(self, vaic: VaicSocket, cid: str, cause: str, reason: str) -> None:
         self._observers.refused(cause)
-        logger.warning("[%s] session refused: %s", cid, reason)
+        level = logging.INFO if cause == "no_agent" else logging.WARNING
+        logger.log(level, "[%s] session refused: %s", cid, reason)
         try:
             await vaic.send_text(ac.encode(ac.SessionError(reason=reason,
                                                            conversation_id=cid or None)))

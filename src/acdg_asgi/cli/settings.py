@@ -31,6 +31,10 @@ Example ``acdg.toml``::
     type = "deepgram"
     model = "aura-2-thalia-en"
 
+Keys are checked: a misspelt one is refused, naming the nearest known key. A partial
+``[agent]`` is merged into the default agent: ``[agent] greeting = "Hi"`` keeps the
+default listen, think and speak settings; a provider table replaces the default's whole.
+
 Secrets come from the environment only: ``DEEPGRAM_API_KEY`` and ``ACDG_TOKEN`` (the
 bearer token configured in VAIC / Live Hub; ``AC_TOKEN`` is read too, as the predecessor
 bridge did).
@@ -46,7 +50,7 @@ from typing import Any
 import msgspec
 
 from ..audio import DEFAULT_PREFERENCE
-from ..config import AgentConfig, Limits, Playout, Reconnect, Secret
+from ..config import AgentConfig, Limits, Playout, Reconnect, Secret, check_keys
 from ..errors import ConfigError
 from ..protocols import deepgram as dg
 
@@ -118,7 +122,29 @@ def load_settings(path: Path | None, overrides: dict[str, dict[str, Any]]) -> Se
             data.setdefault(section, {})[key] = int(value) if key == "port" else value
     for section, values in overrides.items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    check_keys(data, ServeSettings, str(path) if path is not None else "settings")
+    if isinstance(data.get("agent"), dict):
+        data["agent"] = merged(msgspec.to_builtins(DEFAULT_AGENT), data["agent"],
+                               msgspec.inspect.type_info(dg.AgentSettings))
     try:
         return msgspec.convert(data, ServeSettings)
     except (msgspec.ValidationError, ConfigError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def merged(default: Any, given: Any, info: msgspec.inspect.Type) -> Any:
+    """``given`` laid over ``default`` (plain data of the type ``info``): settings objects
+    merge key by key; anything else given (a provider's dict, a list) replaces the
+    default's."""
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.UnionType) and isinstance(given, dict):
+        structs = [t for t in info.types if isinstance(t, inspect.StructType)]
+        info = structs[0] if len(structs) == 1 else info
+    if not (isinstance(info, inspect.StructType) and isinstance(default, dict)
+            and isinstance(given, dict)):
+        return given
+    fields = {f.encode_name: f.type for f in info.fields}
+    out = dict(default)
+    for key, value in given.items():
+        out[key] = merged(default.get(key), value, fields[key]) if key in fields else value
+    return out

@@ -1,12 +1,18 @@
-"""What both protocol modules decode the same way: tolerant of unknown message types."""
+"""What both protocol modules decode the same way: tolerant of unknown message types.
+
+Also here: :class:`CheckedKeywords`, the metaclass of the settings Structs, so that a
+misspelt keyword names the nearest known one.
+"""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
 
-__all__ = ["DecodeError", "decode_known", "tags"]
+__all__ = ["CheckedKeywords", "DecodeError", "decode_known", "nearest", "tags"]
 
 M = TypeVar("M")
 U = TypeVar("U")
@@ -44,3 +50,30 @@ def decode_known(
     if kind in known_tags:
         raise DecodeError(f"{kind}: {first_error}") from None
     return envelope
+
+
+def nearest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean "x"?)`` for the known name closest to ``name``, else the known ones."""
+    names = sorted(known)
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if match:
+        return f' (did you mean "{match[0]}"?)'
+    return f" (known: {', '.join(names)})" if names else ""
+
+
+class CheckedKeywords(msgspec.StructMeta):
+    """Struct construction that names the nearest field for a misspelt keyword:
+    ``AgentSettings(greting=...)`` says ``did you mean "greeting"?``. Decoding does not
+    pass through here and costs nothing more."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TypeError:
+            fields = cls.__struct_fields__
+            unknown = [key for key in kwargs if key not in fields]
+            if not unknown:
+                raise
+            raise TypeError("; ".join(
+                f"{cls.__name__}() got an unknown keyword {key!r}{nearest(key, fields)}"
+                for key in unknown)) from None

@@ -15,15 +15,15 @@ from typing import Any, Final, Literal
 import msgspec
 
 from . import _codec
-from ._codec import decode_known, tags
+from ._codec import CheckedKeywords, decode_known, tags
 
 DecodeError = _codec.DecodeError  # raised by decode_server/decode_client
 AGENT_PATH: Final = "/v1/agent/converse"
 DEFAULT_URL: Final = "wss://agent.deepgram.com" + AGENT_PATH
 
 
-class _Config(msgspec.Struct, omit_defaults=True, frozen=True):
-    """Base of nested settings objects."""
+class _Config(msgspec.Struct, omit_defaults=True, frozen=True, metaclass=CheckedKeywords):
+    """Base of nested settings objects. A misspelt keyword names the nearest field."""
 
 
 # --- Settings ------------------------------------------------------------------------------
