@@ -64,6 +64,9 @@ from .protocols.deepgram import (
 from .serving import DrainingServer
 from .session import Session
 from .transports.agent_base import AgentConnection, AgentConnector
+from .transports.agent_lean import LeanConnector
+from .transports.agent_websockets import WebsocketsConnector
+from .transports.redact import ServerLogFilter
 
 __version__ = "0.1.0"
 
@@ -106,6 +109,7 @@ __all__ = [
     "FunctionCallCancelledEvent",
     "FunctionCallRequestEvent",
     "InboundActivityEvent",
+    "LeanConnector",
     "Limits",
     "ListenSettings",
     "LocalProtocolError",
@@ -116,6 +120,7 @@ __all__ = [
     "Reconnect",
     "RemoteProtocolError",
     "Secret",
+    "ServerLogFilter",
     "Session",
     "SessionClosedError",
     "SessionEndEvent",
@@ -129,5 +134,6 @@ __all__ = [
     "TranscriptLine",
     "UserStartedSpeakingEvent",
     "WarningEvent",
+    "WebsocketsConnector",
     "__version__",
 ]

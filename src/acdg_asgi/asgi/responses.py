@@ -6,6 +6,8 @@ from __future__ import annotations
 import msgspec
 from starlette.types import Scope, Send
 
+from ..transports.redact import mark_refused
+
 __all__ = ["deny", "respond", "route_path"]
 
 
@@ -31,6 +33,7 @@ async def respond(
 
 async def deny(scope: Scope, send: Send, status: int, reason: str) -> None:
     """Refuse a WebSocket upgrade with a real HTTP status where the server allows it."""
+    mark_refused()  # so uvicorn's "returned without completing handshake" is not logged
     if "websocket.http.response" in scope.get("extensions", {}):
         body = msgspec.json.encode({"error": reason})
         headers = [(b"content-type", b"application/json"),

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from ..transports.redact import ServerLogFilter
+
 __all__ = ["CallLog", "JsonFormatter", "configure_logging", "logger"]
 
 logger = logging.getLogger("acdg_asgi.call")
@@ -44,6 +46,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
+        cid = entry.get("conversation_id")
+        if cid is not None:  # the field says it: no "[conversation]" prefix in the text too
+            entry["message"] = entry["message"].removeprefix(f"[{cid}] ")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()
@@ -55,6 +60,7 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(ServerLogFilter())  # whichever logger a server or library writes to
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -102,7 +102,9 @@ class CallRuntime:
                 await self.agent.aclose()
                 if self.vaic.socket is not None:
                     await self.vaic.socket.close(1000)
-            self.log.info("call finished: %s", self.call.end_reason)
+            reason, code, detail = self.call.end_reason or ("unknown", None, None)
+            why = ": ".join(str(part) for part in (code, detail) if part)
+            self.log.info("call finished: %s%s", reason, f" ({why})" if why else "")
 
     async def attach(self, vaic: VaicSocket) -> None:
         """``session.resume`` on a new socket: carry on with it, until it closes."""

@@ -157,6 +157,14 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         on_text(text)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # The refusal is answered in full. uvicorn does not count that as a finished
+            # handshake, and would log "ASGI callable returned without completing
+            # handshake." at ERROR after every refused upgrade.
+            self.handshake_complete = True
+
     def backed_up(self) -> bool:
         """VAIC reads slower than we write: the transport's buffer is over its high mark."""
         return not self.writable.is_set()
