@@ -1,7 +1,8 @@
 """The bridge's plain HTTP side: Live Hub's probe, readiness, metrics, call control.
 
     GET  <mount>/                      {"type": "ac-bot-api", "success": true}
-    GET  <mount>/ready                 200 while taking calls, 503 while draining
+    GET  <mount>/ready                 200 while taking calls, 503 while draining; the body
+                                       says how many, and the shared store's state
     GET  <mount>/metrics               Prometheus text (with metrics=True)
     POST <mount>/calls/{id}/{method}   run a Session method on a call, wherever it is
                                        (with control_auth=; JSON body = keyword arguments):
@@ -72,6 +73,7 @@ class HttpRoutes:
         body = msgspec.json.encode({
             "ready": not draining, "calls": calls, "instance": self._cluster.instance_id,
             "cluster_calls": await self._cluster.cluster_calls(calls),
+            "store": self._cluster.describe_store(),
         })
         await respond(send, 503 if draining else 200, body)
 

@@ -5,6 +5,11 @@ Without a shared store (the default) this is a no-op: the instance is alone. Wit
 its history is appended per turn; its lease is renewed while it lives. A ``session.resume``
 for a call this instance does not have takes it over from the store, and a command for a
 call owned elsewhere travels to the owner and back.
+
+The store's state (:attr:`Cluster.store_state`: ``"up"``, ``"down"`` or ``"unknown"``)
+follows every answer and failure of the store, and each change is logged once: one
+WARNING when it goes down, one INFO when it is back. The control channel retries with
+backoff (1 s doubling to 30 s) in between.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ __all__ = ["Cluster", "LocalCalls"]
 
 log = logging.getLogger("acdg_asgi.cluster")
 
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
 
 
 class LocalCalls(Protocol):
@@ -54,9 +61,49 @@ class Cluster:
         self._pending: dict[str, anyio.Event] = {}
         self._replies: dict[str, Reply] = {}
         self.last_cluster_calls: int | None = None  # refreshed with each heartbeat
+        self.store_state = "unknown"  # "up" or "down" once the store has answered or failed
+        self.store_error: str | None = None
+        self._store_back = anyio.Event()  # wakes the control channel's retry
 
     def __repr__(self) -> str:
         return f"Cluster({self.instance_id!r}, {self.store!r})"
+
+    def describe_store(self) -> dict[str, str]:
+        """The store and its state, for ``/ready``: ``name``, ``state`` (``up``, ``down``,
+        ``unknown``, or ``none`` without a store) and, while down, ``error``."""
+        if self.store is None:
+            return {"name": "none", "state": "none"}
+        found = {"name": repr(self.store), "state": self.store_state}
+        if self.store_state == "down" and self.store_error:
+            found["error"] = self.store_error
+        return found
+
+    def store_answered(self) -> None:
+        if self.store_state != "up":
+            if self.store_state == "down":
+                log.info("call state store %r is back", self.store)
+            self.store_state, self.store_error = "up", None
+            self._store_back.set()
+
+    def store_failed(self, exc: StoreUnavailable) -> None:
+        self.store_error = str(exc)
+        if self.store_state != "down":
+            self.store_state = "down"
+            self._store_back = anyio.Event()
+            log.warning("call state store %r unreachable (%s): calls go on here, but resumes "
+                        "on other instances and commands between instances fail until it is "
+                        "back", self.store, exc)
+
+    async def check_store(self) -> None:
+        """Ask the store once (at startup): its state is known, and logged, from then on."""
+        if self.store is None:
+            return
+        try:
+            self.last_cluster_calls = await self.store.cluster_calls()
+        except StoreUnavailable as exc:
+            self.store_failed(exc)
+        else:
+            self.store_answered()
 
     @property
     def _store(self) -> CallStore:
@@ -75,7 +122,10 @@ class Cluster:
         try:
             await self._store.create(snapshot, self.lease_ttl_s)
         except StoreUnavailable as exc:
+            self.store_failed(exc)
             log.warning("call state not shared (%s): a resume elsewhere will fail", exc)
+        else:
+            self.store_answered()
 
     async def keep(
         self, cid: str, entries: list[dg.History], log: logging.LoggerAdapter[Any]
@@ -83,10 +133,13 @@ class Cluster:
         """Append new history and renew the lease; ``False`` if another instance owns it."""
         try:
             await self._store.append(cid, entries, self.lease_ttl_s)
-            return await self._store.renew(cid, self.instance_id, self.lease_ttl_s)
+            owned = await self._store.renew(cid, self.instance_id, self.lease_ttl_s)
         except StoreUnavailable as exc:
+            self.store_failed(exc)
             log.warning("call state not saved (%s); the call goes on here", exc)
             return True
+        self.store_answered()
+        return owned
 
     async def unregister(self, call: Call, log: logging.LoggerAdapter[Any]) -> None:
         try:
@@ -151,14 +204,19 @@ class Cluster:
             raise CommandFailed(reply.error or "failed")
 
     async def serve(self, calls: LocalCalls) -> None:
-        """Answer commands for our calls and collect replies; heartbeat. Runs until cancelled."""
+        """Answer commands for our calls and collect replies; heartbeat. Runs until cancelled.
+
+        While the store is down the control channel is retried with backoff; the state
+        change is logged once, not each retry."""
         if self.store is None:
             return
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, calls)
+            delay = _RETRY_FIRST_S
             while True:
                 try:
                     async for message in self._store.listen(self.instance_id):
+                        delay = _RETRY_FIRST_S
                         if isinstance(message, Reply):
                             self._reply(message)
                         elif isinstance(message, Release):
@@ -166,8 +224,13 @@ class Cluster:
                         else:
                             tg.start_soon(self._execute, calls, message)
                 except StoreUnavailable as exc:
-                    log.warning("control channel down (%s); retrying", exc)
-                await anyio.sleep(1)
+                    self.store_failed(exc)
+                    with anyio.move_on_after(delay):  # or sooner, once the store is back
+                        await self._store_back.wait()
+                    delay = _RETRY_FIRST_S if self.store_state == "up" else min(
+                        _RETRY_MAX_S, delay * 2)
+                else:  # the subscription ended without a fault: renew it
+                    await anyio.sleep(_RETRY_FIRST_S)
 
     def _reply(self, reply: Reply) -> None:
         done = self._pending.get(reply.id)
@@ -191,15 +254,22 @@ class Cluster:
 
     async def _heartbeat(self, calls: LocalCalls) -> None:
         while True:
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 await self._store.heartbeat(self.instance_id, len(calls), self.lease_ttl_s)
                 self.last_cluster_calls = await self._store.cluster_calls()
+            except StoreUnavailable as exc:
+                self.store_failed(exc)
+            else:
+                self.store_answered()
             await anyio.sleep(5)
 
     async def cluster_calls(self, local: int) -> int:
-        if not self.shared:
+        """Active calls on every instance; ``local`` without a store, or while it is down
+        (a readiness probe must not wait for a store that does not answer)."""
+        if not self.shared or self.store_state == "down":
             return local
         try:
             return await self._store.cluster_calls()
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            self.store_failed(exc)
             return local

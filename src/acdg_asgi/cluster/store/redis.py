@@ -12,6 +12,7 @@ travel on the owner's pub/sub channel ``acdg:instance:{id}``; replies on the req
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
@@ -150,15 +151,19 @@ class RedisStore:
 
     async def listen(self, instance: str) -> AsyncIterator[Message]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await self._run(pubsub.subscribe(f"acdg:instance:{instance}"))
         try:
-            async for raw in pubsub.listen():
-                try:
-                    yield _message_decoder.decode(raw["data"])
-                except msgspec.DecodeError:
-                    continue
+            await self._run(pubsub.subscribe(f"acdg:instance:{instance}"))
+            try:
+                async for raw in pubsub.listen():
+                    try:
+                        yield _message_decoder.decode(raw["data"])
+                    except msgspec.DecodeError:
+                        continue
+            except (RedisError, OSError) as exc:  # Redis went away while we listened
+                raise StoreUnavailable(f"redis: {exc}") from None
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def heartbeat(self, instance: str, active_calls: int, ttl_s: float) -> None:
         await self._run(self._redis.hset("acdg:instances", instance,
