@@ -4,6 +4,7 @@ migrate-drain, and an instance killed mid-call."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -71,7 +72,10 @@ async def wait_for(condition: object, within_s: float = 10.0) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_resume_on_another_instance_carries_the_history(redis_url: str) -> None:
+async def test_resume_on_another_instance_carries_the_history(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     async with StandInAgent(script=SCRIPT) as agent, cluster(redis_url, agent, 2) as (a, b):
         script = CallScript(utterances=TALK, drop_and_resume_at_ms=4200, resume_urls=(b.url,))
         report = await run_call(a.url, script)
@@ -93,6 +97,10 @@ async def test_resume_on_another_instance_carries_the_history(redis_url: str) ->
     assert [(m.role, m.content) for m in context.messages] == said_on_a
     assert len(said_on_a) >= 3 and second.settings.agent.greeting is None
     assert not report.violations
+    # B names the instance it took the call from, not itself
+    (line,) = [r for r in caplog.records if "taken over from" in r.getMessage()]
+    assert line.getMessage() == f"[{report.conversation_id}] resumed here, taken over from i0"
+    assert line.conversation_id == report.conversation_id  # type: ignore[attr-defined]
 
 
 async def test_two_racing_resumes_have_exactly_one_winner(redis_url: str) -> None:

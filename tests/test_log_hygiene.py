@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -72,7 +73,7 @@ async def test_acdg_serve_at_debug_level_logs_no_secret(tmp_path: Path) -> None:
         env = {**os.environ, "DEEPGRAM_URL": agent.url, "DEEPGRAM_API_KEY": API_KEY,
                "ACDG_TOKEN": TOKEN, "ACDG_PORT": str(port)}
         with log.open("wb") as out:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: ASYNC220  # the server runs beside this loop
                 [sys.executable, "-m", "acdg_asgi.cli", "serve", "--log-level", "debug"],
                 env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -100,7 +101,7 @@ async def wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> N
                 await http.get(url)
                 return
             except httpx.TransportError:
-                assert proc.poll() is None, log.read_text()
+                assert proc.poll() is None, log.read_text()  # noqa: ASYNC240
                 assert time.monotonic() < deadline, f"{url} never answered"
                 await anyio.sleep(0.05)
 
@@ -186,3 +187,24 @@ def test_call_lines_read_as_text_and_as_json() -> None:
     entry = msgspec.json.decode(JsonFormatter().format(record))
     assert entry["message"] == "call finished: caller"
     assert (entry["conversation_id"], entry["session_id"]) == ("conv-7", "s-7")
+
+
+SCRIPT_WITHOUT_LOGGING = """
+import logging, sys
+from acdg_asgi import BridgeApp
+BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse")
+log = logging.getLogger("acdg_asgi.call")
+log.warning("before the app configured logging")
+logging.basicConfig(format="APP %(levelname)s %(message)s")
+log.warning("after")
+"""
+
+
+def test_bridge_lines_get_time_and_level_where_the_app_configured_no_logging() -> None:
+    done = subprocess.run([sys.executable, "-c", SCRIPT_WITHOUT_LOGGING], capture_output=True,
+                          text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING acdg_asgi\.call: "
+                        r"before the app configured logging", lines[0])
+    assert lines[1] == "APP WARNING after"  # once the app has a handler, only there

@@ -65,7 +65,7 @@ async def ready(http: httpx.AsyncClient, host: str) -> dict[str, Any]:
 
 async def until_store(http: httpx.AsyncClient, host: str, state: str) -> dict[str, Any]:
     with anyio.fail_after(20):
-        while (body := await ready(http, host))["store"]["state"] != state:
+        while (body := await ready(http, host))["store"]["state"] != state:  # noqa: ASYNC110
             await anyio.sleep(0.1)
     return body
 

@@ -35,7 +35,7 @@ from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_co
 from .delivery import RecordFeed, RecordSink
 from .errors import ConfigError
 from .events import Event
-from .observability.logs import logger
+from .observability.logs import log_somewhere, logger
 from .observability.metrics import PrometheusMetrics
 from .observability.observer import Observer, Observers
 from .observability.tracing import call_tracer
@@ -124,6 +124,7 @@ class BridgeApp:
         self.cluster = Cluster(open_store(store), instance_id=instance_id,
                                lease_ttl_s=lease_ttl_s)
         protect_server_logs()  # uvicorn's debug lines would show VAIC's token
+        log_somewhere()
         self.calls = CallRegistry()
         self._auth_repr = "none" if auth is None else "token" if isinstance(
             auth, str | Secret) else getattr(auth, "__qualname__", "hook")

@@ -23,7 +23,7 @@ from ..call import Call
 from ..cluster.cluster import Cluster
 from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..errors import AuthError, SessionClosedError
-from ..observability.logs import logger
+from ..observability.logs import for_call, logger
 from ..observability.observer import Observers
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
@@ -155,7 +155,7 @@ class Admission:
         if isinstance(claimed, str):
             await self._refuse(vaic, cid, "resume_unknown", claimed)
             return
-        snapshot, history = claimed
+        snapshot, history, previous = claimed
         agent = await self._agent_config(CallInfo(conn, snapshot.initiate))
         fmt = FORMATS.get(snapshot.media_format)
         if not isinstance(agent, AgentConfig) or fmt is None:
@@ -167,8 +167,8 @@ class Admission:
                     agent_config=agent, now=Scheduler.for_running_loop().now(),
                     playout=self._playout, limits=self._limits, reconnect=self._reconnect,
                     wall_clock=snapshot.started_wall, taken_over=(snapshot.epoch, history))
-        logger.info("[%s] resumed here, taken over from %s", cid,
-                    snapshot.owner or "a drained peer")
+        for_call(cid, snapshot.session_id).info(
+            "resumed here, taken over from %s", previous or "an instance that drained")
         await self._run(CallRuntime(call, self._deps()), vaic, snapshot.path)
 
     async def _run(self, runtime: CallRuntime, vaic: VaicSocket, path: str) -> None:
@@ -191,7 +191,7 @@ class Admission:
         try:
             config = await self._agent(info)
         except Exception:
-            logger.exception("[%s] agent factory failed", info.initiate.conversation_id)
+            for_call(info.initiate.conversation_id).exception("agent factory failed")
             return ("agent_config", "no agent configuration for this call")
         if config is None:  # the application's choice: not a fault
             return ("no_agent", f"no agent for this call (path {info.connection.path})")
@@ -200,7 +200,7 @@ class Admission:
     async def _refuse(self, vaic: VaicSocket, cid: str, cause: str, reason: str) -> None:
         self._observers.refused(cause)
         level = logging.INFO if cause == "no_agent" else logging.WARNING
-        logger.log(level, "[%s] session refused: %s", cid, reason)
+        for_call(cid or None).log(level, "session refused: %s", reason)
         try:
             await vaic.send_text(ac.encode(ac.SessionError(reason=reason,
                                                            conversation_id=cid or None)))
@@ -226,5 +226,5 @@ async def _await_session(vaic: VaicSocket) -> ac.SessionInitiate | ac.SessionRes
         else:
             kind = msg.type if isinstance(msg, ac.UnknownMessage) else (
                 type(msg).__struct_config__.tag)
-            logger.warning("[%s] %s before session.initiate ignored", msg.conversation_id, kind)
+            for_call(msg.conversation_id).warning("%s before session.initiate ignored", kind)
     return None

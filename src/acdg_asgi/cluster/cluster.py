@@ -24,6 +24,7 @@ import anyio
 from ..call import Call
 from ..call.commands import Command
 from ..errors import CallNotFound, CommandFailed, ControlError, ControlTimeout, StoreUnavailable
+from ..observability.logs import for_call
 from ..protocols import deepgram as dg
 from .store.base import CallSnapshot, CallStore, Release, RemoteCommand, Reply
 
@@ -152,8 +153,9 @@ class Cluster:
 
     # --- resume on this instance ---------------------------------------------------------
 
-    async def take_over(self, cid: str) -> tuple[CallSnapshot, list[dg.History]] | str:
-        """Claim a call another instance had: the snapshot and history, or why not."""
+    async def take_over(self, cid: str) -> tuple[CallSnapshot, list[dg.History], str] | str:
+        """Claim a call another instance had: the snapshot (now ours), the history and the
+        previous owner ("" after a migrating drain), or why not."""
         try:
             loaded = await self._store.load(cid)
             if loaded is None:
@@ -163,7 +165,7 @@ class Cluster:
                 cid, self.instance_id, snapshot.epoch, self.lease_ttl_s
             )
         except StoreUnavailable as exc:
-            log.warning("[%s] resume refused: %s", cid, exc)
+            for_call(cid, base=log).warning("resume refused: %s", exc)
             return "call state unavailable"
         if claimed is None:
             return "conversation was resumed elsewhere"
@@ -171,7 +173,7 @@ class Cluster:
             # If this does not reach it, its next lease renewal will tell it.
             with anyio.move_on_after(1), contextlib.suppress(StoreUnavailable):
                 await self._store.publish(snapshot.owner, Release(cid, self.instance_id))
-        return claimed, history
+        return claimed, history, snapshot.owner
 
     # --- commands between instances ------------------------------------------------------
 
@@ -249,8 +251,8 @@ class Cluster:
         try:
             await self._store.publish(message.reply_to, reply)
         except StoreUnavailable as exc:
-            log.warning("[%s] reply to %s lost: %s", message.conversation_id,
-                        message.reply_to, exc)
+            for_call(message.conversation_id, base=log).warning(
+                "reply to %s lost: %s", message.reply_to, exc)
 
     async def _heartbeat(self, calls: LocalCalls) -> None:
         while True:

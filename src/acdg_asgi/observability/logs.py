@@ -17,7 +17,11 @@ import msgspec
 
 from ..transports.redact import ServerLogFilter
 
-__all__ = ["CallLog", "JsonFormatter", "configure_logging", "logger"]
+__all__ = [
+    "CallLog", "JsonFormatter", "configure_logging", "for_call", "log_somewhere", "logger",
+]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 logger = logging.getLogger("acdg_asgi.call")
 
@@ -29,6 +33,14 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
         extra = self.extra or {}
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return f"[{extra.get('conversation_id')}] {msg}", kwargs
+
+
+def for_call(
+    conversation_id: str | None, session_id: str | None = None, base: logging.Logger = logger
+) -> CallLog:
+    """The log of one call, before or outside its runtime (admission, the cluster)."""
+    return CallLog(base, {"conversation_id": conversation_id, "session_id": session_id})
+
 
 _encoder = msgspec.json.Encoder()
 
@@ -59,8 +71,31 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(ServerLogFilter())  # whichever logger a server or library writes to
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes only while the root logger has no handler: then Python would print the
+    bare message (no time, no level) or, below WARNING, nothing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def log_somewhere() -> None:
+    """Give the bridge's lines time and level where the host app configured no logging.
+
+    Once the app (or its server) sets up the root logger, this steps aside and the lines
+    go there as usual; the level stays the app's (WARNING by Python's default)."""
+    ours = logging.getLogger("acdg_asgi")
+    if any(isinstance(h, _Fallback) for h in ours.handlers):
+        return
+    handler = _Fallback(sys.stderr)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(ServerLogFilter())
+    ours.addHandler(handler)
