@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from .asgi.admission import Admission, AgentFactory, AgentSource, AgentSpec, CallInfo
 from .asgi.registry import CallRegistry
-from .asgi.routes import HttpRoutes
+from .asgi.routes import HttpRoutes, OpsAccess
 from .audio import DEFAULT_PREFERENCE, FORMATS
 from .auth import AuthHook, build_auth
 from .cluster.cluster import Cluster
@@ -88,6 +88,7 @@ class BridgeApp:
         lease_ttl_s: float = 30.0,
         control_auth: str | Secret | AuthHook | None = None,
         records: Sequence[RecordSink] = (),
+        ops_access: OpsAccess = "public",
     ) -> None:
         choose_agent = _agent_source(agent)
         if isinstance(media_formats, str):
@@ -121,6 +122,11 @@ class BridgeApp:
         self.drain_timeout_s = drain_timeout_s
         self.auth = build_auth(auth)
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
+        if ops_access not in ("public", "control_auth", "separate"):
+            raise ConfigError(f"ops_access must be 'public', 'control_auth' or 'separate', "
+                              f"not {ops_access!r}")
+        if ops_access == "control_auth" and self.control_auth is None:
+            raise ConfigError("ops_access='control_auth' needs control_auth= (a token or hook)")
         self.cluster = Cluster(open_store(store), instance_id=instance_id,
                                lease_ttl_s=lease_ttl_s)
         protect_server_logs()  # uvicorn's debug lines would show VAIC's token
@@ -150,7 +156,11 @@ class BridgeApp:
             reconnect=self.reconnect, observers=self.observers, deps=self._call_deps,
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
-                                  control_auth=self.control_auth, control=self.control)
+                                  control_auth=self.control_auth, control=self.control,
+                                  ops=ops_access)
+        self.ops_app = self._routes.ops_app
+        """``/ready`` and ``/metrics`` as an ASGI app of their own, to serve on another port
+        (with ``ops_access="separate"`` the bot's URL no longer answers them)."""
 
     def __repr__(self) -> str:
         return (

@@ -8,12 +8,16 @@
                                        (with control_auth=; JSON body = keyword arguments):
                                        200 done, 400 bad request, 401, 404 no such call,
                                        409 the call refused it, 503 store down, 504 no answer
+
+``/ready`` and ``/metrics`` tell call volumes and instance ids. ``ops="control_auth"``
+asks the control route's credentials for them; ``ops="separate"`` leaves them off the
+bot's URL, for :meth:`HttpRoutes.ops_app` to serve on a port of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from starlette.types import Receive, Scope, Send
@@ -34,7 +38,9 @@ from ..observability.metrics import CONTENT_TYPE, PrometheusMetrics
 from .registry import CallRegistry
 from .responses import respond, route_path
 
-__all__ = ["HttpRoutes"]
+__all__ = ["HttpRoutes", "OpsAccess", "OpsApp"]
+
+OpsAccess = Literal["public", "control_auth", "separate"]
 
 PROBE_BODY = b'{"type":"ac-bot-api","success":true}'
 MAX_CONTROL_BODY = 64 * 1024
@@ -46,12 +52,15 @@ class HttpRoutes:
     def __init__(
         self, calls: CallRegistry, cluster: Cluster, *, metrics: PrometheusMetrics | None,
         control_auth: AuthHook | None, control: Callable[[str], CallControl],
+        ops: OpsAccess = "public",
     ) -> None:
         self._calls = calls
         self._cluster = cluster
         self._metrics = metrics
         self._control_auth = control_auth
         self._control = control
+        self._ops = ops
+        self.ops_app = OpsApp(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = route_path(scope), scope["method"]
@@ -61,12 +70,28 @@ class HttpRoutes:
             await respond(send, 405, b'{"error":"method not allowed"}')
         elif path == "/":
             await respond(send, 200, PROBE_BODY)
-        elif path == "/ready":
+        elif path in ("/ready", "/metrics") and self._ops != "separate":
+            if self._ops == "control_auth" and not await self._allowed(scope, path):
+                await respond(send, 401, b'{"error":"unauthorized"}')
+            else:
+                await self.ops_route(path, send)
+        else:
+            await respond(send, 404, b'{"error":"not found"}')
+
+    async def ops_route(self, path: str, send: Send) -> None:
+        if path == "/ready":
             await self._ready(send)
         elif path == "/metrics" and self._metrics is not None:
             await respond(send, 200, self._metrics.render(), CONTENT_TYPE)
         else:
             await respond(send, 404, b'{"error":"not found"}')
+
+    async def _allowed(self, scope: Scope, path: str) -> bool:
+        assert self._control_auth is not None
+        try:
+            return await self._control_auth(Connection.from_scope(scope, path))
+        except AuthError:
+            return False
 
     async def _ready(self, send: Send) -> None:
         calls, draining = len(self._calls), self._calls.draining
@@ -83,11 +108,7 @@ class HttpRoutes:
         if scope["method"] != "POST":
             await respond(send, 405, b'{"error":"use POST"}')
             return
-        try:
-            allowed = await auth(Connection.from_scope(scope, path))
-        except AuthError:
-            allowed = False
-        if not allowed:
+        if not await self._allowed(scope, path):
             await respond(send, 401, b'{"error":"unauthorized"}')
             return
         _, _, rest = path.partition("/calls/")
@@ -110,6 +131,21 @@ class HttpRoutes:
             await respond(send, 409, _error(exc))
         else:
             await respond(send, 200, b'{"ok":true}')
+
+
+class OpsApp:
+    """``/ready`` and ``/metrics`` alone: an ASGI app for a port of their own."""
+
+    def __init__(self, routes: HttpRoutes) -> None:
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await respond(send, 405, b'{"error":"method not allowed"}')
+        else:
+            await self._routes.ops_route(route_path(scope), send)
 
 
 def _error(exc: Exception) -> bytes:
