@@ -90,7 +90,7 @@ class BridgeApp:
         records: Sequence[RecordSink] = (),
         ops_access: OpsAccess = "public",
     ) -> None:
-        choose_agent = _agent_source(agent)
+        choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
         if isinstance(media_formats, str):
             media_formats = (media_formats,)  # one format, not its characters
         unknown = [f for f in media_formats if f not in FORMATS]
@@ -288,13 +288,23 @@ class BridgeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    @property
+    def connector(self) -> AgentConnector:
+        """What opens the agent connections (``LeanConnector`` unless given)."""
+        return self._connector
+
+    @property
+    def agent_headers(self) -> dict[str, str]:
+        """The agent upgrade's headers: the API key, as Deepgram takes it."""
+        key = self.deepgram_api_key
+        return {"Authorization": f"Token {key.reveal()}"} if key else {}
+
     def _call_deps(self) -> CallDeps:
         """What each call borrows from the bridge."""
-        key = self.deepgram_api_key
         return CallDeps(
             connector=self._connector,
             agent_url=self.deepgram_url,
-            agent_headers={"Authorization": f"Token {key.reveal()}"} if key else {},
+            agent_headers=self.agent_headers,
             scheduler=Scheduler.for_running_loop(),
             handlers=self.handlers,
             observers=self.observers,
@@ -302,16 +312,18 @@ class BridgeApp:
         )
 
 
-def _agent_source(agent: AgentSpec | AgentFactory | None) -> AgentSource:
+def _agent_source(
+    agent: AgentSpec | AgentFactory | None,
+) -> tuple[AgentSource, AgentConfig | None]:
     """``agent=`` as one shape: an async function from the call to its agent config (or
-    ``None``: no agent for this call, which is refused)."""
+    ``None``: no agent for this call, which is refused); and the config, if it is one."""
     if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
         static = as_agent_config(agent if agent is not None else AgentConfig())
 
         async def same_for_every_call(info: CallInfo) -> AgentConfig:
             return static
 
-        return same_for_every_call
+        return same_for_every_call, static
     if callable(agent):
         try:
             inspect.signature(agent).bind(None)
@@ -328,7 +340,7 @@ def _agent_source(agent: AgentSpec | AgentFactory | None) -> AgentSource:
                 spec = await spec
             return None if spec is None else as_agent_config(spec)
 
-        return per_call
+        return per_call, None
     raise ConfigError(f"agent must be settings, a dict or a factory: {agent!r}")
 
 

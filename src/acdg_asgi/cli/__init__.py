@@ -17,6 +17,7 @@ Bridge AudioCodes VoiceAI Connect (Bot API, streaming mode) to a Deepgram Voice 
   acdg demo                  a whole call on this machine: no key, no network
   acdg serve                 run the bridge (configure with a TOML file and env vars)
   acdg call ws://host/path   place a simulated VAIC call to any bot and check conformance
+  acdg doctor                check the agent, the store, the address and TLS before serving
 """
 
 
@@ -63,6 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-metrics", dest="metrics", action="store_false", default=None,
                        help="do not serve Prometheus metrics at <path>/metrics")
 
+    doctor = sub.add_parser(
+        "doctor", help="check a deployment: agent handshake, store, address, TLS files",
+        description="With the settings acdg serve would use: one real handshake with the "
+        "agent (URL, DEEPGRAM_API_KEY, the [agent] settings), the shared store "
+        "(ACDG_REDIS_URL), the listening address and the TLS files. Each is reported OK or "
+        "with what to fix; exit status 1 if any failed (a Kubernetes startup check).",
+    )
+    doctor.add_argument("--config", type=Path, metavar="FILE.toml", help="as for acdg serve")
+    doctor.add_argument("--host", help="interface acdg serve will listen on")
+    doctor.add_argument("--port", type=int, help="port acdg serve will listen on")
+    doctor.add_argument("--deepgram-url", help="agent endpoint")
+    doctor.add_argument("--ssl-certfile", metavar="FILE.pem", help="certificate to check")
+    doctor.add_argument("--ssl-keyfile", metavar="FILE.pem", help="its private key")
+
     from .call import add_arguments as add_call_arguments
 
     call = sub.add_parser(
@@ -96,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "caller_frame_ms": args.caller_frame_ms},
             }
             return run(load_settings(args.config, overrides))
+        if args.command == "doctor":
+            from .doctor import run as run_doctor
+            from .settings import load_settings
+
+            overrides = {"server": {"host": args.host, "port": args.port},
+                         "bridge": {"deepgram_url": args.deepgram_url}}
+            return run_doctor(load_settings(args.config, overrides), args.ssl_certfile,
+                              args.ssl_keyfile)
         from .call import run as run_call_command
 
         return run_call_command(args)
