@@ -71,8 +71,10 @@ async def until_store(http: httpx.AsyncClient, host: str, state: str) -> dict[st
 
 
 def store_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """The store's changes of state, as logged (the startup line aside)."""
     return [(r.levelno, r.getMessage()) for r in caplog.records
-            if r.name == "acdg_asgi.cluster" and "call state store" in r.getMessage()]
+            if r.name == "acdg_asgi.cluster" and "call state store" in r.getMessage()
+            and not r.getMessage().startswith("call state store: ")]
 
 
 async def test_redis_stopped_and_started_under_a_live_bridge(

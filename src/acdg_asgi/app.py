@@ -185,7 +185,7 @@ class BridgeApp:
         channel and heartbeat; the delivery of call records."""
         self.calls.draining = False
         if self._background is None:
-            await self._log_store()
+            await self.cluster.announce()
         if (self.cluster.shared or self.records) and self._background is None:
             stack = AsyncExitStack()
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -196,16 +196,6 @@ class BridgeApp:
                 tg.start_soon(sink.run)
             self._background = stack
         return self
-
-    async def _log_store(self) -> None:
-        cluster = self.cluster
-        if cluster.store is None:
-            logger.info("call state store: none, this instance keeps its calls to itself (set "
-                        "ACDG_REDIS_URL or store= to run several)")
-            return
-        await cluster.check_store()  # a store that is down says so itself, once
-        if cluster.store_state == "up":
-            logger.info("call state store: %r, reachable", cluster.store)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.drain()

@@ -95,6 +95,17 @@ class Cluster:
                         "on other instances and commands between instances fail until it is "
                         "back", self.store, exc)
 
+    async def announce(self) -> None:
+        """At startup: which store, and whether it answered (a store that is down says so
+        itself, once)."""
+        if self.store is None:
+            log.info("call state store: none, this instance keeps its calls to itself (set "
+                     "ACDG_REDIS_URL or store= to run several)")
+            return
+        await self.check_store()
+        if self.store_state == "up":
+            log.info("call state store: %r, reachable", self.store)
+
     async def check_store(self) -> None:
         """Ask the store once (at startup): its state is known, and logged, from then on."""
         if self.store is None:
