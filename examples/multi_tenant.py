@@ -2,10 +2,13 @@
 
 Each tenant's VAIC / Live Hub bot connection points at its own URL under the mount,
 ``wss://<host>/audiocodes/acme`` or ``wss://<host>/audiocodes/globex``; a gateway that
-cannot vary the URL may send an ``X-Tenant`` header instead. The factory runs once per
-call, after authentication and before ``session.accepted``. For an unknown tenant it
-returns ``None``: the call is refused with ``session.error`` and one INFO line. (A
-factory that raises is a bug: that call is refused too, and the traceback logged.)
+cannot vary the URL may send an ``X-Tenant`` header on the upgrade instead, or VAIC may
+pass a SIP header through ``sipHeadersToBot`` (``{"tenant": "X-Tenant"}``), which arrives
+in the ``start`` activity. The factory runs once per call, once ``start`` has come (or
+``Limits.start_wait_s`` has passed), while the agent connection opens. For an unknown
+tenant it returns ``None``: the call is hung up with the reason "no agent for this call"
+and one INFO line. (A factory that raises is a bug: that call is hung up too, with a
+fatal ``error`` event, and the traceback logged.)
 
 Run it::
 
@@ -38,16 +41,19 @@ PERSONAS: dict[str, AgentSettings] = {
 
 
 def tenant_of(info: CallInfo) -> str:
-    """``X-Tenant`` if present, else the first path segment below the mount."""
-    header = info.connection.headers.get("x-tenant", "").strip().lower()
+    """The ``tenant`` SIP header (from ``start``), else ``X-Tenant`` on the upgrade, else
+    the first path segment below the mount."""
+    header = str(info.sip_headers.get("tenant") or "").strip().lower() \
+        or info.connection.headers.get("x-tenant", "").strip().lower()
     if header:
         return header
     return info.connection.path.strip("/").split("/")[0].lower()
 
 
 async def pick_agent(info: CallInfo) -> AgentSettings | None:
-    """The per-call agent factory: called with the upgrade and the ``session.initiate``;
-    ``None`` refuses the call."""
+    """The per-call agent factory: called with the upgrade, the ``session.initiate`` and
+    ``start``'s details (``info.callee``, ``info.sip_headers``); ``None``: no agent for
+    this call, which is hung up."""
     return PERSONAS.get(tenant_of(info))
 
 

@@ -141,9 +141,8 @@ async def test_a_call_from_greeting_to_caller_hangup() -> None:
 
         tasks_before = len(asyncio.all_tasks())
         async with vaic(env.host) as caller:
-            assert await caller.initiate(["raw/lpcm16"]) == {
+            assert await caller.initiate(["raw/lpcm16"], start={"caller": "+1555"}) == {
                 "type": "session.accepted", "mediaFormat": "raw/lpcm16"}
-            await caller.activity(type="event", name="start", parameters={"caller": "+1555"})
             await caller.start_stream()
 
             # The greeting plays as one stream.

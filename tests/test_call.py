@@ -41,7 +41,13 @@ def drain(call: Call) -> tuple[list[object], list[object], list[object], list[ob
     return out  # type: ignore[return-value]
 
 
+START = {"type": "event", "name": "start",
+         "parameters": {"caller": "+1555", "callee": "+1800", "X-Account": "42"}}
+
+
 def ready(call: Call, now: float = 0.0) -> None:
+    """VAIC's start has come and the agent is ready."""
+    call.vaic(ac.Activities(activities=(START,)), now)
     call.agent_connected(now)
     call.agent(dg.Welcome(request_id="r"), now)
     call.agent(dg.SettingsApplied(), now)
@@ -53,9 +59,13 @@ def test_initiate_accepts_and_asks_for_an_agent() -> None:
     to_vaic, to_agent, events, actions = drain(call)
     assert to_vaic == [ac.SessionAccepted(media_format="raw/lpcm16")]
     assert to_agent == []
-    assert isinstance(events[0], ev.SessionStartEvent)
-    assert events[0].caller == "+1555"
+    assert events == []  # session_start waits for VAIC's start, a short while
     assert actions == [ConnectAgent(attempt=1)]
+    assert call.next_deadline() == Limits().start_wait_s
+    call.tick(Limits().start_wait_s)
+    (start,) = drain(call)[2]
+    assert isinstance(start, ev.SessionStartEvent)
+    assert start.caller == "+1555" and start.details is None
 
 
 def test_welcome_sends_settings_for_the_negotiated_format() -> None:

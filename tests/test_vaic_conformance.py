@@ -370,7 +370,8 @@ def test_checker_flags_a_stream_left_open_at_the_end() -> None:
 @pytest.mark.parametrize(
     ("activity", "expected"),
     [
-        ({"name": "sendDtmf", "activityParams": {"dtmfDigits": "0123456789*#ABCD"}}, []),
+        ({"name": "sendDtmf", "activityParams": {"dtmfDigits": "0123456789*#"}}, []),
+        ({"name": "sendDtmf", "activityParams": {"dtmfDigits": "12A"}}, ["bad-send-dtmf"]),
         ({"name": "sendDtmf", "activityParams": {"dtmfDigits": "1" * 21}}, ["bad-send-dtmf"]),
         ({"name": "sendDtmf", "activityParams": {"dtmfDigits": ""}}, ["bad-send-dtmf"]),
         ({"name": "sendDTMF", "activityParams": {"dtmfDigits": "1"}}, ["bad-send-dtmf"]),

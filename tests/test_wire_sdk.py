@@ -2,7 +2,8 @@
 
 One call exercises every client message the bridge can send: Settings (and Settings with
 ``agent.context`` after the stand-in drops the connection), KeepAlive, InjectAgentMessage,
-InjectUserMessage, UpdatePrompt/Think/Speak and FunctionCallResponse. Each raw text frame
+InjectUserMessage, UpdatePrompt/Think/Speak/Listen/Think_Live, ForceEndTurn, the custom
+think-provider message and FunctionCallResponse. Each raw text frame
 the stand-in received is then validated by the SDK's pydantic model for its ``type``, and
 must carry no field the model does not know (the SDK models accept extras silently).
 """
@@ -16,14 +17,18 @@ import pydantic
 import pytest
 from conftest import serve, standin
 from deepgram.agent.v1.types import (
+    AgentV1CustomToThinkProvider,
+    AgentV1ForceEndTurn,
     AgentV1InjectAgentMessage,
     AgentV1InjectUserMessage,
     AgentV1KeepAlive,
     AgentV1SendFunctionCallResponse,
     AgentV1Settings,
+    AgentV1UpdateListen,
     AgentV1UpdatePrompt,
     AgentV1UpdateSpeak,
     AgentV1UpdateThink,
+    AgentV1UpdateThinkLive,
 )
 from deepgram.agent.v1.types.conversation_history_message import ConversationHistoryMessage
 from deepgram.agent.v1.types.function_call_history_message import FunctionCallHistoryMessage
@@ -39,6 +44,7 @@ from acdg_asgi import (
     ListenSettings,
     Session,
     SpeakSettings,
+    ThinkLiveSettings,
     ThinkSettings,
 )
 from acdg_asgi.testing.agent import AgentScript, Turn
@@ -50,6 +56,10 @@ SDK_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "UpdatePrompt": AgentV1UpdatePrompt,
     "UpdateSpeak": AgentV1UpdateSpeak,
     "UpdateThink": AgentV1UpdateThink,
+    "UpdateListen": AgentV1UpdateListen,
+    "UpdateThink_Live": AgentV1UpdateThinkLive,
+    "ForceEndTurn": AgentV1ForceEndTurn,
+    "__customToThinkProvider": AgentV1CustomToThinkProvider,
     "InjectAgentMessage": AgentV1InjectAgentMessage,
     "InjectUserMessage": AgentV1InjectUserMessage,
     "FunctionCallResponse": AgentV1SendFunctionCallResponse,
@@ -71,6 +81,8 @@ AGENT = AgentConfig(
             ),),
         ),
         speak=SpeakSettings(provider={"type": "deepgram", "model": "aura-2-thalia-en"}),
+        think_live=ThinkLiveSettings(provider={"type": "deepgram", "version": "v1",
+                                               "frustration_max_count": 3}),
         greeting="Hello there",
     ),
     tags=("acdg-test",),
@@ -140,7 +152,14 @@ async def test_every_client_message_validates_against_the_sdk() -> None:
                 {"provider": {"type": "deepgram", "model": "aura-2-orion-en"}},
                 {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}},
             ])
-            for name in ("prompt_updated", "think_updated", "speak_updated"):
+            await session.update_listen({"provider": {"type": "deepgram", "version": "v1",
+                                                      "model": "nova-3", "language": "es"}})
+            await session.update_think_live({"provider": {"type": "deepgram", "version": "v1",
+                                                          "agent_backchannel_sensitivity": 0.5}})
+            await session.force_end_turn()
+            await session.send_think_provider_message({"crm": "lookup"})
+            for name in ("prompt_updated", "think_updated", "speak_updated", "listen_updated",
+                         "think_live_updated", "think_provider_message"):
                 await log.wait_for(name)
 
             # No caller audio for a while: the bridge keeps the agent connection alive.
@@ -188,7 +207,16 @@ async def test_every_client_message_validates_against_the_sdk() -> None:
     assert "greeting" not in replay["agent"]
     assert {k: v for k, v in replay.items() if k != "agent"} == {
         k: v for k, v in initial.items() if k != "agent"}
-    assert replay["agent"]["think"] == initial["agent"]["think"]  # the config, not the update
+    # The reconnect keeps what changed mid-call: think (which replaced the prompt update
+    # before it), speak, listen (merged) and think_live.
+    assert replay["agent"]["think"] == {"provider": {"type": "open_ai", "model": "gpt-4o"},
+                                        "prompt": "Be brief."}
+    assert [s["provider"]["model"] for s in replay["agent"]["speak"]] == [
+        "aura-2-orion-en", "aura-2-thalia-en"]
+    assert replay["agent"]["listen"]["provider"] == {
+        "type": "deepgram", "version": "v1", "model": "nova-3", "language": "es",
+        "smart_format": True}
+    assert replay["agent"]["think_live"]["provider"]["agent_backchannel_sensitivity"] == 0.5
     assert replay["agent"]["context"]["messages"] == [
         {"type": "History", "role": "assistant", "content": "Hello there"},
         {"type": "History", "role": "user", "content": "where is my order"},

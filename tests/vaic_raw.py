@@ -39,6 +39,7 @@ from acdg_asgi.testing import signals
 
 TIMEOUT = 10.0  # generous: these machines are noisy
 FRAME_MS = 20
+DEFAULT_START = {"caller": "+15551230000", "callee": "+15559870000"}
 
 
 @dataclass
@@ -201,10 +202,15 @@ class RawVaic:
             await self.ws.send(ac.encode(message).decode())
 
     async def initiate(
-        self, formats: Iterable[str] = ("raw/lpcm16",), **fields: Any
+        self, formats: Iterable[str] = ("raw/lpcm16",), *,
+        start: Mapping[str, Any] | None = DEFAULT_START, **fields: Any,
     ) -> dict[str, Any]:
-        """``session.initiate``; returns the ``session.accepted`` or ``session.error`` dict."""
-        start = len(self.replies)
+        """``session.initiate``; returns the ``session.accepted`` or ``session.error`` dict.
+
+        Once accepted, VAIC's ``start`` activity follows with ``start`` as its parameters,
+        as VAIC does (``start=None``: none).
+        """
+        first = len(self.replies)
         await self.send(
             ac.SessionInitiate(
                 conversation_id=self.conversation_id,
@@ -213,10 +219,12 @@ class RawVaic:
             )
         )
         reply = await self.wait_for(
-            lambda r: r.type in ("session.accepted", "session.error"), start=start
+            lambda r: r.type in ("session.accepted", "session.error"), start=first
         )
         if reply.type == "session.accepted":
             self.fmt = FORMATS[reply.msg["mediaFormat"]]
+            if start is not None:
+                await self.activity(type="event", name="start", parameters=dict(start))
         return reply.msg
 
     async def start_stream(self) -> None:

@@ -31,7 +31,18 @@ from .auth import AuthHook, build_auth
 from .cluster.cluster import Cluster
 from .cluster.control import CallControl
 from .cluster.store import CallStore, open_store
-from .config import AgentConfig, Limits, Playout, Reconnect, Secret, as_agent_config
+from .config import (
+    DEFAULT_TRANSFER_FAILED,
+    AgentConfig,
+    CallOptions,
+    Limits,
+    Participants,
+    Playout,
+    Reconnect,
+    Secret,
+    VaicSessionParams,
+    as_agent_config,
+)
 from .delivery import RecordFeed, RecordSink
 from .errors import ConfigError
 from .events import Event
@@ -89,6 +100,9 @@ class BridgeApp:
         control_auth: str | Secret | AuthHook | None = None,
         records: Sequence[RecordSink] = (),
         ops_access: OpsAccess = "public",
+        vaic_session: VaicSessionParams | None = None,
+        participants: Participants | None = None,
+        transfer_failed_message: str | None = DEFAULT_TRANSFER_FAILED,
     ) -> None:
         choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
         if isinstance(media_formats, str):
@@ -120,6 +134,9 @@ class BridgeApp:
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
         self.drain_timeout_s = drain_timeout_s
+        self.options = CallOptions(vaic_session=vaic_session,
+                                   participants=participants or Participants(),
+                                   transfer_failed_message=transfer_failed_message)
         self.auth = build_auth(auth)
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
         if ops_access not in ("public", "control_auth", "separate"):
@@ -152,8 +169,9 @@ class BridgeApp:
         self._background: AsyncExitStack | None = None
         self._admission = Admission(
             self.calls, self.cluster, auth=self.auth, agent=choose_agent,
-            media_formats=self.media_formats, playout=self.playout, limits=self.limits,
-            reconnect=self.reconnect, observers=self.observers, deps=self._call_deps,
+            static_agent=self.static_agent, media_formats=self.media_formats,
+            playout=self.playout, limits=self.limits, reconnect=self.reconnect,
+            observers=self.observers, deps=self._call_deps, options=self.options,
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
                                   control_auth=self.control_auth, control=self.control,
@@ -306,8 +324,9 @@ def _agent_source(
     agent: AgentSpec | AgentFactory | None,
 ) -> tuple[AgentSource, AgentConfig | None]:
     """``agent=`` as one shape: an async function from the call to its agent config (or
-    ``None``: no agent for this call, which is refused); and the config, if it is one."""
-    if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict):
+    ``None``: no agent for this call); and the config, if it is the same for every call
+    (then no call waits for VAIC's ``start`` to choose it)."""
+    if agent is None or isinstance(agent, AgentConfig | dg.AgentSettings | dict | str):
         static = as_agent_config(agent if agent is not None else AgentConfig())
 
         async def same_for_every_call(info: CallInfo) -> AgentConfig:
@@ -331,7 +350,8 @@ def _agent_source(
             return None if spec is None else as_agent_config(spec)
 
         return per_call, None
-    raise ConfigError(f"agent must be settings, a dict or a factory: {agent!r}")
+    raise ConfigError(f"agent must be settings, a dict, an agent configuration id or a "
+                      f"factory: {agent!r}")
 
 
 def _name(fn: object) -> str:

@@ -19,6 +19,7 @@ a :class:`~acdg_asgi.errors.ConfigError` naming the setting, at construction.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Final
 
 import msgspec
@@ -30,11 +31,15 @@ from .protocols._codec import CheckedKeywords, nearest
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
     "DEFAULT_RESUME_GRACE_S",
+    "DEFAULT_TRANSFER_FAILED",
     "AgentConfig",
+    "CallOptions",
     "Limits",
+    "Participants",
     "Playout",
     "Reconnect",
     "Secret",
+    "VaicSessionParams",
     "as_agent_config",
     "check_keys",
 ]
@@ -43,6 +48,17 @@ DEFAULT_RESUME_GRACE_S: Final = 30.0
 DEFAULT_KEEPALIVE_S: Final = 8.0
 DEFAULT_LEAD_MS: Final = 100
 DEFAULT_CHUNK_MS: Final = 20
+DEFAULT_TRANSFER_FAILED: Final = (
+    "I'm sorry, I couldn't transfer your call: {reason}. Is there anything else I can do "
+    "for you?"
+)
+TRANSFER_REASONS: Final = {  # transferStatus reasonCode, as the agent says it
+    "busy": "the line is busy",
+    "no-answer": "nobody answered",
+    "declined": "the call was declined",
+    "error": "something went wrong",
+}
+_RESERVED_SETTINGS: Final = frozenset({"type", "audio"})  # the bridge's own
 
 
 class Secret:
@@ -82,24 +98,52 @@ class _Checked(msgspec.Struct, kw_only=True, frozen=True, metaclass=CheckedKeywo
 class AgentConfig(_Checked, frozen=True, omit_defaults=True):
     """Everything of the Deepgram ``Settings`` message except ``audio``.
 
-    The bridge fills ``audio`` from the format negotiated with VAIC, and on a reconnect
-    adds the conversation so far as ``agent.context`` and drops the greeting.
+    ``agent`` is the agent's settings, or the id (a UUID) of an agent configuration stored
+    at Deepgram ("reusable agent configurations"). The bridge fills ``audio`` from the
+    format negotiated with VAIC; on a reconnect it drops the greeting and appends the
+    conversation so far to ``agent.context`` (after any messages seeded there). ``extra``
+    is merged into the message as it is: the way to reach Settings fields newer than
+    this package, e.g. ``extra={"agent": {"some_new_field": 1}}``.
     """
 
-    agent: dg.AgentSettings = dg.AgentSettings()
+    agent: dg.AgentSettings | str = dg.AgentSettings()
     tags: tuple[str, ...] | None = None
     experimental: bool | None = None
     mip_opt_out: bool | None = None
     flags: dg.Flags | None = None
+    extra: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if isinstance(self.agent, str):
+            try:
+                uuid.UUID(self.agent)
+            except ValueError:
+                raise ConfigError(
+                    f"agent {self.agent[:40]!r} is neither agent settings nor the id (a UUID) "
+                    "of a Deepgram agent configuration") from None
+        reserved = _RESERVED_SETTINGS & set(self.extra or ())
+        if reserved:
+            raise ConfigError(f"AgentConfig.extra may not set {sorted(reserved)}: "
+                              "the bridge owns them")
+        if isinstance(self.agent, str) and "agent" in (self.extra or {}):
+            raise ConfigError("AgentConfig.extra cannot add agent fields to a stored agent "
+                              "configuration id")
+
+    @property
+    def stored(self) -> bool:
+        """Whether ``agent`` is the id of a configuration stored at Deepgram."""
+        return isinstance(self.agent, str)
 
     def settings(
         self, audio: dg.AudioSettings, *, history: tuple[dg.History, ...] = ()
     ) -> dg.Settings:
         """The ``Settings`` message for one connection to the agent."""
         agent = self.agent
-        if history:
+        if history and isinstance(agent, dg.AgentSettings):
+            seeded = agent.context.messages if agent.context is not None else ()
             agent = msgspec.structs.replace(
-                agent, greeting=None, context=dg.Context(messages=history)
+                agent, greeting=None, context=dg.Context(messages=seeded + history)
             )
         flags = self.flags
         if history and flags is not None and not flags.history:
@@ -111,11 +155,13 @@ class AgentConfig(_Checked, frozen=True, omit_defaults=True):
             experimental=self.experimental,
             mip_opt_out=self.mip_opt_out,
             flags=flags,
+            extra=self.extra,
         )
 
 
-def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> AgentConfig:
-    """Accept an :class:`AgentConfig`, bare agent settings, or the same as a plain dict.
+def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any] | str) -> AgentConfig:
+    """Accept an :class:`AgentConfig`, bare agent settings, the id of a stored Deepgram
+    agent configuration, or the same as a plain dict.
 
     A dict may be ``{"agent": {...}, "tags": [...]}`` or just the ``agent`` object. A key
     the settings do not have is refused, naming the nearest known one: a misspelt
@@ -123,7 +169,7 @@ def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> A
     """
     if isinstance(value, AgentConfig):
         return value
-    if isinstance(value, dg.AgentSettings):
+    if isinstance(value, dg.AgentSettings | str):
         return AgentConfig(agent=value)
     if isinstance(value, dict):
         data = value if "agent" in value else {"agent": value}
@@ -133,7 +179,8 @@ def as_agent_config(value: AgentConfig | dg.AgentSettings | dict[str, Any]) -> A
             return msgspec.convert(data, AgentConfig)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid agent config: {exc}") from None
-    raise ConfigError(f"agent config must be AgentConfig, AgentSettings or dict, not {value!r}")
+    raise ConfigError("agent config must be AgentConfig, AgentSettings, an agent "
+                      f"configuration id or a dict, not {value!r}")
 
 
 def check_keys(data: Any, schema: Any, where: str) -> None:
@@ -269,11 +316,83 @@ class Limits(_Checked, frozen=True):
     event_queue: int = 1000
     outbound_queue: int = 500  # messages waiting for a slow peer; oldest audio goes first
     caller_frame_ms: int = 0
+    # How long a per-call agent factory waits for VAIC's ``start`` (the call's details);
+    # the agent connection opens meanwhile, so a prompt ``start`` costs no time.
+    start_wait_s: float = 0.3
+    # After a transfer: how long to wait for VAIC's transferStatus or session.end.
+    transfer_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         _check_types(self)
         _at_least(self, 1, "max_calls", none_ok=True)
         _at_least(self, 1, "max_frame_bytes", "event_queue", "outbound_queue")
         _at_least(self, 1e-9, "initiate_timeout_s", "handshake_timeout_s", "hangup_timeout_s",
-                  "keepalive_s")
-        _at_least(self, 0, "resume_grace_s", "pre_ready_audio_ms", "caller_frame_ms")
+                  "keepalive_s", "transfer_timeout_s")
+        _at_least(self, 0, "resume_grace_s", "pre_ready_audio_ms", "caller_frame_ms",
+                  "start_wait_s")
+
+
+class VaicSessionParams(_Checked, frozen=True, omit_defaults=True):
+    """VAIC session parameters the bridge sends at call start, as a ``config`` activity
+    with ``sessionParams`` (only those set). Opt in with ``BridgeApp(vaic_session=...)``.
+
+    ``barge_in=True`` makes VAIC keep streaming caller audio while the agent speaks, which
+    the bridge's barge-in needs (Live Hub's default is off). ``send_events_to_bot`` names
+    the notifications VAIC should send (``noUserInput``, ``playFinished``, ...).
+    ``extra`` goes into ``sessionParams`` as it is, for any other parameter.
+    """
+
+    barge_in: bool | None = msgspec.field(default=None, name="bargeIn")
+    send_events_to_bot: tuple[str, ...] | None = msgspec.field(
+        default=None, name="sendEventsToBot")
+    send_dtmf: bool | None = msgspec.field(default=None, name="sendDTMF")
+    user_no_input_timeout_ms: int | None = msgspec.field(
+        default=None, name="userNoInputTimeoutMS")
+    user_no_input_retries: int | None = msgspec.field(default=None, name="userNoInputRetries")
+    user_no_input_give_up_timeout_ms: int | None = msgspec.field(
+        default=None, name="userNoInputGiveUpTimeoutMS")
+    bot_no_input_timeout_ms: int | None = msgspec.field(
+        default=None, name="botNoInputTimeoutMS")
+    language: str | None = None
+    extra: dict[str, Any] | None = None
+
+    def session_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(self, extra=None))
+        return {**params, **(self.extra or {})}
+
+
+class Participants(_Checked, frozen=True):
+    """Calls with several participants (VAIC agent assist): whom the agent hears, and
+    where its voice goes.
+
+    ``agent_hears``: ``"caller"`` (default) is the participant whose ``uriUser`` in
+    ``start`` is the caller's number, else the one named ``caller``, else the first whose
+    stream starts; ``"first"`` is the first stream to start; any other value is a
+    participant name. Audio of everyone else never reaches the agent (reported once per
+    participant with ``participant_ignored``). A plain call's stream has no participant
+    and always reaches the agent. ``play_to`` and ``target_player`` go on every
+    ``playStream.start`` (``participant``, ``targetPlayer``) when set.
+    """
+
+    agent_hears: str = "caller"
+    play_to: str | None = None
+    target_player: str | None = None
+
+
+class CallOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """How a call behaves where VAIC and Deepgram leave a choice (one per bridge).
+
+    ``transfer_failed_message``: what the agent says when VAIC reports a failed transfer
+    (``{reason}`` becomes e.g. "the line is busy"); ``None`` leaves it to the application's
+    ``transfer_failed`` handler.
+    """
+
+    vaic_session: VaicSessionParams | None = None
+    participants: Participants = Participants()
+    transfer_failed_message: str | None = DEFAULT_TRANSFER_FAILED
+
+    def transfer_failed_text(self, reason_code: str | None, reason: str | None) -> str | None:
+        if self.transfer_failed_message is None:
+            return None
+        said = TRANSFER_REASONS.get(reason_code or "") or reason or "it did not go through"
+        return self.transfer_failed_message.replace("{reason}", said)

@@ -14,39 +14,121 @@ import msgspec
 from .protocols.deepgram import FunctionCall
 
 __all__ = [
+    "END_REASON_CODES",
     "EVENT_NAMES",
     "AgentAudioDoneEvent",
+    "AgentConnectedEvent",
     "AgentReconnectedEvent",
     "AgentThinkingEvent",
     "BridgeErrorEvent",
+    "CallDetails",
     "CallRecord",
     "ConversationTextEvent",
+    "DialoutInitiatedEvent",
     "DtmfEvent",
     "Event",
+    "FrustrationDetectedEvent",
     "FunctionCall",
     "FunctionCallCancelledEvent",
     "FunctionCallRequestEvent",
+    "FunctionCallResponseEvent",
     "InboundActivityEvent",
+    "LatencyReportEvent",
+    "ListenUpdatedEvent",
+    "NoUserInputEvent",
+    "Participant",
+    "ParticipantIgnoredEvent",
+    "PlayFinishedEvent",
+    "PlayUrlFailedEvent",
     "PromptUpdatedEvent",
     "SessionEndEvent",
     "SessionResumedEvent",
     "SessionStartEvent",
+    "SilenceDetectedEvent",
     "SpeakUpdatedEvent",
+    "SpeechHypothesisEvent",
+    "ThinkLiveUpdatedEvent",
+    "ThinkProviderMessageEvent",
     "ThinkUpdatedEvent",
     "TranscriptLine",
+    "TransferAnsweredEvent",
+    "TransferFailedEvent",
+    "TurnLatency",
     "UserStartedSpeakingEvent",
+    "VoiceDetectedEvent",
     "WarningEvent",
 ]
+
+END_REASON_CODES: Final[dict[str, str]] = {
+    "client-disconnected": "the caller hung up",
+    "bot-disconnected": "the bot hung up",
+    "transferred": "the call was transferred",
+    "machine-detected": "an answering machine or voicemail answered",
+    "no-answer": "the outbound call was not answered",
+    "busy": "the outbound call was busy",
+    "declined": "the outbound call was declined",
+    "error": "VAIC reported an error",
+}
+"""What VAIC's ``session.end`` reason codes mean (AudioCodes' call-disconnect reasons)."""
 
 
 # --- payloads ------------------------------------------------------------------------------
 
 
-class TranscriptLine(msgspec.Struct, frozen=True):
-    """One spoken turn of the transcript: who (``user`` or ``assistant``) and what."""
+class TranscriptLine(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One spoken turn of the transcript: who (``user`` or ``assistant``) and what.
+
+    When the caller barged in, ``content`` is what was played before the cut (estimated
+    from the audio played against the utterance's length) and ``unheard`` the rest.
+    """
 
     role: str
     content: str
+    unheard: str | None = None
+
+
+class Participant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One participant of an agent-assist call, as VAIC's ``start`` lists it."""
+
+    participant: str
+    uri_user: str | None = None
+    uri_host: str | None = None
+    display_name: str | None = None
+
+
+class CallDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What VAIC's ``start`` activity says about the call.
+
+    ``sip_headers`` holds the parameters this bridge does not know by name: those an
+    administrator maps from SIP headers with ``sipHeadersToBot`` (under the names chosen
+    there), and any VAIC adds later. ``parameters`` is the whole object as received.
+    """
+
+    caller: str | None = None
+    caller_host: str | None = None
+    caller_display_name: str | None = None
+    callee: str | None = None
+    callee_host: str | None = None
+    vaig_conversation_id: str | None = None
+    participants: tuple[Participant, ...] = ()
+    outbound_target: str | None = None
+    dialout_metadata: Any = None  # an object, or a string on older VAIC versions
+    agent_connected: bool | None = None
+    language: str | None = None
+    sip_headers: dict[str, Any] = msgspec.field(default_factory=dict)
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TurnLatency(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Deepgram's ``LatencyReport`` for one agent turn, in milliseconds."""
+
+    stt_ms: float | None = None
+    ttt_token_ms: float | None = None
+    ttt_text_ms: float | None = None
+    ttt_tool_ms: float | None = None
+    ttt_thinking_ms: float | None = None
+    tts_ms: float | None = None
+    total_ms: float | None = None
 
 
 class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +154,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     function_calls: int
     agent_latency_p50_ms: float | None
     agent_latency_max_ms: float | None
+    latency: tuple[TurnLatency, ...] = ()  # per turn, from Deepgram's LatencyReport
     barge_ins: int
     resumes: int
     agent_reconnects: int
@@ -79,6 +162,11 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     errors: int
     caller_audio_s: float
     agent_audio_s: float
+    meaning: str | None = None  # of reason_code (END_REASON_CODES)
+    details: CallDetails | None = None  # VAIC's start activity
+    agent_request_ids: tuple[str, ...] = ()  # Deepgram's, one per agent connection
+    frustration: int = 0  # FrustrationDetected count
+    participants_ignored: tuple[str, ...] = ()  # whose audio never reached the agent
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self)
@@ -96,12 +184,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionStartEvent(Event, frozen=True, kw_only=True):
-    """The call was accepted (``session.accepted`` sent)."""
+    """The call was accepted and VAIC's ``start`` activity arrived with the call's
+    ``details``, or did not within ``Limits.start_wait_s`` (``details`` is then None)."""
 
     caller: str | None
     bot_name: str | None
     media_format: str
     offered_formats: tuple[str, ...]
+    details: CallDetails | None = None
 
 
 class SessionEndEvent(Event, frozen=True, kw_only=True):
@@ -118,6 +208,12 @@ class SessionEndEvent(Event, frozen=True, kw_only=True):
     detail: str | None = None
     duration_s: float = 0.0
     record: CallRecord | None = None  # the whole call in one summary
+    meaning: str | None = None  # of VAIC's reason_code, e.g. "an answering machine ..."
+
+    @property
+    def machine_detected(self) -> bool:
+        """VAIC's answering-machine detection ended the call (``machine-detected``)."""
+        return self.reason_code == "machine-detected"
 
 
 class SessionResumedEvent(Event, frozen=True, kw_only=True):
@@ -132,8 +228,17 @@ class SessionResumedEvent(Event, frozen=True, kw_only=True):
 
 
 class ConversationTextEvent(Event, frozen=True, kw_only=True):
+    """An utterance. ``behavior`` is Deepgram's ``conversational_behavior``: ``default``,
+    or ``backchannel`` / ``filler`` / ``presence_check`` (Think Live), which are kept out
+    of the transcript, the history and play-stream captions. ``languages``: detected in
+    the caller's speech (multilingual listen models). ``unheard`` is only set by
+    ``Session.get_transcript()``: the part of an utterance a barge-in cut off."""
+
     role: str  # "user" or "assistant"
     content: str
+    behavior: str = "default"
+    languages: tuple[str, ...] | None = None
+    unheard: str | None = None
 
 
 class UserStartedSpeakingEvent(Event, frozen=True, kw_only=True):
@@ -148,6 +253,8 @@ class UserStartedSpeakingEvent(Event, frozen=True, kw_only=True):
     agent_audio_sent_ms: float = 0.0
     agent_audio_heard_ms: float = 0.0
     agent_audio_dropped_ms: float = 0.0
+    agent_heard_text: str | None = None  # of the interrupted utterance, estimated
+    agent_unheard_text: str | None = None
 
 
 class AgentThinkingEvent(Event, frozen=True, kw_only=True):
@@ -170,7 +277,51 @@ class FunctionCallCancelledEvent(Event, frozen=True, kw_only=True):
     ids: tuple[str, ...]
 
 
+class FunctionCallResponseEvent(Event, frozen=True, kw_only=True):
+    """A server-side function (one with an ``endpoint``) ran at Deepgram; its result."""
+
+    id: str | None
+    name: str
+    content: str
+
+
+class LatencyReportEvent(Event, frozen=True, kw_only=True):
+    """Deepgram's latency breakdown of one agent turn (``LatencyReport``)."""
+
+    latency: TurnLatency
+
+
+class FrustrationDetectedEvent(Event, frozen=True, kw_only=True):
+    """Think Live judged the caller frustrated; ``escalated`` once the configured
+    ``frustration_max_count`` is reached (a cue to offer a human)."""
+
+    count: int
+    escalated: bool
+
+
+class ThinkProviderMessageEvent(Event, frozen=True, kw_only=True):
+    """A custom payload from the think provider (``__customFromThinkProvider``)."""
+
+    content: Any
+
+
+class ParticipantIgnoredEvent(Event, frozen=True, kw_only=True):
+    """Audio of a participant the agent does not listen to arrived (agent assist): it is
+    kept from the agent. Once per participant."""
+
+    participant: str
+    hearing: str | None  # the participant the agent listens to
+
+
 class PromptUpdatedEvent(Event, frozen=True, kw_only=True):
+    pass
+
+
+class ListenUpdatedEvent(Event, frozen=True, kw_only=True):
+    pass
+
+
+class ThinkLiveUpdatedEvent(Event, frozen=True, kw_only=True):
     pass
 
 
@@ -225,6 +376,76 @@ class DtmfEvent(Event, frozen=True, kw_only=True):
     digits: str
 
 
+# VAIC's notifications (each also arrives as an ``activity`` event with the raw object).
+# Most come only when named in the bot's ``sendEventsToBot``.
+
+
+class NoUserInputEvent(Event, frozen=True, kw_only=True):
+    """VAIC heard nothing from the caller for ``userNoInputTimeoutMS`` (``noUserInput``);
+    ``count`` is how many times in a row, when VAIC says."""
+
+    count: int | None = None
+
+
+class TransferFailedEvent(Event, frozen=True, kw_only=True):
+    """The transfer did not connect and VAIC gave the call back (``transferStatus``
+    failed); the agent carries on. ``reason_code``: ``busy``, ``no-answer``,
+    ``declined`` or ``error``. Retry with ``Session.transfer`` or end the call."""
+
+    destination: str | None
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class TransferAnsweredEvent(Event, frozen=True, kw_only=True):
+    """The transfer target answered (``transferStatus`` answered); the call ends here
+    with reason ``transfer``."""
+
+    destination: str | None
+
+
+class PlayUrlFailedEvent(Event, frozen=True, kw_only=True):
+    """VAIC could not play a ``play_url`` (``playUrlFailed``)."""
+
+    url: str | None = None
+    reason: str | None = None
+    self_generated: bool | None = None
+
+
+class PlayFinishedEvent(Event, frozen=True, kw_only=True):
+    """VAIC finished playing a prompt (``playFinished``)."""
+
+    value: Any = None
+
+
+class SpeechHypothesisEvent(Event, frozen=True, kw_only=True):
+    """VAIC's own interim recognition (``speechHypothesis``; only with VAIC doing STT)."""
+
+    text: str | None = None
+    participant: str | None = None
+
+
+class VoiceDetectedEvent(Event, frozen=True, kw_only=True):
+    """VAIC detected the caller's voice (``voiceDetected``)."""
+
+
+class SilenceDetectedEvent(Event, frozen=True, kw_only=True):
+    """VAIC detected silence on the line (``silenceDetected``)."""
+
+
+class AgentConnectedEvent(Event, frozen=True, kw_only=True):
+    """Agent assist: the agent-assist client connected (``agentConnected``)."""
+
+    value: Any = None
+
+
+class DialoutInitiatedEvent(Event, frozen=True, kw_only=True):
+    """An outbound call was placed (``dialoutInitiated``)."""
+
+    outbound_target: str | None = None
+    dialout_metadata: Any = None
+
+
 EVENT_NAMES: Final[dict[str, type[Event]]] = {
     "session_start": SessionStartEvent,
     "session_end": SessionEndEvent,
@@ -243,4 +464,21 @@ EVENT_NAMES: Final[dict[str, type[Event]]] = {
     "activity": InboundActivityEvent,
     "dtmf": DtmfEvent,
     "error": BridgeErrorEvent,
+    "function_call_response": FunctionCallResponseEvent,
+    "latency_report": LatencyReportEvent,
+    "frustration_detected": FrustrationDetectedEvent,
+    "listen_updated": ListenUpdatedEvent,
+    "think_live_updated": ThinkLiveUpdatedEvent,
+    "think_provider_message": ThinkProviderMessageEvent,
+    "participant_ignored": ParticipantIgnoredEvent,
+    "no_user_input": NoUserInputEvent,
+    "transfer_failed": TransferFailedEvent,
+    "transfer_answered": TransferAnsweredEvent,
+    "play_url_failed": PlayUrlFailedEvent,
+    "play_finished": PlayFinishedEvent,
+    "speech_hypothesis": SpeechHypothesisEvent,
+    "voice_detected": VoiceDetectedEvent,
+    "silence_detected": SilenceDetectedEvent,
+    "agent_connected": AgentConnectedEvent,
+    "dialout_initiated": DialoutInitiatedEvent,
 }

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 from .audio import MediaFormat
 from .call import Call
 from .call import commands as cmd
-from .events import ConversationTextEvent
+from .events import CallDetails, ConversationTextEvent
 from .protocols import deepgram as dg
 
 __all__ = ["CallCommands", "Session"]
@@ -49,8 +49,13 @@ class CallCommands:
         """Inject text as if the caller had said it (``InjectUserMessage``)."""
         await self._run(cmd.SendUserMessage, content=content)
 
+    # Every update is kept with the call: a reconnect or a take-over by another instance
+    # starts the new agent connection with it. Sent while the agent is reconnecting, it
+    # is carried by the new connection's Settings.
+
     async def update_prompt(self, prompt: str) -> None:
-        """Change the agent's system prompt mid-call (``UpdatePrompt``)."""
+        """Add to the agent's system prompt mid-call (``UpdatePrompt``: Deepgram adds it to
+        the current prompt rather than replacing it)."""
         await self._run(cmd.UpdatePrompt, prompt=prompt)
 
     async def update_speak(self, speak: dg.SpeakSettings | dict[str, Any] | list[Any]) -> None:
@@ -60,6 +65,25 @@ class CallCommands:
     async def update_think(self, think: dg.ThinkSettings | dict[str, Any] | list[Any]) -> None:
         """Replace the LLM configuration (``UpdateThink``); a list is a fallback chain."""
         await self._run(cmd.UpdateThink, think=think)
+
+    async def update_listen(self, listen: dg.ListenSettings | dict[str, Any]) -> None:
+        """Change speech recognition mid-call (``UpdateListen``: the provider fields given
+        change, e.g. ``{"provider": {"type": "deepgram", "version": "v2", "model":
+        "flux-general-multi", "language_hints": ["es"]}}``)."""
+        await self._run(cmd.UpdateListen, listen=listen)
+
+    async def update_think_live(self, think_live: dg.ThinkLiveSettings | dict[str, Any]) -> None:
+        """Change the Think Live settings (``UpdateThink_Live``; Deepgram early access)."""
+        await self._run(cmd.UpdateThinkLive, think_live=think_live)
+
+    async def force_end_turn(self) -> None:
+        """End the caller's turn now (``ForceEndTurn``; Flux listen models), e.g. after a
+        DTMF key: the agent answers what it heard so far."""
+        await self._run(cmd.ForceEndTurn)
+
+    async def send_think_provider_message(self, content: Any) -> None:
+        """A custom payload for a custom think provider (``__customToThinkProvider``)."""
+        await self._run(cmd.SendThinkProviderMessage, content=content)
 
     async def respond_to_function_call(self, id: str, name: str, content: Any) -> None:
         """Answer a client-side ``FunctionCallRequest``. Non-strings are sent as JSON."""
@@ -73,16 +97,29 @@ class CallCommands:
         *,
         handover_reason: str | None = None,
         transfer_sip_headers: list[dict[str, str]] | None = None,
+        referred_by_url: str | None = None,
     ) -> None:
         """Transfer the call (SIP REFER) to a ``tel:`` or ``sip:`` URI, once the agent's
-        last words have played; ends the session."""
+        last words have played. The call stays up until VAIC says how it went: answered
+        (or ``session.end``) ends it with reason ``transfer``; failed gives it back to the
+        agent (``transfer_failed``); no word within ``Limits.transfer_timeout_s`` ends it.
+        ``transfer_sip_headers``: ``[{"name": "X-Case", "value": "42"}]``;
+        ``referred_by_url``: the ``Referred-By`` (``transferReferredByURL``)."""
         await self._run(cmd.Transfer, destination=destination, handover_reason=handover_reason,
-                        transfer_sip_headers=transfer_sip_headers)
+                        transfer_sip_headers=transfer_sip_headers,
+                        referred_by_url=referred_by_url)
 
-    async def end_session(self, reason: str | None = None) -> None:
+    async def end_session(
+        self,
+        reason: str | None = None,
+        *,
+        sip_headers: list[dict[str, str]] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         """Hang up (``hangup`` activity with ``hangupReason``) once the agent's last words
-        have played, and end the session."""
-        await self._run(cmd.EndSession, reason=reason)
+        have played, and end the session. ``sip_headers`` go on the SIP BYE (sent as
+        ``hangupSipHeaders``); ``params`` are further ``activityParams`` as they are."""
+        await self._run(cmd.EndSession, reason=reason, sip_headers=sip_headers, params=params)
 
     async def play_url(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         """Have VAIC fetch and play an audio file (``playUrl``)."""
@@ -171,13 +208,20 @@ class Session(CallCommands):
     def caller(self) -> str | None:
         return self._runtime.call.initiate.caller
 
+    @property
+    def details(self) -> CallDetails | None:
+        """What VAIC's ``start`` said about the call (``None`` until it came)."""
+        return self._runtime.call.details
+
     def get_transcript(self) -> list[ConversationTextEvent]:
-        """Every ``conversation_text`` so far, in order."""
+        """Every ``conversation_text`` turn so far, in order (backchannels and fillers left
+        out); an agent utterance the caller cut short has what was heard as ``content``
+        and the rest as ``unheard``."""
         call = self._runtime.call
         return [
             ConversationTextEvent(
                 session_id=call.session_id, conversation_id=call.conversation_id, at=0.0,
-                role=role, content=content,
+                role=role, content=content, unheard=unheard,
             )
-            for role, content in call.transcript.texts()
+            for role, content, unheard in call.transcript.texts()
         ]

@@ -1,8 +1,10 @@
 """Letting a call in: the upgrade, its authentication, and the first message on a socket.
 
-A socket becomes a call on ``session.initiate`` (format negotiated, agent config chosen,
-or a clear ``session.error``), or rejoins one on ``session.resume``: the call is found
-here, or taken over from another instance through the shared store.
+A socket becomes a call on ``session.initiate`` (format negotiated, or a clear
+``session.error``), or rejoins one on ``session.resume``: the call is found here, or taken
+over from another instance through the shared store. A per-call agent factory runs once
+VAIC's ``start`` has said who calls whom (see ``Limits.start_wait_s``), while the agent
+connection opens.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from ..audio import FORMATS, negotiate
 from ..auth import AuthHook, Connection
 from ..call import Call
 from ..cluster.cluster import Cluster
-from ..config import AgentConfig, Limits, Playout, Reconnect
+from ..config import AgentConfig, CallOptions, Limits, Playout, Reconnect
 from ..errors import AuthError, SessionClosedError
+from ..events import CallDetails
 from ..observability.logs import for_call, logger
 from ..observability.observer import Observers
 from ..protocols import audiocodes as ac
@@ -38,14 +41,27 @@ __all__ = ["Admission", "AgentFactory", "AgentSpec", "CallInfo"]
 
 
 class CallInfo(msgspec.Struct, frozen=True):
-    """What a per-call agent factory can choose from: the upgrade and the initiate."""
+    """What a per-call agent factory can choose from: the upgrade, the initiate, and the
+    call's details from VAIC's ``start`` (``None`` if it did not come in time)."""
 
     connection: Connection
     initiate: ac.SessionInitiate
+    details: CallDetails | None = None
+
+    @property
+    def callee(self) -> str | None:
+        """The number dialled (DNIS), when ``start`` said."""
+        return self.details.callee if self.details is not None else None
+
+    @property
+    def sip_headers(self) -> dict[str, Any]:
+        """``start``'s parameters from SIP headers (``sipHeadersToBot``), by their names."""
+        return self.details.sip_headers if self.details is not None else {}
 
 
-AgentSpec = AgentConfig | dg.AgentSettings | dict[str, Any]
-# ``None``: this call has no agent (an unknown tenant); it is refused with session.error
+AgentSpec = AgentConfig | dg.AgentSettings | dict[str, Any] | str
+# ``None``: this call has no agent (an unknown tenant): a new call is hung up with a
+# reason (the factory runs after session.accepted), a resume is refused with session.error
 AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec | None] | AgentSpec | None]
 AgentSource = Callable[[CallInfo], Awaitable[AgentConfig | None]]  # ``agent=``, normalised
 
@@ -57,17 +73,20 @@ class Admission:
         self, calls: CallRegistry, cluster: Cluster, *, auth: AuthHook, agent: AgentSource,
         media_formats: tuple[str, ...], playout: Playout, limits: Limits,
         reconnect: Reconnect, observers: Observers, deps: Callable[[], CallDeps],
+        static_agent: AgentConfig | None = None, options: CallOptions | None = None,
     ) -> None:
         self._calls = calls
         self._cluster = cluster
         self._auth = auth
         self._agent = agent
+        self._static_agent = static_agent  # the same for every call: chosen at once
         self._formats = media_formats
         self._playout = playout
         self._limits = limits
         self._reconnect = reconnect
         self._observers = observers
         self._deps = deps
+        self._options = options or CallOptions()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = Connection.from_scope(scope, route_path(scope))
@@ -122,19 +141,17 @@ class Admission:
         elif fmt is None:
             refusal = ("no_format", f"no supported media format: offered "
                        f"{list(msg.supported_media_formats)}, supported {list(self._formats)}")
-        agent = None
-        if refusal is None:
-            agent = await self._agent_config(CallInfo(conn, msg))
-            if not isinstance(agent, AgentConfig):
-                refusal = agent
-        if refusal is not None or fmt is None or not isinstance(agent, AgentConfig):
+        if refusal is not None or fmt is None:
             cause, reason = refusal or ("bad_request", "refused")
             await self._refuse(vaic, cid, cause, reason)
             return
-        call = Call(msg, session_id=uuid.uuid4().hex, media_format=fmt, agent_config=agent,
+        static = self._static_agent
+        call = Call(msg, session_id=uuid.uuid4().hex, media_format=fmt, agent_config=static,
                     now=Scheduler.for_running_loop().now(), playout=self._playout,
-                    limits=self._limits, reconnect=self._reconnect, wall_clock=time.time())
-        await self._run(CallRuntime(call, self._deps()), vaic, conn.path)
+                    limits=self._limits, reconnect=self._reconnect, options=self._options,
+                    wall_clock=time.time())
+        choose = None if static is not None else _chooser(self._agent, conn, msg)
+        await self._run(CallRuntime(call, self._deps(), choose), vaic, conn.path)
 
     async def _resume(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionResume) -> None:
         cid = msg.conversation_id or ""
@@ -155,8 +172,8 @@ class Admission:
         if isinstance(claimed, str):
             await self._refuse(vaic, cid, "resume_unknown", claimed)
             return
-        snapshot, history, previous = claimed
-        agent = await self._agent_config(CallInfo(conn, snapshot.initiate))
+        snapshot, history, shared, previous = claimed
+        agent = await self._agent_config(CallInfo(conn, snapshot.initiate, shared.details))
         fmt = FORMATS.get(snapshot.media_format)
         if not isinstance(agent, AgentConfig) or fmt is None:
             cause, reason = agent if isinstance(agent, tuple) else (
@@ -166,7 +183,8 @@ class Admission:
         call = Call(snapshot.initiate, session_id=snapshot.session_id, media_format=fmt,
                     agent_config=agent, now=Scheduler.for_running_loop().now(),
                     playout=self._playout, limits=self._limits, reconnect=self._reconnect,
-                    wall_clock=snapshot.started_wall, taken_over=(snapshot.epoch, history))
+                    options=self._options, wall_clock=snapshot.started_wall,
+                    taken_over=(snapshot.epoch, history, shared))
         for_call(cid, snapshot.session_id).info(
             "resumed here, taken over from %s", previous or "an instance that drained")
         await self._run(CallRuntime(call, self._deps()), vaic, snapshot.path)
@@ -183,7 +201,7 @@ class Admission:
             if cluster.shared:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(3):
                     await cluster.keep(call.conversation_id, runtime.unshared_history(),
-                                       runtime.log)
+                                       runtime.log, runtime.unshared_state())
                     await cluster.unregister(call, runtime.log)
 
     async def _agent_config(self, info: CallInfo) -> AgentConfig | tuple[str, str]:
@@ -206,6 +224,16 @@ class Admission:
                                                            conversation_id=cid or None)))
         finally:
             await vaic.close(1000, reason)
+
+
+def _chooser(
+    source: AgentSource, conn: Connection, initiate: ac.SessionInitiate,
+) -> Callable[[CallDetails | None], Awaitable[AgentConfig | None]]:
+    """The factory of one call, to run once its details are known."""
+    async def choose(details: CallDetails | None) -> AgentConfig | None:
+        return await source(CallInfo(conn, initiate, details))
+
+    return choose
 
 
 async def _await_session(vaic: VaicSocket) -> ac.SessionInitiate | ac.SessionResume | None:

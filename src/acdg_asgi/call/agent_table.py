@@ -16,6 +16,7 @@ from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .parts import CallParts
 from .state import CallState, CloseAgent, Measure
+from .transcript import turn_latency
 
 __all__ = ["AGENT_TABLE"]
 
@@ -32,12 +33,13 @@ _CONFIG_ERRORS: Final = frozenset(
 )
 
 
+# Think Live's utterances that are not turns: kept out of the transcript, the history
+# and play-stream captions (the audio still plays).
+_ASIDES: Final = frozenset({"backchannel", "filler"})
+
+
 def _welcome(call: CallParts, msg: dg.Welcome, now: float) -> None:
-    settings = call.agent_config.settings(
-        call.media_format.deepgram_audio(), history=call.transcript.history()
-    )
-    call.to_agent.append(settings)
-    call.link.last_send = now
+    call.agent_welcomed(msg.request_id, now)  # Settings, once the config is known
 
 
 def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> None:
@@ -47,19 +49,26 @@ def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> N
     if gap_ms is not None:
         call.stats.agent_reconnects += 1
         call.emit(ev.AgentReconnectedEvent, now, attempts=attempts, gap_ms=gap_ms)
+    call.to_agent.extend(call.agent_ready())  # updates and injections that waited
     call.to_agent.extend(held)
 
 
 def _conversation_text(call: CallParts, msg: dg.ConversationText, now: float) -> None:
-    call.transcript.add_text(msg.role, msg.content)
+    behavior = msg.conversational_behavior
+    aside = behavior in _ASIDES
+    index = None if aside else call.transcript.add_text(msg.role, msg.content)
     if msg.role == "user":
-        alt = (ac.Alternative(text=msg.content),)
-        call.to_vaic.append(ac.UserStreamSpeechRecognition(alternatives=alt))
-        call.to_vaic.append(ac.UserStreamSpeechCommitted())
+        if not aside:
+            alt = (ac.Alternative(text=msg.content),)
+            participant = call.hearing
+            call.to_vaic.append(ac.UserStreamSpeechRecognition(alternatives=alt,
+                                                               participant=participant))
+            call.to_vaic.append(ac.UserStreamSpeechCommitted(participant=participant))
     else:
         call.discard_agent_audio = False
-        call.playout.begin(msg.content)
-    call.emit(ev.ConversationTextEvent, now, role=msg.role, content=msg.content)
+        call.playout.begin(None if aside else msg.content, index)
+    call.emit(ev.ConversationTextEvent, now, role=msg.role, content=msg.content,
+              behavior=behavior, languages=msg.languages)
 
 
 def _user_started_speaking(call: CallParts, msg: dg.UserStartedSpeaking, now: float) -> None:
@@ -68,11 +77,13 @@ def _user_started_speaking(call: CallParts, msg: dg.UserStartedSpeaking, now: fl
     if stop is not None and call.state is CallState.ACTIVE:
         call.to_vaic.append(stop)
         call.barge_in_at = now
+    heard = unheard = None
     if speaking:
         call.stats.barge_ins += 1
         call.observations.append((Measure.BARGE_IN_TAIL, (cut.sent_ms - cut.heard_ms) / 1000))
         call.discard_agent_audio = True
-    call.to_vaic.append(ac.UserStreamSpeechStarted())
+        heard, unheard = call.heard(cut.tag, cut.heard, cut.unplayed)
+    call.to_vaic.append(ac.UserStreamSpeechStarted(participant=call.hearing))
     call.emit(
         ev.UserStartedSpeakingEvent,
         now,
@@ -80,6 +91,8 @@ def _user_started_speaking(call: CallParts, msg: dg.UserStartedSpeaking, now: fl
         agent_audio_sent_ms=cut.sent_ms,
         agent_audio_heard_ms=cut.heard_ms,
         agent_audio_dropped_ms=cut.dropped_ms,
+        agent_heard_text=heard,
+        agent_unheard_text=unheard,
     )
 
 
@@ -88,10 +101,42 @@ def _agent_turn_start(call: CallParts, msg: dg.AgentThinking | dg.AgentStartedSp
     call.discard_agent_audio = False
     if isinstance(msg, dg.AgentThinking):
         call.emit(ev.AgentThinkingEvent, now, content=msg.content)
-    else:
+    else:  # experimental; the record falls back on it when no LatencyReport comes
         call.transcript.add_latency(msg.total_latency)
-        if msg.total_latency is not None:
-            call.observations.append((Measure.AGENT_RESPONSE_LATENCY, msg.total_latency))
+
+
+_LATENCY_PARTS: Final = (
+    ("stt_latency", Measure.AGENT_STT_LATENCY),
+    ("ttt_token_latency", Measure.AGENT_TTT_TOKEN_LATENCY),
+    ("ttt_text_latency", Measure.AGENT_TTT_TEXT_LATENCY),
+    ("ttt_tool_latency", Measure.AGENT_TTT_TOOL_LATENCY),
+    ("ttt_thinking_latency", Measure.AGENT_TTT_THINKING_LATENCY),
+    ("tts_latency", Measure.AGENT_TTS_LATENCY),
+    ("total_latency", Measure.AGENT_RESPONSE_LATENCY),
+)
+
+
+def _latency_report(call: CallParts, msg: dg.LatencyReport, now: float) -> None:
+    latency = turn_latency(msg)
+    call.transcript.reports.append(latency)
+    for field, measure in _LATENCY_PARTS:
+        value = getattr(msg, field)
+        if value is not None:
+            call.observations.append((measure, value))
+    call.emit(ev.LatencyReportEvent, now, latency=latency)
+
+
+def _frustration(call: CallParts, msg: dg.FrustrationDetected, now: float) -> None:
+    call.frustration = max(call.frustration + 1, msg.count)
+    call.emit(ev.FrustrationDetectedEvent, now, count=msg.count, escalated=msg.escalated)
+
+
+def _history(call: CallParts, msg: dg.History, now: float) -> None:
+    call.transcript.server_history(msg)
+
+
+def _think_provider(call: CallParts, msg: dg.CustomFromThinkProvider, now: float) -> None:
+    call.emit(ev.ThinkProviderMessageEvent, now, content=msg.content)
 
 
 def _agent_audio_done(call: CallParts, msg: dg.AgentAudioDone, now: float) -> None:
@@ -109,6 +154,7 @@ def _server_function_response(
     call: CallParts, msg: dg.ServerFunctionCallResponse, now: float
 ) -> None:
     call.transcript.function_ran_on_server(msg)
+    call.emit(ev.FunctionCallResponseEvent, now, id=msg.id, name=msg.name, content=msg.content)
 
 
 def _function_call_cancelled(call: CallParts, msg: dg.FunctionCallCancelled, now: float) -> None:
@@ -140,16 +186,14 @@ def _error(call: CallParts, msg: dg.Error, now: float) -> None:
         call.agent_lost(now, f"agent error {msg.code}: {msg.description}")
 
 
-def _noop(call: CallParts, msg: dg.ServerMessage, now: float) -> None:
-    pass
-
-
 _Handler = Callable[[CallParts, Any, float], None]
 
 _ACK_EVENTS: Final[dict[type[dg.ServerMessage], type[ev.Event]]] = {
     dg.PromptUpdated: ev.PromptUpdatedEvent,
     dg.ThinkUpdated: ev.ThinkUpdatedEvent,
     dg.SpeakUpdated: ev.SpeakUpdatedEvent,
+    dg.ListenUpdated: ev.ListenUpdatedEvent,
+    dg.ThinkLiveUpdated: ev.ThinkLiveUpdatedEvent,
 }
 
 AGENT_TABLE: Final[dict[type[dg.ServerMessage], _Handler]] = {
@@ -166,9 +210,12 @@ AGENT_TABLE: Final[dict[type[dg.ServerMessage], _Handler]] = {
     dg.PromptUpdated: _ack,
     dg.ThinkUpdated: _ack,
     dg.SpeakUpdated: _ack,
-    dg.ListenUpdated: _noop,
-    dg.LatencyReport: _noop,
-    dg.History: _noop,
+    dg.ListenUpdated: _ack,
+    dg.ThinkLiveUpdated: _ack,
+    dg.LatencyReport: _latency_report,
+    dg.FrustrationDetected: _frustration,
+    dg.History: _history,
+    dg.CustomFromThinkProvider: _think_provider,
     dg.InjectionRefused: _warning,
     dg.Warning: _warning,
     dg.Error: _error,

@@ -28,6 +28,11 @@ __all__ = [
 
 # AudioCodes: "only digits, *, and/or #", up to 20 (A-D are ignored by VAIC)
 _DTMF: Final = re.compile(r"[0-9*#]{1,20}")
+# An activity's fields, by either spelling: the wire's (camelCase) and Python's.
+_ACTIVITY_FIELDS: Final = {
+    name: f.encode_name
+    for f in msgspec.structs.fields(ac.Activity) for name in (f.name, f.encode_name)
+}
 
 
 class InvalidCommand(LocalProtocolError, ValueError):
@@ -91,6 +96,32 @@ class UpdateThink(Command, tag="update_think", frozen=True):
         call.send_to_agent(dg.UpdateThink(think=self.think), now)
 
 
+class UpdateListen(Command, tag="update_listen", frozen=True):
+    listen: dg.ListenSettings
+
+    def apply(self, call: Call, now: float) -> None:
+        call.send_to_agent(dg.UpdateListen(listen=self.listen), now)
+
+
+class UpdateThinkLive(Command, tag="update_think_live", frozen=True):
+    think_live: dg.ThinkLiveSettings
+
+    def apply(self, call: Call, now: float) -> None:
+        call.send_to_agent(dg.UpdateThinkLive(think_live=self.think_live), now)
+
+
+class ForceEndTurn(Command, tag="force_end_turn", frozen=True):
+    def apply(self, call: Call, now: float) -> None:
+        call.send_to_agent(dg.ForceEndTurn(), now)
+
+
+class SendThinkProviderMessage(Command, tag="send_think_provider_message", frozen=True):
+    content: Any
+
+    def apply(self, call: Call, now: float) -> None:
+        call.send_to_agent(dg.CustomToThinkProvider(content=self.content), now)
+
+
 class RespondToFunctionCall(Command, tag="respond_to_function_call", frozen=True):
     id: str
     name: str
@@ -106,10 +137,21 @@ class RespondToFunctionCall(Command, tag="respond_to_function_call", frozen=True
 # --- the call (AudioCodes) -------------------------------------------------------------
 
 
+def _sip_headers(headers: list[dict[str, str]] | None, what: str) -> None:
+    for header in headers or ():
+        if set(header) != {"name", "value"}:
+            raise InvalidCommand(f"{what}: each SIP header is {{'name': ..., 'value': ...}}, "
+                                 f"not {header!r}")
+
+
 class Transfer(Command, tag="transfer", frozen=True):
     destination: str
     handover_reason: str | None = None
     transfer_sip_headers: list[dict[str, str]] | None = None
+    referred_by_url: str | None = None
+
+    def __post_init__(self) -> None:
+        _sip_headers(self.transfer_sip_headers, "transfer_sip_headers")
 
     def apply(self, call: Call, now: float) -> None:
         params: dict[str, Any] = {"transferTarget": self.destination}
@@ -117,14 +159,26 @@ class Transfer(Command, tag="transfer", frozen=True):
             params["handoverReason"] = self.handover_reason
         if self.transfer_sip_headers:
             params["transferSipHeaders"] = self.transfer_sip_headers
+        if self.referred_by_url is not None:
+            params["transferReferredByURL"] = self.referred_by_url
         call.transfer_call(now, _event("transfer", activity_params=params))
 
 
 class EndSession(Command, tag="end_session", frozen=True):
     reason: str | None = None
+    sip_headers: list[dict[str, str]] | None = None
+    params: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _sip_headers(self.sip_headers, "sip_headers")
 
     def apply(self, call: Call, now: float) -> None:
-        call.end_session(now, self.reason or "call ended by the application")
+        params = dict(self.params or {})
+        if self.sip_headers:
+            # AudioCodes' hangup page says BYE headers can be sent but its readable part
+            # does not name the field: named as transfer's transferSipHeaders is.
+            params["hangupSipHeaders"] = self.sip_headers
+        call.end_session(now, self.reason or "call ended by the application", params or None)
 
 
 class PlayUrl(Command, tag="play_url", frozen=True):
@@ -180,11 +234,26 @@ class SendActivity(Command, tag="send_activity", frozen=True):
         self.parsed()  # refuse a malformed activity here, not when it is sent
 
     def parsed(self) -> tuple[ac.Activity, ...]:
+        """The activities, every field kept (in either spelling: ``activityParams`` or
+        ``activity_params``); a field the Bot API has no place for is refused by name."""
         items = self.activity if isinstance(self.activity, list) else [self.activity]
-        try:
-            return tuple(msgspec.convert(a, ac.Activity) for a in items)
-        except msgspec.ValidationError as exc:
-            raise InvalidCommand(f"invalid activity: {exc}") from None
+        out = []
+        for item in items:
+            wire: dict[str, Any] = {}
+            for key, value in item.items():
+                name = _ACTIVITY_FIELDS.get(key)
+                if name is None:
+                    known = ", ".join(sorted(set(_ACTIVITY_FIELDS.values())))
+                    raise InvalidCommand(f"invalid activity: no field {key!r} in a Bot API "
+                                         f"activity (known: {known})")
+                if name in wire:
+                    raise InvalidCommand(f"invalid activity: {key!r} given twice")
+                wire[name] = value
+            try:
+                out.append(msgspec.convert(wire, ac.Activity))
+            except msgspec.ValidationError as exc:
+                raise InvalidCommand(f"invalid activity: {exc}") from None
+        return tuple(out)
 
     def apply(self, call: Call, now: float) -> None:
         _activities(call, now, *self.parsed())
@@ -214,6 +283,7 @@ class ResumeCallRecording(Command, tag="resume_call_recording", frozen=True):
 
 CommandUnion = (
     SendAgentMessage | SendUserMessage | UpdatePrompt | UpdateSpeak | UpdateThink
+    | UpdateListen | UpdateThinkLive | ForceEndTurn | SendThinkProviderMessage
     | RespondToFunctionCall | Transfer | EndSession | PlayUrl | SendDtmf | SendMetaData
     | AbortPrompts | ExpectAnotherBotMessage | ApplyConfig | SendActivity
     | StartCallRecording | StopCallRecording | PauseCallRecording | ResumeCallRecording

@@ -37,15 +37,28 @@ from typing import Any, Final
 
 from .. import events as ev
 from ..audio import MediaFormat
-from ..config import AgentConfig, Limits, Playout, Reconnect
-from ..errors import RemoteProtocolError, SessionClosedError
+from ..config import AgentConfig, CallOptions, Limits, Playout, Reconnect
+from ..errors import LocalProtocolError, RemoteProtocolError, SessionClosedError
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
-from .agent_link import AgentLink
+from .agent_link import AgentLink, AgentState
+from .agent_state import AgentUpdate, CurrentAgent
 from .agent_table import AGENT_TABLE
-from .playout import PlayoutClock
+from .playout import PlayoutClock, split_heard
 from .record import build_record
-from .state import Action, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure, Timer, Timers
+from .state import (
+    Action,
+    CallShared,
+    CallState,
+    ChooseAgent,
+    CloseAgent,
+    CloseVaic,
+    ConnectAgent,
+    Measure,
+    PendingTransfer,
+    Timer,
+    Timers,
+)
 from .stats import CallStats
 from .transcript import Transcript
 from .vaic_table import VAIC_TABLE
@@ -62,32 +75,39 @@ class Call:
         *,
         session_id: str,
         media_format: MediaFormat,
-        agent_config: AgentConfig,
+        agent_config: AgentConfig | None,
         now: float,
         playout: Playout | None = None,
         limits: Limits | None = None,
         reconnect: Reconnect | None = None,
+        options: CallOptions | None = None,
         wall_clock: float = 0.0,
-        taken_over: tuple[int, list[dg.History]] | None = None,
+        taken_over: tuple[int, list[dg.History], CallShared] | None = None,
     ) -> None:
-        """A new call (answers ``session.initiate``), or with ``taken_over=(epoch, history)``
-        a call resumed from another instance (answers ``session.resume``)."""
+        """A new call (answers ``session.initiate``), or with ``taken_over=(epoch, history,
+        shared)`` a call resumed from another instance (answers ``session.resume``).
+
+        ``agent_config=None``: a per-call factory chooses it once VAIC's ``start`` has come
+        (or ``Limits.start_wait_s`` has passed), asked for with :class:`ChooseAgent`."""
         self.conversation_id = initiate.conversation_id or ""
         self.session_id = session_id
         self.initiate = initiate
         self.media_format = media_format
-        self.agent_config = agent_config
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
+        self.options = options or CallOptions()
         playout = playout or Playout()
         self.stats = CallStats()
-        self.epoch, history = taken_over or (0, [])
+        self.epoch, history, shared = taken_over or (0, [], CallShared())
+        self.configuration = CurrentAgent(agent_config, shared.agent_updates)
         prefix = f"{self.epoch}-" if self.epoch else ""  # streamIds stay unique across owners
         stream_ids = (f"{prefix}{n}" for n in itertools.count(1))
+        participants = self.options.participants
         self.playout = PlayoutClock(
             media_format, lead_ms=playout.lead_ms, chunk_ms=playout.chunk_ms,
             max_buffer_ms=playout.max_buffer_ms, next_stream_id=lambda: next(stream_ids),
-            stats=self.stats,
+            stats=self.stats, participant=participants.play_to,
+            target_player=participants.target_player,
         )
         self.transcript = Transcript()
         self.started_at = now
@@ -112,14 +132,41 @@ class Call:
         self.observations: list[tuple[Measure, float]] = []
         self.barge_in_at: float | None = None  # a barge-in stop waiting to be written
 
+        # What the call knows beyond its sockets (shared with other instances: shared()).
+        self.details: ev.CallDetails | None = shared.details
+        self.session_started = shared.started
+        self.transfer_pending: PendingTransfer | None = shared.transfer
+        hears = participants.agent_hears
+        self.hearing: str | None = shared.hearing or (
+            None if hears in ("caller", "first") else hears)
+        self.ignored: list[str] = []  # participants kept from the agent
+        self.shared_version = 0  # bumped whenever shared() would change
+        # The agent connection's own: Settings go once Welcome came and the config is known.
+        self._welcomed = False
+        self._settings_sent = False
+        self._after_ready: list[dg.ClientMessage] = []  # sent once SettingsApplied comes
+        self.request_ids: list[str] = []
+        self.frustration = 0
+
         self.to_vaic.append(ac.SessionAccepted(media_format=media_format.token))
         if taken_over is not None:
             self.transcript.entries.extend(history)
+            self.transcript.cuts.update(shared.cuts)
+            if self.transfer_pending is not None:  # the wait restarts here
+                self.state = CallState.TRANSFERRING
+                self.discard_agent_audio = True
+                self.timers.set(Timer.TRANSFER, now + self.limits.transfer_timeout_s)
             self.emit(ev.SessionResumedEvent, now, gap_ms=0.0, taken_over=True)
         else:
-            self.emit(ev.SessionStartEvent, now, caller=initiate.caller,
-                      bot_name=initiate.bot_name, media_format=media_format.token,
-                      offered_formats=tuple(initiate.supported_media_formats))
+            session = self.options.vaic_session
+            if session is not None:
+                config = ac.Activity(type="event", name="config",
+                                     session_params=session.session_params())
+                self.to_vaic.append(ac.OutboundActivities(activities=(config,)))
+            if self.limits.start_wait_s > 0:
+                self.timers.set(Timer.START, now + self.limits.start_wait_s)
+            else:
+                self._session_start(now)
         self.actions.append(ConnectAgent(attempt=1))
 
     def __repr__(self) -> str:
@@ -141,11 +188,16 @@ class Call:
         if self.state is CallState.ENDING and self._pending_end is not None:
             end_reason, detail = self._pending_end
             self._finish(now, end_reason, reason_code=reason_code, detail=detail)
+        elif self.state is CallState.TRANSFERRING and self.transfer_pending is not None:
+            self._finish(now, "transfer", reason_code=reason_code,
+                         detail=self.transfer_pending.destination)
         else:
             self._finish(now, "caller", reason_code=reason_code, detail=reason)
 
     def vaic_lost(self, now: float) -> None:
         """VAIC's socket closed or failed without ``session.end``."""
+        if self.state is CallState.TRANSFERRING:
+            self.state = CallState.ACTIVE  # back to TRANSFERRING on resume (transfer_pending)
         if self.state is CallState.ACTIVE and self.limits.resume_grace_s > 0:
             self.state = CallState.DETACHED
             self._detached_at = now
@@ -161,12 +213,13 @@ class Call:
         """``session.resume`` arrived on a new socket for this conversation."""
         if self.state is CallState.ENDED:
             raise SessionClosedError("call has ended", conversation_id=self.conversation_id)
-        if self.state is CallState.ACTIVE:  # the old socket's loss was not noticed yet
-            self.vaic_lost(now)
+        if self.state is CallState.ACTIVE or self.state is CallState.TRANSFERRING:
+            self.vaic_lost(now)  # the old socket's loss was not noticed yet
         self.to_vaic.append(ac.SessionAccepted(media_format=self.media_format.token))
         gap = now - (self._detached_at if self._detached_at is not None else now)
         if self.state is CallState.DETACHED:
-            self.state = CallState.ACTIVE
+            self.state = CallState.ACTIVE if self.transfer_pending is None \
+                else CallState.TRANSFERRING
         self.timers.clear(Timer.RESUME)
         self._detached_at = None
         self.stats.resumes += 1
@@ -177,6 +230,7 @@ class Call:
     def agent_connected(self, now: float) -> None:
         """The agent socket is open; the handshake starts with its ``Welcome``."""
         self.link.connected(now)
+        self._welcomed = self._settings_sent = False
 
     def agent(self, msg: dg.ServerMessage, now: float) -> None:
         handler = AGENT_TABLE.get(type(msg))
@@ -272,6 +326,11 @@ class Call:
             self._finish(now, reason, detail=detail)
         elif timer is Timer.RESUME:
             self._finish(now, "timeout", detail="VAIC did not resume in time")
+        elif timer is Timer.START:
+            self._session_start(now)
+        elif timer is Timer.TRANSFER:
+            self._finish(now, "transfer", detail=f"VAIC reported no outcome of the transfer "
+                         f"within {self.limits.transfer_timeout_s:g} s")
 
     def pull(self, now: float) -> None:
         if self.state is CallState.ACTIVE or self.state is CallState.ENDING:
@@ -293,16 +352,21 @@ class Call:
 
     @property
     def is_active(self) -> bool:
-        return self.state is CallState.ACTIVE or self.state is CallState.DETACHED
+        state = self.state
+        return state is CallState.ACTIVE or state is CallState.DETACHED \
+            or state is CallState.TRANSFERRING
 
-    def end_session(self, now: float, reason: str) -> None:
-        """The application hangs up."""
+    def end_session(self, now: float, reason: str, params: dict[str, Any] | None = None) -> None:
+        """The application hangs up (``params``: more of the hangup's ``activityParams``)."""
         self._check_open("end_session")
-        self.hangup(now, reason)
+        self.hangup(now, reason, params=params)
 
     def transfer_call(self, now: float, activity: ac.Activity) -> None:
         """The application transfers the call."""
         self._check_open("transfer")
+        if self.transfer_pending is not None or self._deferred_end is not None:
+            raise LocalProtocolError("transfer: a transfer or hangup is already under way",
+                                     conversation_id=self.conversation_id)
         self.transfer(now, activity)
 
     def _check_open(self, what: str) -> None:
@@ -315,6 +379,9 @@ class Call:
         self._check_open(type(msg).__name__)
         if isinstance(msg, dg.FunctionCallResponse) and not self.transcript.function_answered(msg):
             return
+        if isinstance(msg, AgentUpdate):
+            self.update_agent(msg, now)
+            return
         if self.link.ready:
             self.to_agent.append(msg)
             self.link.last_send = now
@@ -326,12 +393,13 @@ class Call:
         self.to_vaic.append(ac.OutboundActivities(activities=activities))
 
     def hangup(
-        self, now: float, reason: str, *, end_reason: str = "ended", wait_for_playout: bool = True
+        self, now: float, reason: str, *, end_reason: str = "ended", wait_for_playout: bool = True,
+        params: dict[str, Any] | None = None,
     ) -> None:
         """Hang up (``hangup`` activity with ``hangupReason``) once the agent's words have
         played; the call ends when VAIC confirms or after ``hangup_timeout_s``."""
         activity = ac.Activity(
-            type="event", name="hangup", activity_params={"hangupReason": reason}
+            type="event", name="hangup", activity_params={**(params or {}), "hangupReason": reason}
         )
         if wait_for_playout:
             self._end_after_playout(now, activity, end_reason, reason)
@@ -339,7 +407,8 @@ class Call:
             self._end_with(now, activity, end_reason, reason)
 
     def transfer(self, now: float, activity: ac.Activity) -> None:
-        """Transfer once the agent's words have played; the call ends with it."""
+        """Transfer once the agent's words have played, then wait for VAIC to say how it
+        went (see :meth:`transfer_status`); the agent connection stays up meanwhile."""
         target = (activity.activity_params or {}).get("transferTarget")
         self._end_after_playout(now, activity, "transfer", str(target))
 
@@ -361,7 +430,10 @@ class Call:
         if played or now >= self._deferred_until or self.state is not CallState.ACTIVE:
             activity, end_reason, detail = self._deferred_end
             self._deferred_end = None
-            self._end_with(now, activity, end_reason, detail)
+            if end_reason == "transfer" and self.state is CallState.ACTIVE:
+                self._start_transfer(now, activity, detail)
+            else:
+                self._end_with(now, activity, end_reason, detail)
 
     def _end_with(
         self, now: float, activity: ac.Activity, end_reason: str, detail: str | None
@@ -369,6 +441,7 @@ class Call:
         if self.state is CallState.ENDING or self.state is CallState.ENDED:
             return
         self._deferred_end = None
+        self._transfer_done()
         _, stop = self.playout.cut(now)
         if self.state is CallState.DETACHED:
             # Nobody to tell; VAIC's resume would be refused now anyway.
@@ -395,11 +468,225 @@ class Call:
         self.actions.append(CloseAgent())
         self.actions.append(CloseVaic(reason=reason))
         self.emit(ev.SessionEndEvent, now, reason=reason, reason_code=reason_code,
-                  detail=detail, duration_s=now - self.started_at, record=build_record(self, now))
+                  detail=detail, duration_s=now - self.started_at, record=build_record(self, now),
+                  meaning=ev.END_REASON_CODES.get(reason_code or ""))
 
     def end(self, now: float, reason: str, detail: str | None = None) -> None:
         """End the call at once (no hangup activity): drain deadline, fatal bugs."""
         self._finish(now, reason, detail=detail)
+
+    # --- transfers: sent, then answered, failed, or never reported ---------------------
+
+    def _start_transfer(self, now: float, activity: ac.Activity, destination: str | None) -> None:
+        _, stop = self.playout.cut(now)
+        if stop is not None:
+            self.to_vaic.append(stop)
+        self.to_vaic.append(ac.OutboundActivities(activities=(activity,)))
+        self.state = CallState.TRANSFERRING
+        self.transfer_pending = PendingTransfer(destination=destination)
+        self.discard_agent_audio = True  # the agent stays connected, and quiet
+        self.timers.set(Timer.TRANSFER, now + self.limits.transfer_timeout_s)
+        self.shared_changed()
+
+    def _transfer_done(self) -> PendingTransfer | None:
+        pending, self.transfer_pending = self.transfer_pending, None
+        if pending is not None:
+            self.timers.clear(Timer.TRANSFER)
+            self.shared_changed()
+        return pending
+
+    def transfer_status(
+        self, status: str | None, reason_code: str | None, reason: str | None, now: float
+    ) -> None:
+        """VAIC's ``transferStatus``: ``answered`` ends the call (reason ``transfer``);
+        ``failed`` gives it back to the agent, which is told so it can tell the caller."""
+        transferring = self.state is CallState.TRANSFERRING
+        pending = self._transfer_done()
+        destination = pending.destination if pending is not None else None
+        if status == "answered":
+            self.emit(ev.TransferAnsweredEvent, now, destination=destination)
+            if self.state is CallState.TRANSFERRING or self.state is CallState.ACTIVE:
+                self.state = CallState.ENDING
+                self._pending_end = ("transfer", destination)
+                self.timers.set(Timer.HANGUP, now + self.limits.hangup_timeout_s)
+                self.actions.append(CloseAgent())
+                self.link.close()
+            return
+        if status != "failed":
+            self.protocol_warning(now, "audiocodes", f"transferStatus with status {status!r}")
+            if pending is not None:  # keep waiting for a status that makes sense
+                self.transfer_pending = pending
+                self.timers.set(Timer.TRANSFER, now + self.limits.transfer_timeout_s)
+            return
+        if transferring:
+            self.state = CallState.ACTIVE
+            self.playout.clear()  # nothing said meanwhile is worth playing now
+            self.discard_agent_audio = False
+        self.emit(ev.TransferFailedEvent, now, destination=destination,
+                  reason_code=reason_code, reason=reason)
+        text = self.options.transfer_failed_text(reason_code, reason)
+        if text is not None and self.is_active:
+            self.to_agent_when_ready(dg.InjectAgentMessage(message=text, behavior="interrupt"),
+                                     now)
+
+    # --- the agent's configuration: chosen, updated, sent --------------------------------
+
+    def agent_chosen(self, config: AgentConfig | None, now: float) -> None:
+        """The per-call factory's answer (see :class:`ChooseAgent`); ``None``: the
+        application has no agent for this call (an unknown tenant), so it is hung up."""
+        if self.configuration.config is not None or not self.is_open:
+            return
+        if config is None:
+            if self.is_active:
+                self.hangup(now, "no agent for this call", end_reason="ended")
+            return
+        self.configuration.config = config
+        self.configure_agent(now)
+
+    def agent_choice_failed(self, now: float, why: str) -> None:
+        self.error(now, "AGENT_CONFIG", f"no agent configuration for this call: {why}",
+                   fatal=True)
+        if self.is_active:
+            self.hangup(now, "no agent configuration for this call", end_reason="error")
+
+    def configure_agent(self, now: float) -> None:
+        """Send ``Settings`` once the agent said ``Welcome`` and the config is known."""
+        if not self._welcomed or self._settings_sent or self.configuration.config is None:
+            return
+        history = self.transcript.history()
+        audio = self.media_format.deepgram_audio()
+        settings, leftover = self.configuration.settings(audio, history)
+        self.to_agent.append(settings)
+        self._settings_sent = True
+        self._after_ready[:0] = leftover  # the application's changes first
+        self.link.last_send = now
+        if history and self.configuration.config.stored:
+            self.warn(now, "AGENT_HISTORY_NOT_REPLAYED", "a stored agent configuration cannot "
+                      "be given the conversation so far: the new agent starts afresh")
+
+    def agent_welcomed(self, request_id: str, now: float) -> None:
+        self._welcomed = True
+        if request_id:
+            self.request_ids.append(request_id)
+        self.configure_agent(now)
+
+    def agent_ready(self) -> list[dg.ClientMessage]:
+        """``SettingsApplied``: what waited for it."""
+        waiting, self._after_ready = self._after_ready, []
+        return waiting
+
+    def update_agent(self, update: AgentUpdate, now: float) -> None:
+        """An ``Update*`` from the application: kept for every connection to come, and
+        sent to this one when it can take it."""
+        self.configuration.apply(update)
+        self.shared_changed()
+        if self.link.ready:
+            self.to_agent.append(update)
+            self.link.last_send = now
+        elif self._settings_sent:
+            self._after_ready.append(update)
+        # else the next Settings carries it
+
+    def to_agent_when_ready(self, msg: dg.ClientMessage, now: float) -> None:
+        if self.link.ready:
+            self.to_agent.append(msg)
+            self.link.last_send = now
+        elif self.link.state is not AgentState.CLOSED:
+            self._after_ready.append(msg)
+
+    # --- the call's details: VAIC's start ------------------------------------------------
+
+    def call_started(self, details: ev.CallDetails, now: float) -> None:
+        """VAIC's ``start`` activity (a second one changes nothing)."""
+        if self.details is not None:
+            return
+        self.details = details
+        self.shared_changed()
+        if self.hearing is None and self.options.participants.agent_hears == "caller":
+            self.hearing = self._callers_participant(None)
+        if not self.session_started:
+            self._session_start(now)
+
+    def _session_start(self, now: float) -> None:
+        self.timers.clear(Timer.START)
+        self.session_started = True
+        self.shared_changed()
+        initiate = self.initiate
+        details = self.details
+        self.emit(ev.SessionStartEvent, now,
+                  caller=initiate.caller or (details.caller if details else None),
+                  bot_name=initiate.bot_name, media_format=self.media_format.token,
+                  offered_formats=tuple(initiate.supported_media_formats), details=details)
+        if self.configuration.config is None:
+            self.actions.append(ChooseAgent(details=details))
+
+    # --- participants: one feeds the agent ---------------------------------------------
+
+    def heard_from(self, participant: str, now: float, *, audio: bool = True) -> bool:
+        """Audio (or a stream start) of ``participant``, who is not the one the agent hears
+        so far: whether it is after all (the first stream decides, when nothing else did)."""
+        if self.hearing is None:
+            self.hearing = self._callers_participant(participant)
+            self.shared_changed()
+            if participant == self.hearing:
+                return True
+        if audio:
+            self.stats.other_participant_frames += 1
+        if participant not in self.ignored:
+            self.ignored.append(participant)
+            self.emit(ev.ParticipantIgnoredEvent, now, participant=participant,
+                      hearing=self.hearing)
+        return False
+
+    def _callers_participant(self, first: str | None) -> str | None:
+        """Whom the agent hears: by the policy, from ``start``'s participants, else
+        ``first`` (the first participant whose stream started)."""
+        if self.options.participants.agent_hears == "caller" and self.details is not None:
+            caller = self.details.caller or self.initiate.caller
+            for p in self.details.participants:
+                if caller and p.uri_user == caller:
+                    return p.participant
+            for p in self.details.participants:
+                if p.participant == "caller":
+                    return p.participant
+        return first
+
+    # --- what the caller heard ----------------------------------------------------------
+
+    def heard(self, cut_tag: int | None, share: float, unplayed: tuple[int, ...]
+              ) -> tuple[str | None, str | None]:
+        """A barge-in cut the agent short: mark what the caller did not hear; the heard
+        and unheard text of the interrupted utterance."""
+        transcript = self.transcript
+        for tag in unplayed:
+            transcript.cut(tag, "")
+        if cut_tag is None or not 0 <= cut_tag < len(transcript.entries):
+            if unplayed:
+                self.shared_changed()
+            return None, None
+        text = transcript.entries[cut_tag].content or ""
+        heard, _ = split_heard(text, share)
+        unheard = transcript.cut(cut_tag, heard)
+        self.shared_changed()
+        return heard, unheard
+
+    # --- shared with other instances ---------------------------------------------------
+
+    def shared_changed(self) -> None:
+        self.shared_version += 1
+
+    def shared(self) -> CallShared:
+        """The call's state beyond its history, for the shared store."""
+        return CallShared(
+            details=self.details, started=self.session_started,
+            agent_updates=tuple(self.configuration.updates), transfer=self.transfer_pending,
+            hearing=self.hearing, cuts=dict(self.transcript.cuts),
+        )
+
+    @property
+    def agent_config(self) -> AgentConfig | None:
+        """The agent's configuration as chosen for the call (before updates)."""
+        return self.configuration.config
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ from typing import Any, Protocol
 
 from .. import events as ev
 from ..audio import MediaFormat
-from ..config import AgentConfig
+from ..config import CallOptions
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .agent_link import AgentLink
+from .agent_state import AgentUpdate, CurrentAgent
 from .playout import PlayoutClock
 from .state import Action, CallState, Measure
 from .stats import CallStats
@@ -29,7 +30,8 @@ class CallParts(Protocol):
     session_id: str
     initiate: ac.SessionInitiate
     media_format: MediaFormat
-    agent_config: AgentConfig
+    configuration: CurrentAgent
+    options: CallOptions
     state: CallState
     started_at: float
     started_wall: float
@@ -41,6 +43,11 @@ class CallParts(Protocol):
     stats: CallStats
     discard_agent_audio: bool
     barge_in_at: float | None
+    details: ev.CallDetails | None
+    hearing: str | None
+    ignored: list[str]
+    request_ids: list[str]
+    frustration: int
 
     to_vaic: list[ac.OutboundMessage]
     to_agent: list[dg.ClientMessage | bytes]
@@ -64,3 +71,24 @@ class CallParts(Protocol):
     def agent_lost(self, now: float, reason: str) -> None: ...
 
     def vaic_ended(self, now: float, reason_code: str | None, reason: str | None) -> None: ...
+
+    def protocol_warning(self, now: float, source: str, description: str) -> None: ...
+
+    def call_started(self, details: ev.CallDetails, now: float) -> None: ...
+
+    def transfer_status(
+        self, status: str | None, reason_code: str | None, reason: str | None, now: float
+    ) -> None: ...
+
+    def heard_from(self, participant: str, now: float, *, audio: bool = ...) -> bool: ...
+
+    def heard(self, cut_tag: int | None, share: float, unplayed: tuple[int, ...]
+              ) -> tuple[str | None, str | None]: ...
+
+    def agent_welcomed(self, request_id: str, now: float) -> None: ...
+
+    def agent_ready(self) -> list[dg.ClientMessage]: ...
+
+    def update_agent(self, update: AgentUpdate, now: float) -> None: ...
+
+    def shared_changed(self) -> None: ...

@@ -29,25 +29,57 @@ from ..audio import MediaFormat, wav_header
 from ..protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
 from .stats import CallStats
 
-__all__ = ["Cut", "PlayoutClock"]
+__all__ = ["Cut", "PlayoutClock", "split_heard"]
 
 
 class Cut(msgspec.Struct, frozen=True):
-    """What a barge-in found: how much of the turn went out, played, and was dropped."""
+    """What a barge-in found: how much of the turn went out, played, and was dropped.
+
+    ``tag`` is the interrupted utterance's (see :meth:`PlayoutClock.begin`), ``heard`` the
+    share of its audio that had played (0..1), and ``unplayed`` the tags of utterances
+    queued behind it, dropped before any of them played.
+    """
 
     sent_ms: float
     heard_ms: float
     dropped_ms: float
+    tag: int | None = None
+    heard: float = 0.0
+    unplayed: tuple[int, ...] = ()
 
 
 class _Utterance:
     """One agent utterance in the queue: its text, and where its audio ends once known."""
 
-    __slots__ = ("alt_text", "end")
+    __slots__ = ("alt_text", "end", "tag")
 
-    def __init__(self, alt_text: str | None) -> None:
+    def __init__(self, alt_text: str | None, tag: int | None = None) -> None:
         self.alt_text = alt_text
+        self.tag = tag  # the owner's handle on it (the transcript entry)
         self.end: int | None = None  # absolute byte position; None while audio still comes
+
+
+def split_heard(text: str, share: float) -> tuple[str, str]:
+    """``text`` cut where ``share`` (0..1) of it was spoken, at a word boundary: a word
+    counts as heard when its middle was."""
+    if share >= 1.0:
+        return text, ""
+    spoken = share * len(text)
+    end = 0
+    for word_start, word in _words(text):
+        if word_start + len(word) / 2 > spoken:
+            break
+        end = word_start + len(word)
+    return text[:end], text[end:].strip()
+
+
+def _words(text: str) -> list[tuple[int, str]]:
+    out, pos = [], 0
+    for word in text.split():
+        pos = text.index(word, pos)
+        out.append((pos, word))
+        pos += len(word)
+    return out
 
 
 class PlayoutClock:
@@ -66,6 +98,8 @@ class PlayoutClock:
         max_buffer_ms: int,
         next_stream_id: Callable[[], str],
         stats: CallStats | None = None,
+        participant: str | None = None,
+        target_player: str | None = None,
     ) -> None:
         self.fmt = fmt
         self.lead = lead_ms / 1000
@@ -75,6 +109,8 @@ class PlayoutClock:
         self.max_buffer = fmt.frame_bytes(max_buffer_ms)
         self._next_stream_id = next_stream_id
         self.stats = stats or CallStats()
+        self.participant = participant  # on every playStream.start, when set
+        self.target_player = target_player
         self._buf = bytearray()
         self._off = 0  # read offset into _buf
         self._read = 0  # absolute position of _buf[_off]
@@ -85,16 +121,17 @@ class PlayoutClock:
 
     # --- inputs -----------------------------------------------------------------------
 
-    def begin(self, alt_text: str | None) -> None:
-        """A new agent utterance starts (its text arrives before its audio)."""
+    def begin(self, alt_text: str | None, tag: int | None = None) -> None:
+        """A new agent utterance starts (its text arrives before its audio). ``alt_text``
+        goes on its play stream; ``tag`` comes back in a :class:`Cut`."""
         last = self._queue[-1] if self._queue else None
         if last is not None and last.end is None:
             if self._written > self._utterance_start(last):
                 last.end = self._written  # the agent moved on without AgentAudioDone
             else:
-                last.alt_text = alt_text  # no audio yet: it is this utterance after all
+                last.alt_text, last.tag = alt_text, tag  # no audio yet: it is this one
                 return
-        self._queue.append(_Utterance(alt_text))
+        self._queue.append(_Utterance(alt_text, tag))
 
     def push(self, audio: bytes) -> int:
         """Queue agent audio. Returns how many bytes of older audio were dropped to fit."""
@@ -122,10 +159,22 @@ class PlayoutClock:
         """Barge-in: drop what was not sent, stop the stream, reset the clock."""
         sent_ms = self.fmt.duration_ms(self.sent_bytes)
         ahead_s = max(0.0, self.play_head - now)
+        heard_ms = max(0.0, sent_ms - ahead_s * 1000)
+        tag, heard = None, 0.0
+        unplayed: tuple[int, ...] = ()
+        if self._queue and self.speaking:
+            head = self._queue[0]
+            # The utterance's length: where it ends, or all of it received so far.
+            length = (head.end if head.end is not None else self._written) \
+                - (self._read - self.sent_bytes)
+            length_ms = self.fmt.duration_ms(max(0, length))
+            tag, heard = head.tag, min(1.0, heard_ms / length_ms) if length_ms else 0.0
+            unplayed = tuple(u.tag for u in list(self._queue)[1:] if u.tag is not None)
         cut = Cut(
             sent_ms=sent_ms,
-            heard_ms=max(0.0, sent_ms - ahead_s * 1000),
+            heard_ms=heard_ms,
             dropped_ms=self.fmt.duration_ms(self.pending),
+            tag=tag, heard=heard, unplayed=unplayed,
         )
         stop = PlayStreamStop(stream_id=self.stream_id) if self.stream_id else None
         self.clear()
@@ -202,8 +251,10 @@ class PlayoutClock:
             if self.stream_id is None:
                 self.stream_id = self._next_stream_id()
                 self.sent_bytes = 0
-                out.append(PlayStreamStart(stream_id=self.stream_id, media_format=self.fmt.token,
-                                           alt_text=utterance.alt_text))
+                out.append(PlayStreamStart(
+                    stream_id=self.stream_id, media_format=self.fmt.token,
+                    alt_text=utterance.alt_text, participant=self.participant,
+                    target_player=self.target_player))
                 if self.fmt.wav:
                     chunk = wav_header(self.fmt) + chunk
             self._sent(size, duration, now)

@@ -1,4 +1,5 @@
-"""The states of a call, the actions it asks of its runtime, and what it measures."""
+"""The states of a call, the actions it asks of its runtime, what it measures, and what
+it shares with other instances."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import enum
 
 import msgspec
 
+from ..events import CallDetails
+from ..protocols import deepgram as dg
+
 __all__ = [
-    "Action", "CallState", "CloseAgent", "CloseVaic", "ConnectAgent", "Measure", "Timer", "Timers",
+    "Action", "CallShared", "CallState", "ChooseAgent", "CloseAgent", "CloseVaic", "ConnectAgent",
+    "Measure", "PendingTransfer", "Timer", "Timers",
 ]
 
 
 class CallState(enum.Enum):
     ACTIVE = "active"  # VAIC socket attached
+    TRANSFERRING = "transferring"  # transfer sent; waiting for VAIC to say how it went
     DETACHED = "detached"  # VAIC socket lost; waiting for session.resume
-    ENDING = "ending"  # we hung up or transferred; waiting for VAIC to close
+    ENDING = "ending"  # we hung up, or the transfer was answered; waiting for VAIC to close
     ENDED = "ended"
 
     # Identity is enough, and a table keyed by (state, message class) is looked up for
@@ -34,14 +40,49 @@ class CloseVaic(msgspec.Struct, frozen=True):
     reason: str
 
 
-Action = ConnectAgent | CloseAgent | CloseVaic
+class ChooseAgent(msgspec.Struct, frozen=True):
+    """Run the per-call agent factory with what ``start`` said (``None``: it did not come
+    in time), and hand the result to :meth:`Call.agent_chosen`."""
+
+    details: CallDetails | None
+
+
+Action = ConnectAgent | CloseAgent | CloseVaic | ChooseAgent
+
+
+class PendingTransfer(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer sent to VAIC whose outcome is not known yet."""
+
+    destination: str | None
+
+
+class CallShared(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the owner of a call keeps in the shared store beside its history, so that
+    another instance can take the call over as it stands: the call's details, the
+    application's changes to the agent, a transfer under way, whom the agent hears, and
+    where the caller cut the agent short."""
+
+    details: CallDetails | None = None
+    started: bool = False  # session_start was emitted
+    agent_updates: tuple[
+        dg.UpdatePrompt | dg.UpdateThink | dg.UpdateSpeak | dg.UpdateListen
+        | dg.UpdateThinkLive, ...] = ()
+    transfer: PendingTransfer | None = None
+    hearing: str | None = None
+    cuts: dict[int, str] = msgspec.field(default_factory=dict)
 
 
 class Measure(enum.Enum):
     """A timing the call measured, for whoever observes it (metrics, tracing); seconds."""
 
     AGENT_HANDSHAKE = "agent_handshake_seconds"  # agent connect to SettingsApplied
-    AGENT_RESPONSE_LATENCY = "agent_response_latency_seconds"  # Deepgram's own, per turn
+    AGENT_RESPONSE_LATENCY = "agent_response_latency_seconds"  # LatencyReport total, per turn
+    AGENT_STT_LATENCY = "agent_stt_latency_seconds"  # the rest: LatencyReport's parts
+    AGENT_TTT_TOKEN_LATENCY = "agent_ttt_token_latency_seconds"
+    AGENT_TTT_TEXT_LATENCY = "agent_ttt_text_latency_seconds"
+    AGENT_TTT_TOOL_LATENCY = "agent_ttt_tool_latency_seconds"
+    AGENT_TTT_THINKING_LATENCY = "agent_ttt_thinking_latency_seconds"
+    AGENT_TTS_LATENCY = "agent_tts_latency_seconds"
     BARGE_IN_REACTION = "barge_in_reaction_seconds"  # UserStartedSpeaking to the stop written
     BARGE_IN_TAIL = "barge_in_tail_seconds"  # agent audio sent but not played at a barge-in
 
@@ -51,6 +92,8 @@ class Timer(enum.Enum):
 
     HANGUP = "hangup"  # we hung up or transferred: VAIC's session.end is due by then
     RESUME = "resume"  # VAIC lost its socket: its session.resume is due by then
+    START = "start"  # VAIC's start activity (the call's details) is waited for until then
+    TRANSFER = "transfer"  # VAIC's transferStatus or session.end is due by then
 
 
 class Timers:

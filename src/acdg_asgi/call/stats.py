@@ -20,6 +20,7 @@ class CallStats(msgspec.Struct):
     play_chunks: int = 0  # playStream.chunk produced for VAIC
     play_bytes: int = 0
     play_bytes_dropped: int = 0  # agent audio dropped: buffer overflow or a slow VAIC socket
+    other_participant_frames: int = 0  # audio of participants the agent does not hear
     barge_ins: int = 0
     resumes: int = 0
     agent_reconnects: int = 0

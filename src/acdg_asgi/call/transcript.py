@@ -1,25 +1,55 @@
 """The conversation record of a call: what was said, which functions ran, how fast.
 
 It is appended per turn, never per audio frame, and it is what a new agent connection
-is seeded with (``agent.context.messages``) when the old one drops.
+is seeded with (``agent.context.messages``) when the old one drops. Entries stay as the
+agent said them; where the caller barged in, :attr:`Transcript.cuts` holds what was
+heard, and the history and the texts give that part only.
 """
 
 from __future__ import annotations
 
+from ..events import TurnLatency
 from ..protocols import deepgram as dg
 
-__all__ = ["Transcript"]
+__all__ = ["Transcript", "turn_latency"]
+
+
+def turn_latency(report: dg.LatencyReport) -> TurnLatency:
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000, 1)
+
+    return TurnLatency(
+        stt_ms=ms(report.stt_latency), ttt_token_ms=ms(report.ttt_token_latency),
+        ttt_text_ms=ms(report.ttt_text_latency), ttt_tool_ms=ms(report.ttt_tool_latency),
+        ttt_thinking_ms=ms(report.ttt_thinking_latency), tts_ms=ms(report.tts_latency),
+        total_ms=ms(report.total_latency),
+    )
 
 
 class Transcript:
     def __init__(self) -> None:
         self.entries: list[dg.History] = []
-        self.latencies: list[float] = []
+        self.cuts: dict[int, str] = {}  # entry index -> the part the caller heard
+        self.latencies: list[float] = []  # AgentStartedSpeaking (experimental), seconds
+        self.reports: list[TurnLatency] = []  # LatencyReport, the documented figures
         self._asked: dict[str, dg.FunctionCall] = {}  # client-side calls awaiting an answer
         self._withdrawn: set[str] = set()
+        self._calls: dict[str, int] = {}  # function call id -> its entry
 
-    def add_text(self, role: str, content: str) -> None:
+    def add_text(self, role: str, content: str) -> int:
+        """A spoken turn; its index (to :meth:`cut` it later)."""
         self.entries.append(dg.History(role=role, content=content))
+        return len(self.entries) - 1
+
+    def cut(self, index: int, heard: str) -> str | None:
+        """The caller barged in on entry ``index`` having heard ``heard``; the rest, unheard."""
+        if not 0 <= index < len(self.entries):
+            return None
+        content = self.entries[index].content or ""
+        if not content.startswith(heard) or heard == content:
+            return None
+        self.cuts[index] = heard
+        return content[len(heard):].strip() or None
 
     def functions_asked(self, functions: tuple[dg.FunctionCall, ...]) -> None:
         self._asked.update((fn.id, fn) for fn in functions if fn.client_side)
@@ -44,24 +74,66 @@ class Transcript:
         return True
 
     def function_ran_on_server(self, answer: dg.ServerFunctionCallResponse) -> None:
+        if answer.id and answer.id in self._calls:
+            return  # the server's History already had it, with its arguments
         self._add_call(dg.FunctionCallRecord(
             id=answer.id or "", name=answer.name, client_side=False, arguments="{}",
             response=answer.content,
         ))
 
+    def server_history(self, entry: dg.History) -> None:
+        """Deepgram's own record of a turn. Spoken turns are kept from ``ConversationText``;
+        a server-side function call is taken from here, where its arguments are."""
+        for call in entry.function_calls or ():
+            if call.client_side:
+                continue
+            index = self._calls.get(call.id)
+            if index is None:
+                self._add_call(call)
+            else:
+                self.entries[index] = dg.History(function_calls=(call,))
+
     def _add_call(self, record: dg.FunctionCallRecord) -> None:
+        if record.id:
+            self._calls[record.id] = len(self.entries)
         self.entries.append(dg.History(function_calls=(record,)))
 
     def add_latency(self, seconds: float | None) -> None:
         if seconds is not None:
             self.latencies.append(seconds)
 
-    def history(self) -> tuple[dg.History, ...]:
-        return tuple(self.entries)
+    def totals_s(self) -> list[float]:
+        """Per-turn total latency: from ``LatencyReport`` when Deepgram sent any, else from
+        ``AgentStartedSpeaking``."""
+        if self.reports:
+            return [r.total_ms / 1000 for r in self.reports if r.total_ms is not None]
+        return self.latencies
 
-    def texts(self) -> list[tuple[str, str]]:
-        """``(role, content)`` of every spoken turn, in order."""
-        return [(e.role, e.content) for e in self.entries if e.role and e.content is not None]
+    def history(self) -> tuple[dg.History, ...]:
+        """The conversation as a new agent connection should know it: what was heard."""
+        if not self.cuts:
+            return tuple(self.entries)
+        out = []
+        for i, entry in enumerate(self.entries):
+            heard = self.cuts.get(i)
+            if heard is None:
+                out.append(entry)
+            elif heard:
+                out.append(dg.History(role=entry.role, content=heard))
+        return tuple(out)
+
+    def texts(self) -> list[tuple[str, str, str | None]]:
+        """``(role, heard, unheard)`` of every spoken turn, in order."""
+        out: list[tuple[str, str, str | None]] = []
+        for i, e in enumerate(self.entries):
+            if not e.role or e.content is None:
+                continue
+            heard = self.cuts.get(i)
+            if heard is None:
+                out.append((e.role, e.content, None))
+            else:
+                out.append((e.role, heard, e.content[len(heard):].strip() or None))
+        return out
 
     @property
     def function_calls(self) -> int:

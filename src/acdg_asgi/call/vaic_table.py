@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from .. import events as ev
 from ..protocols import audiocodes as ac
+from .notifications import on_activity
 from .parts import CallParts
 from .state import CallState
 
@@ -19,12 +19,18 @@ __all__ = ["VAIC_TABLE"]
 
 
 def _chunk(call: CallParts, msg: ac.UserStreamChunk, now: float) -> None:
+    # A plain call's stream has no participant; agent assist has one stream each.
+    if msg.participant is not None and msg.participant != call.hearing \
+            and not call.heard_from(msg.participant, now):
+        return
     audio = call.link.caller_audio(msg.audio_chunk, now)
     if audio is not None:
         call.to_agent.append(audio)
 
 
 def _user_stream_start(call: CallParts, msg: ac.UserStreamStart, now: float) -> None:
+    if msg.participant is not None and msg.participant != call.hearing:
+        call.heard_from(msg.participant, now, audio=False)
     call.to_vaic.append(ac.UserStreamStarted(participant=msg.participant))
 
 
@@ -34,9 +40,7 @@ def _user_stream_stop(call: CallParts, msg: ac.UserStreamStop, now: float) -> No
 
 def _activities(call: CallParts, msg: ac.Activities, now: float) -> None:
     for raw in msg.activities:
-        call.emit(ev.InboundActivityEvent, now, activity=raw)
-        if raw.get("type", "event") == "event" and raw.get("name") == "DTMF":
-            call.emit(ev.DtmfEvent, now, digits=str(raw.get("value") or ""))
+        on_activity(call, raw, now)
 
 
 def _session_end(call: CallParts, msg: ac.SessionEnd, now: float) -> None:
@@ -60,6 +64,13 @@ VAIC_TABLE: Final[dict[tuple[CallState, type[ac.InboundMessage]], _Handler]] = {
     (CallState.ACTIVE, ac.Activities): _activities,
     (CallState.ACTIVE, ac.SessionEnd): _session_end,
     (CallState.ACTIVE, ac.ConnectionValidate): _validate,
+    # A transfer under way: the caller's audio is not the agent's business meanwhile.
+    (CallState.TRANSFERRING, ac.UserStreamChunk): _ignore,
+    (CallState.TRANSFERRING, ac.UserStreamStart): _user_stream_start,
+    (CallState.TRANSFERRING, ac.UserStreamStop): _user_stream_stop,
+    (CallState.TRANSFERRING, ac.Activities): _activities,
+    (CallState.TRANSFERRING, ac.SessionEnd): _session_end,
+    (CallState.TRANSFERRING, ac.ConnectionValidate): _validate,
     (CallState.ENDING, ac.UserStreamChunk): _ignore,
     (CallState.ENDING, ac.UserStreamStart): _ignore,
     (CallState.ENDING, ac.UserStreamStop): _user_stream_stop,

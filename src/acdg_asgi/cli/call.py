@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from ..protocols.audiocodes import Activity
 from ..testing.report import CallEvent, CallReport
 from ..testing.script import DEFAULT_FORMATS, CallScript, Utterance, read_wav
 from ..testing.vaic import run_calls, validate_connection
@@ -33,6 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop the socket at MS, reconnect and send session.resume")
     parser.add_argument("--hangup-after", type=int, metavar="MS",
                         help="the caller hangs up at MS")
+    parser.add_argument("--no-start", action="store_true",
+                        help="send no start activity after session.accepted")
+    parser.add_argument("--start-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="add a parameter to the start activity, as VAIC does for SIP "
+                             "headers mapped with sipHeadersToBot (repeatable)")
+    parser.add_argument("--participants", metavar="A,B",
+                        help="an agent-assist call: these participants, one user stream "
+                             "each (the first has the caller's number)")
+    parser.add_argument("--transfer-status", metavar="STATUS",
+                        help="answer the bot's transfer with transferStatus: answered, "
+                             "failed or failed:REASON (busy, no-answer, declined, error)")
+    parser.add_argument("--activity", action="append", default=[], metavar="MS:JSON",
+                        help="send this activity at MS, e.g. "
+                             "'3000:{\"type\":\"event\",\"name\":\"noUserInput\",\"value\":1}'")
     parser.add_argument("--validate", action="store_true",
                         help="first send connection.validate on its own socket")
     parser.add_argument("--validate-only", action="store_true",
@@ -59,6 +74,21 @@ def _script(args: argparse.Namespace) -> CallScript:
     for item in args.dtmf:
         at, _, digits = item.partition(":")
         dtmf.append((int(at), digits))
+    activities = []
+    for item in args.activity:
+        at, _, text = item.partition(":")
+        try:
+            activities.append((int(at), msgspec.json.decode(text, type=Activity)))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise SystemExit(
+                f"--activity {item!r}: MS:JSON with a Bot API activity ({exc})") from None
+    start_params = {}
+    for item in args.start_param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--start-param {item!r}: NAME=VALUE")
+        start_params[name] = value
+    participants = tuple(p.strip() for p in (args.participants or "").split(",") if p.strip())
     return CallScript(
         formats=formats,
         caller_audio=audio,
@@ -69,6 +99,12 @@ def _script(args: argparse.Namespace) -> CallScript:
         hangup_after_ms=args.hangup_after,
         validate_first=args.validate,
         max_duration_ms=args.max_duration,
+        start=not args.no_start,
+        start_parameters=start_params,
+        participants=participants,
+        transfer_status=args.transfer_status,
+        activities=tuple(activities),
+        wait_for_hangup=args.transfer_status is not None,
     )
 
 
@@ -90,6 +126,12 @@ def _print_report(report: CallReport, out: Any) -> None:
         stop = f"{b.stopped_ms - b.talk_ms:.0f} ms" if b.stopped_ms is not None else "never"
         out.write(f"  barge-in: stream {b.stream_id} stopped after {stop}, "
                   f"{b.agent_audio_after_ms:.0f} ms of audio after the caller spoke\n")
+    for x in report.transfers:
+        status = f"{x.status} ({x.reason_code})" if x.reason_code else (x.status or "no status")
+        after = x.back_to_caller_ms
+        spoke = (f"; the bot spoke again {after:.0f} ms later" if after is not None else
+                 "; the bot did not speak again" if x.status == "failed" else "")
+        out.write(f"  transfer to {x.target} at {x.t_ms:.0f} ms: {status}{spoke}\n")
     for note in report.notes:
         out.write(f"  note: {note.message}\n")
     for v in report.violations:

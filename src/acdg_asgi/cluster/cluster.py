@@ -23,6 +23,7 @@ import anyio
 
 from ..call import Call
 from ..call.commands import Command
+from ..call.state import CallShared
 from ..errors import CallNotFound, CommandFailed, ControlError, ControlTimeout, StoreUnavailable
 from ..observability.logs import for_call
 from ..protocols import deepgram as dg
@@ -140,11 +141,15 @@ class Cluster:
             self.store_answered()
 
     async def keep(
-        self, cid: str, entries: list[dg.History], log: logging.LoggerAdapter[Any]
+        self, cid: str, entries: list[dg.History], log: logging.LoggerAdapter[Any],
+        shared: CallShared | None = None,
     ) -> bool:
-        """Append new history and renew the lease; ``False`` if another instance owns it."""
+        """Append new history, replace the call's state if it changed (``shared``) and
+        renew the lease; ``False`` if another instance owns the call."""
         try:
             await self._store.append(cid, entries, self.lease_ttl_s)
+            if shared is not None:
+                await self._store.save(cid, shared)
             owned = await self._store.renew(cid, self.instance_id, self.lease_ttl_s)
         except StoreUnavailable as exc:
             self.store_failed(exc)
@@ -164,14 +169,17 @@ class Cluster:
 
     # --- resume on this instance ---------------------------------------------------------
 
-    async def take_over(self, cid: str) -> tuple[CallSnapshot, list[dg.History], str] | str:
-        """Claim a call another instance had: the snapshot (now ours), the history and the
-        previous owner ("" after a migrating drain), or why not."""
+    async def take_over(
+        self, cid: str
+    ) -> tuple[CallSnapshot, list[dg.History], CallShared, str] | str:
+        """Claim a call another instance had: the snapshot (now ours), the history, the
+        call's state beyond it and the previous owner ("" after a migrating drain), or why
+        not."""
         try:
             loaded = await self._store.load(cid)
             if loaded is None:
                 return "conversation not found"
-            snapshot, history = loaded
+            snapshot, history, shared = loaded
             claimed = await self._store.take_over(
                 cid, self.instance_id, snapshot.epoch, self.lease_ttl_s
             )
@@ -184,7 +192,7 @@ class Cluster:
             # If this does not reach it, its next lease renewal will tell it.
             with anyio.move_on_after(1), contextlib.suppress(StoreUnavailable):
                 await self._store.publish(snapshot.owner, Release(cid, self.instance_id))
-        return claimed, history, snapshot.owner
+        return claimed, history, shared, snapshot.owner
 
     # --- commands between instances ------------------------------------------------------
 

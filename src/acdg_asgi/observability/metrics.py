@@ -17,9 +17,13 @@ from ..events import (
     AgentReconnectedEvent,
     BridgeErrorEvent,
     Event,
+    FrustrationDetectedEvent,
+    ParticipantIgnoredEvent,
     SessionEndEvent,
     SessionResumedEvent,
     SessionStartEvent,
+    TransferAnsweredEvent,
+    TransferFailedEvent,
     UserStartedSpeakingEvent,
 )
 from .observer import CallView
@@ -81,8 +85,17 @@ class PrometheusMetrics:
                                    "SettingsApplied", buckets=(*_LATENCY_BUCKETS, 10),
                                    registry=r)
         self.agent_latency = Histogram("acdg_agent_response_latency_seconds", "Agent's own "
-                                       "total latency per turn (AgentStartedSpeaking)",
+                                       "total latency per turn (LatencyReport)",
                                        buckets=_AGENT_BUCKETS, registry=r)
+        self.agent_stages = Histogram("acdg_agent_latency_seconds", "Parts of the agent's "
+                                      "latency per turn (LatencyReport), by stage", ["stage"],
+                                      buckets=(*_LATENCY_BUCKETS, 10), registry=r)
+        self.transfers = Counter("acdg_transfers", "Transfer outcomes VAIC reported",
+                                 ["outcome"], registry=r)
+        self.frustration = Counter("acdg_frustration_detected", "FrustrationDetected from "
+                                   "the agent", registry=r)
+        self.participants_ignored = Counter("acdg_participants_ignored", "Participants whose "
+                                            "audio was kept from the agent", registry=r)
         self.barge_in_reaction = Histogram("acdg_barge_in_reaction_seconds", "UserStarted"
                                            "Speaking received to playStream.stop written",
                                            buckets=_LATENCY_BUCKETS, registry=r)
@@ -91,11 +104,17 @@ class PrometheusMetrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.duration = Histogram("acdg_call_duration_seconds", "Call duration",
                                   buckets=_DURATION_BUCKETS, registry=r)
-        self._measured: dict[Measure, Histogram] = {
+        self._measured: dict[Measure, Any] = {
             Measure.AGENT_HANDSHAKE: self.handshake,
             Measure.AGENT_RESPONSE_LATENCY: self.agent_latency,
             Measure.BARGE_IN_REACTION: self.barge_in_reaction,
             Measure.BARGE_IN_TAIL: self.barge_in_tail,
+            Measure.AGENT_STT_LATENCY: self.agent_stages.labels("stt"),
+            Measure.AGENT_TTT_TOKEN_LATENCY: self.agent_stages.labels("ttt_token"),
+            Measure.AGENT_TTT_TEXT_LATENCY: self.agent_stages.labels("ttt_text"),
+            Measure.AGENT_TTT_TOOL_LATENCY: self.agent_stages.labels("ttt_tool"),
+            Measure.AGENT_TTT_THINKING_LATENCY: self.agent_stages.labels("ttt_thinking"),
+            Measure.AGENT_TTS_LATENCY: self.agent_stages.labels("tts"),
         }
         self._live: list[Callable[[], Iterable[CallView]]] = []
         self._cluster: Callable[[], int | None] | None = None
@@ -135,6 +154,14 @@ class PrometheusMetrics:
                 self.agent_rejected.labels(str(event.status or "none")).inc()
         elif isinstance(event, UserStartedSpeakingEvent) and event.interrupted:
             self.barge_ins.inc()
+        elif isinstance(event, TransferFailedEvent):
+            self.transfers.labels("failed").inc()
+        elif isinstance(event, TransferAnsweredEvent):
+            self.transfers.labels("answered").inc()
+        elif isinstance(event, FrustrationDetectedEvent):
+            self.frustration.inc()
+        elif isinstance(event, ParticipantIgnoredEvent):
+            self.participants_ignored.inc()
 
     def call_observed(self, call: CallView, measure: Measure, value: float) -> None:
         self._measured[measure].observe(value)
@@ -184,7 +211,8 @@ class _LiveCollector(Collector):
             families[family].add_metric([direction], total)
         dropped = CounterMetricFamily("acdg_dropped", "Audio dropped, by what", labels=["what"])
         for what, field in (("caller_frames", "caller_frames_dropped"),
-                            ("agent_audio_bytes", "play_bytes_dropped")):
+                            ("agent_audio_bytes", "play_bytes_dropped"),
+                            ("other_participant_frames", "other_participant_frames")):
             total = getattr(finished, field) + sum(getattr(c.stats, field) for c in live)
             dropped.add_metric([what], total)
         yield from families.values()

@@ -70,7 +70,8 @@ class CallTracer:
         spans = self._spans.get(id(call))
         if spans is None:
             return
-        if isinstance(event, ConversationTextEvent) and event.role == "assistant":
+        if isinstance(event, ConversationTextEvent) and event.role == "assistant" \
+                and event.behavior not in ("backchannel", "filler"):
             self._end_turn(spans, interrupted=False)
             spans.turn = self._tracer.start_span("acdg.agent.turn", context=spans.context)
         elif isinstance(event, AgentAudioDoneEvent) and spans.turn is not None:

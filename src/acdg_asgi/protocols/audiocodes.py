@@ -78,6 +78,7 @@ class Activity(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
     id: str | None = None
     timestamp: str | None = None
     language: str | None = None
+    delay: int | float | None = None  # ms before VAIC acts on it (the SDK's BaseActivity)
 
 
 class Alternative(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -199,6 +200,7 @@ class PlayStreamStart(_Message, tag="playStream.start", frozen=True):
     alt_text: str | None = None
     activity_params: dict[str, Any] | None = None
     participant: str | None = None
+    target_player: str | None = None  # interactive agent assist: which player plays it
 
 
 class PlayStreamChunk(_Message, tag="playStream.chunk", frozen=True):

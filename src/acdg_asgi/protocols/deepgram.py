@@ -73,6 +73,16 @@ class ListenSettings(_Config, frozen=True):
     )
 
 
+class ThinkLiveSettings(_Config, frozen=True):
+    """Deepgram's Think Live model beside the reasoning LLM (backchannels, presence
+    checks, frustration detection; early access). ``provider`` is passed through, e.g.
+    ``{"type": "deepgram", "version": "v1", "frustration_max_count": 3}``."""
+
+    provider: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"type": "deepgram", "version": "v1"}
+    )
+
+
 class ThinkSettings(_Config, frozen=True):
     provider: dict[str, Any]
     prompt: str | None = None
@@ -102,6 +112,7 @@ class Context(_Config, frozen=True):
 class AgentSettings(_Config, frozen=True):
     listen: ListenSettings | None = None
     think: ThinkSettings | tuple[ThinkSettings, ...] | None = None
+    think_live: ThinkLiveSettings | None = None
     speak: SpeakSettings | tuple[SpeakSettings, ...] | None = None
     greeting: str | None = None
     language: str | None = None
@@ -120,12 +131,16 @@ class _Client(msgspec.Struct, tag_field="type", tag=True, omit_defaults=True, fr
 
 
 class Settings(_Client, frozen=True):
+    """``extra`` is not a wire field: it is merged into the message as it is encoded
+    (:func:`encode`), for fields newer than this module."""
+
     audio: AudioSettings
     agent: AgentSettings | str  # a string is the id of an agent configuration stored at Deepgram
     tags: tuple[str, ...] | None = None
     experimental: bool | None = None
     mip_opt_out: bool | None = None
     flags: Flags | None = None
+    extra: dict[str, Any] | None = None
 
 
 class UpdatePrompt(_Client, frozen=True):
@@ -142,6 +157,16 @@ class UpdateSpeak(_Client, frozen=True):
 
 class UpdateListen(_Client, frozen=True):
     listen: ListenSettings
+
+
+class UpdateThinkLive(_Client, tag="UpdateThink_Live", frozen=True):
+    think_live: ThinkLiveSettings
+
+
+class CustomToThinkProvider(_Client, tag="__customToThinkProvider", frozen=True):
+    """A payload for a custom think provider, passed through by Deepgram."""
+
+    content: Any = None
 
 
 class InjectUserMessage(_Client, frozen=True):
@@ -173,6 +198,8 @@ ClientMessage = (
     | UpdateThink
     | UpdateSpeak
     | UpdateListen
+    | UpdateThinkLive
+    | CustomToThinkProvider
     | InjectUserMessage
     | InjectAgentMessage
     | FunctionCallResponse
@@ -200,10 +227,15 @@ class SettingsApplied(_Server, frozen=True):
 
 
 class ConversationText(_Server, frozen=True):
+    """``conversational_behavior``: ``default`` (a turn), ``backchannel`` (a short
+    acknowledgement while the caller holds the floor), ``presence_check`` or ``filler``
+    (covering a wait); ``languages`` (caller turns, multilingual listen models)."""
+
     role: str
     content: str
     languages: tuple[str, ...] | None = None
     languages_hinted: tuple[str, ...] | None = None
+    conversational_behavior: str = "default"
 
 
 class UserStartedSpeaking(_Server, frozen=True):
@@ -252,10 +284,27 @@ class AgentAudioDone(_Server, frozen=True):
 
 
 class LatencyReport(_Server, frozen=True):
-    total_latency: float | None = None
-    tts_latency: float | None = None
-    ttt_token_latency: float | None = None
+    """Deepgram's per-turn latency breakdown, in seconds (every field may be absent)."""
+
+    stt_latency: float | None = None
+    ttt_token_latency: float | None = None  # first token of any kind
     ttt_text_latency: float | None = None
+    ttt_tool_latency: float | None = None
+    ttt_thinking_latency: float | None = None
+    tts_latency: float | None = None
+    total_latency: float | None = None  # end of the caller's turn to the first audio byte
+
+
+class FrustrationDetected(_Server, frozen=True):
+    """Think Live judged the caller frustrated; ``escalated`` once ``count`` reaches the
+    configured ``frustration_max_count``."""
+
+    count: int = 0
+    escalated: bool = False
+
+
+class CustomFromThinkProvider(_Server, tag="__customFromThinkProvider", frozen=True):
+    content: Any = None
 
 
 class PromptUpdated(_Server, frozen=True):
@@ -271,6 +320,10 @@ class SpeakUpdated(_Server, frozen=True):
 
 
 class ListenUpdated(_Server, frozen=True):
+    pass
+
+
+class ThinkLiveUpdated(_Server, frozen=True):
     pass
 
 
@@ -312,10 +365,13 @@ ServerMessage = (
     | AgentStartedSpeaking
     | AgentAudioDone
     | LatencyReport
+    | FrustrationDetected
+    | CustomFromThinkProvider
     | PromptUpdated
     | ThinkUpdated
     | SpeakUpdated
     | ListenUpdated
+    | ThinkLiveUpdated
     | InjectionRefused
     | History
     | Warning
@@ -352,5 +408,22 @@ def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
 
 
 def encode(message: ClientMessage | ServerMessage) -> bytes:
-    """Encode a message of either direction to JSON bytes."""
+    """Encode a message of either direction to JSON bytes; ``Settings.extra`` is merged in."""
+    if isinstance(message, Settings) and message.extra:
+        return _encode_with_extra(message)
     return _encoder.encode(message)
+
+
+def _encode_with_extra(settings: Settings) -> bytes:
+    wire = msgspec.to_builtins(msgspec.structs.replace(settings, extra=None))
+    return _encoder.encode(merged(wire, settings.extra or {}))
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in: objects merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        out[key] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) \
+            else value
+    return out

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ..call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure
+from ..call.state import CallShared, ChooseAgent
 from ..cluster.cluster import Cluster
+from ..config import AgentConfig
 from ..errors import AgentClosed, AgentConnectError
+from ..events import CallDetails
 from ..observability.logs import CallLog, logger
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
@@ -38,13 +41,17 @@ from .deps import CallDeps
 from .outlets import AgentOutlet, VaicOutlet
 from .scheduler import Kick
 
-__all__ = ["CallRuntime"]
+__all__ = ["AgentChooser", "CallRuntime"]
+
+AgentChooser = Callable[[CallDetails | None], Awaitable[AgentConfig | None]]
 
 
 class CallRuntime:
-    def __init__(self, call: Call, deps: CallDeps) -> None:
+    def __init__(self, call: Call, deps: CallDeps, choose_agent: AgentChooser | None = None
+                 ) -> None:
         self.call = call
         self.deps = deps
+        self.choose_agent = choose_agent  # for a call whose agent is chosen once it starts
         self.session = Session(self)
         self.log = CallLog(
             logger, {"conversation_id": call.conversation_id, "session_id": call.session_id}
@@ -65,8 +72,9 @@ class CallRuntime:
         self.done = anyio.Event()
         self.finished = False  # set in the same step as observers hear of the end
         self._cluster = deps.cluster if deps.cluster and deps.cluster.shared else None
-        self._history_grew = anyio.Event()
+        self._history_grew = anyio.Event()  # or the call's other shared state changed
         self.persisted = len(call.transcript.entries)  # history entries already shared
+        self.persisted_version = call.shared_version  # of the rest of the call's state
 
     def __repr__(self) -> str:
         return f"<CallRuntime {self.call!r}>"
@@ -219,7 +227,8 @@ class CallRuntime:
             self._events.observe(observations)
         if call.actions:
             self._take_actions()
-        if self._cluster is not None and len(call.transcript.entries) != self.persisted:
+        if self._cluster is not None and (len(call.transcript.entries) != self.persisted
+                                          or call.shared_version != self.persisted_version):
             self._history_grew.set()
 
     def _take_actions(self) -> None:
@@ -234,6 +243,24 @@ class CallRuntime:
                 # "migrated": no session.end, so VAIC resumes on another instance
                 self.vaic.close(1012 if action.reason == "migrated" else 1000)
                 self._finished()
+            elif isinstance(action, ChooseAgent) and self._tg is not None:
+                self._tg.start_soon(self._choose_agent, action.details)
+
+    async def _choose_agent(self, details: CallDetails | None) -> None:
+        """Run the per-call agent factory, now that the call's details are known."""
+        if self.choose_agent is None:
+            await self.command(lambda call, now: call.agent_choice_failed(now, "no factory"))
+            return
+        try:
+            config = await self.choose_agent(details)
+        except Exception as exc:
+            self.log.exception("agent factory failed")
+            why = f"{type(exc).__name__}: {exc}"
+            await self.command(lambda call, now: call.agent_choice_failed(now, why))
+            return
+        if config is None:  # the application's choice, not a fault
+            self.log.info("no agent for this call: hanging up")
+        await self.command(lambda call, now: call.agent_chosen(config, now))
 
     def _finished(self) -> None:
         if self.finished:
@@ -346,7 +373,8 @@ class CallRuntime:
             if self.done.is_set():
                 return
             cid = self.call.conversation_id
-            if not await cluster.keep(cid, self.unshared_history(), self.log):
+            if not await cluster.keep(cid, self.unshared_history(), self.log,
+                                      self.unshared_state()):
                 self.log.warning("another instance owns this call now: letting it go")
                 await self.command(lambda call, now: call.end(now, "migrated"))
 
@@ -354,3 +382,11 @@ class CallRuntime:
         entries = self.call.transcript.entries[self.persisted:]
         self.persisted += len(entries)
         return entries
+
+    def unshared_state(self) -> CallShared | None:
+        """The call's state beyond its history, if it changed since it was last shared."""
+        call = self.call
+        if call.shared_version == self.persisted_version:
+            return None
+        self.persisted_version = call.shared_version
+        return call.shared()

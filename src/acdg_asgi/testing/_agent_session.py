@@ -42,6 +42,7 @@ AUDIO: Final = "<audio>"  # how binary frames appear in sent_types
 CLOCK_TICK: Final = 0.05  # seconds; granularity of the "caller audio stopped" check
 ERROR_CLOSE_CODE: Final = 1011
 TTS_LATENCY: Final = 0.05  # reported seconds; nothing is really synthesized
+STT_LATENCY: Final = 0.02
 
 
 
@@ -60,15 +61,17 @@ class AgentConnectionRecord:
     sent_types: list[str] = field(default_factory=list)  # "type" of each frame sent, or AUDIO
     sent_audio_bytes: int = 0
     barge_ins: int = 0  # caller speech that started while the agent was speaking
+    latency_reports: list[dg.LatencyReport] = field(default_factory=list)  # sent
     history: list[dg.History] = field(default_factory=list)  # includes replayed context
     close_reason: str | None = None  # an Error code, "dropped", or "closed <code>"
     closed: anyio.Event = field(default_factory=anyio.Event)
 
 
 class _Say(msgspec.Struct, frozen=True):
-    """Speak this text (greeting or injected agent message)."""
+    """Speak this text (greeting, injected agent message, or a Think Live backchannel)."""
 
     text: str
+    behavior: str = "default"
 
 
 class _Answer(msgspec.Struct, frozen=True):
@@ -195,14 +198,18 @@ class AgentSession:
             await self._fail(*self._script.fail_settings)
             return
         if isinstance(settings.agent, str):
-            await self._fail("AGENT_ID_NOT_SUPPORTED", "the stand-in agent has no stored agents")
-            return
+            stored = self._script.stored_agents.get(settings.agent)
+            if stored is None:
+                await self._fail("INVALID_AGENT_ID", f"no agent configuration {settings.agent!r}")
+                return
+            agent = stored
+        else:
+            agent = settings.agent
         source, sink = with_defaults(settings.audio)
         problem = audio_problem(source, sink)
         if problem is not None:
             await self._fail("INVALID_SETTINGS", problem)
             return
-        agent = settings.agent
         self._settings = settings
         self._agent = agent
         self._listener = Listener(
@@ -234,6 +241,10 @@ class AgentSession:
                 await self._send(dg.SpeakUpdated())
             case dg.UpdateListen():
                 await self._send(dg.ListenUpdated())
+            case dg.UpdateThinkLive():
+                await self._send(dg.ThinkLiveUpdated())
+            case dg.CustomToThinkProvider(content=content):
+                await self._send(dg.CustomFromThinkProvider(content=content))
             case dg.InjectUserMessage(content=content):
                 self._push(_Answer(injected=content))
             case dg.InjectAgentMessage():
@@ -248,6 +259,16 @@ class AgentSession:
         if self._agent_speaking:
             self._record.barge_ins += 1
             self._stop_speech()
+        script = self._script
+        if script.backchannel is not None and self._tg is not None:
+            self._tg.start_soon(self._guarded, partial(self._backchannel, script.backchannel))
+
+    async def _backchannel(self, text: str) -> None:
+        """Think Live's "mhmm" while the caller holds the floor: not a turn."""
+        await anyio.sleep(self._script.backchannel_after_ms / 1000)
+        listener = self._listener
+        if listener is not None and listener.speaking and not self._agent_busy:
+            self._push(_Say(text, behavior="backchannel"))
 
     async def _inject(self, message: dg.InjectAgentMessage) -> None:
         behavior = message.behavior or "default"
@@ -313,7 +334,7 @@ class AgentSession:
             self._busy = True
             try:
                 if isinstance(job, _Say):
-                    await self._say("assistant", job.text)
+                    await self._say("assistant", job.text, job.behavior)
                     await self._speak(job.text, 0.0)
                 else:
                     await self._answer(job.injected)
@@ -323,7 +344,12 @@ class AgentSession:
     async def _answer(self, injected: str | None) -> None:
         turn = self._conversation.take_turn()
         started = anyio.current_time()
-        await self._say("user", turn.heard if injected is None else injected)
+        await self._say("user", turn.heard if injected is None else injected,
+                        languages=turn.languages)
+        if turn.frustrated:
+            count = self._conversation.frustration
+            await self._send(dg.FrustrationDetected(count=count,
+                                                    escalated=count >= self._frustration_max))
         await self._send(dg.AgentThinking(content=""))
         reply = turn.reply
         if turn.function is not None:
@@ -334,14 +360,17 @@ class AgentSession:
         await self._say("assistant", reply)
         think = round(anyio.current_time() - started, 3)
         await self._speak(reply, think)
-        await self._send(
-            dg.LatencyReport(
-                total_latency=think + TTS_LATENCY,
-                tts_latency=TTS_LATENCY,
-                ttt_token_latency=think,
-                ttt_text_latency=think,
-            )
+        report = dg.LatencyReport(
+            stt_latency=STT_LATENCY,
+            ttt_token_latency=think,
+            ttt_text_latency=think,
+            ttt_tool_latency=think if turn.function is not None else None,
+            ttt_thinking_latency=None,
+            tts_latency=TTS_LATENCY,
+            total_latency=think + TTS_LATENCY,
         )
+        self._record.latency_reports.append(report)
+        await self._send(report)
         if self._conversation.drop_due:
             self.drop()
 
@@ -354,11 +383,22 @@ class AgentSession:
             await self._send(entry)
         return pending.content
 
-    async def _say(self, role: str, content: str) -> None:
-        await self._send(dg.ConversationText(role=role, content=content))
+    async def _say(self, role: str, content: str, behavior: str = "default", *,
+                   languages: tuple[str, ...] | None = None) -> None:
+        await self._send(dg.ConversationText(role=role, content=content, languages=languages,
+                                             conversational_behavior=behavior))
+        if behavior != "default":
+            return  # not a turn: not in the history
         entry = self._conversation.said(role, content)
         if self._history_on:
             await self._send(entry)
+
+    @property
+    def _frustration_max(self) -> int:
+        """``think_live.provider.frustration_max_count`` (Deepgram's default unknown: 2)."""
+        think_live = self._agent.think_live if self._agent is not None else None
+        value = think_live.provider.get("frustration_max_count") if think_live else None
+        return value if isinstance(value, int) else 2
 
     async def _speak(self, text: str, think: float) -> None:
         """Send one utterance; ``AgentAudioDone`` only if nobody cut it short."""

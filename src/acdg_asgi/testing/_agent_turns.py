@@ -30,6 +30,8 @@ class Turn(msgspec.Struct, frozen=True):
     heard: str = "caller speech"
     function: str | None = None  # a client-side function to call before replying
     arguments: str = "{}"  # JSON text of the call's arguments
+    languages: tuple[str, ...] | None = None  # detected in the caller's turn (multilingual)
+    frustrated: bool = False  # FrustrationDetected after the caller's turn (Think Live)
 
 
 DEFAULT_TURNS: Final = (
@@ -49,6 +51,8 @@ class AgentScript(msgspec.Struct, frozen=True, kw_only=True):
         AgentScript(echo=True)                      # benchmarks: caller audio comes straight back
         AgentScript(drop_after_turns=1)             # reconnect tests
         AgentScript(fail_settings=("INVALID_SETTINGS", "no such voice"))
+        AgentScript(backchannel="Mhmm.")            # Think Live's backchannel in each caller turn
+        AgentScript(stored_agents={"<uuid>": AgentSettings(greeting="Hi")})  # agent ids
     """
 
     turns: tuple[Turn, ...] = DEFAULT_TURNS
@@ -60,6 +64,12 @@ class AgentScript(msgspec.Struct, frozen=True, kw_only=True):
     fail_settings: tuple[str, str] | None = None  # (code, description) answered to Settings
     drop_after_turns: int | None = None  # abort TCP once turn N is answered (context counts)
     idle_timeout: float = 10.0  # seconds without any client frame before CLIENT_MESSAGE_TIMEOUT
+    # Think Live: said (conversational_behavior "backchannel") once the caller has spoken
+    # this long; None: never.
+    backchannel: str | None = None
+    backchannel_after_ms: int = 200
+    # Reusable agent configurations: Settings with an agent id string use these.
+    stored_agents: dict[str, dg.AgentSettings] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ms_per_word <= 0 or self.frame_ms <= 0 or self.end_of_turn_ms <= 0:
@@ -279,6 +289,11 @@ class Conversation:
         entry = dg.History(role=role, content=content)
         self.history.append(entry)
         return entry
+
+    @property
+    def frustration(self) -> int:
+        """FrustrationDetected so far: scripted turns answered with ``frustrated``."""
+        return sum(1 for i in range(self.turns_done) if self.script.turn(i).frustrated)
 
     def called(self, call: dg.FunctionCall, response: str) -> dg.History:
         record = dg.FunctionCallRecord(

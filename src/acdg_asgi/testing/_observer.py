@@ -43,6 +43,7 @@ from .report import (
     PlayStream,
     ReceivedActivity,
     Transcript,
+    TransferAttempt,
     message_type,
     summarize,
 )
@@ -81,6 +82,7 @@ class CallObserver:
         self.replies: set[str] = set()
         self.open_stream: PlayStream | None = None
         self.on_agent_turn: Callable[[float], None] | None = None  # first chunk of a stream
+        self.status_due: float | None = None  # when to send transferStatus, if it is due
         self._t0 = anyio.current_time()
         self._changed = anyio.Event()
         self._streams: dict[str, PlayStream] = {}
@@ -198,6 +200,10 @@ class CallObserver:
                 stream = PlayStream(stream_id=sid, media_format=fmt or "", alt_text=alt,
                                     started_ms=t)
                 self.report.play_streams.append(stream)
+                transfers = self.report.transfers
+                if transfers and transfers[-1].status == "failed" \
+                        and transfers[-1].spoke_again_ms is None:
+                    transfers[-1].spoke_again_ms = t
                 self._streams[sid] = self.open_stream = stream
             case PlayStreamChunk(stream_id=sid, audio_chunk=audio):
                 self._on_chunk(t, sid, audio)
@@ -239,7 +245,13 @@ class CallObserver:
             self.report.hangup_reason = params.get("hangupReason")
             self.ending = self.ending or "bot-hangup"
         elif activity.name in {"transfer", "handover"}:
-            self.ending = self.ending or "transfer"
+            target = (activity.activity_params or {}).get("transferTarget")
+            self.report.transfers.append(TransferAttempt(
+                t_ms=t, target=target if isinstance(target, str) else None))
+            if self.script.transfer_status is None:
+                self.ending = self.ending or "transfer"
+            else:
+                self.status_due = t + self.script.transfer_status_after_ms
 
     # --- the end -------------------------------------------------------------------------
 

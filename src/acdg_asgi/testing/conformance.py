@@ -69,6 +69,10 @@ _ENDS_CALL: Final = frozenset({"hangup", "transfer", "handover"})
 _BEFORE_ACCEPT: Final = frozenset({"connection.validated", "session.accepted", "session.error"})
 
 
+def _key(request: str, participant: str | None) -> str:
+    return f"{request}/{participant}" if participant else request
+
+
 class _Pending(msgspec.Struct):
     """A request from VAIC that the bot has to answer by ``due``."""
 
@@ -210,8 +214,13 @@ class ConformanceChecker:
             code, answers = _ANSWERS[request]
             validate = request == "connection.validate"
             within = self.validate_timeout_ms if validate else self.reply_timeout_ms
-            message_text = f"{request} not answered with {' or '.join(answers)}"
-            self._pending[request] = _Pending(t_ms + within, code, message_text)
+            # Agent assist: each participant's stream is answered on its own, by name.
+            participant = getattr(message, "participant", None)
+            whose = f" for participant {participant!r}" if participant else ""
+            message_text = f"{request}{whose} not answered with {' or '.join(answers)}" + (
+                f" naming {participant!r}" if participant else "")
+            self._pending[_key(request, participant)] = _Pending(t_ms + within, code,
+                                                                 message_text)
 
     def _voiced(self, audio: bytes) -> bool:
         fmt = self._caller_format()
@@ -250,8 +259,10 @@ class ConformanceChecker:
                 self._note(finding.code, finding.message, frame, t_ms)
             else:
                 self._flag(finding.code, finding.message, frame, t_ms)
+        participant = raw.get("participant")
         for request in _ANSWERED_BY.get(kind, ()):
-            self._pending.pop(request, None)
+            self._pending.pop(_key(request, participant if isinstance(participant, str)
+                                   else None), None)
         match kind:
             case "session.accepted":
                 self._session_accepted(t_ms, raw.get("mediaFormat"), frame)
@@ -332,8 +343,8 @@ class ConformanceChecker:
                        "is still open", self._open_stream_frame, t_ms)
             self._open_stream = None
         self._up = False
-        self._pending.pop("userStream.start", None)
-        self._pending.pop("userStream.stop", None)
+        for key in [k for k in self._pending if k.startswith("userStream.")]:
+            del self._pending[key]
 
     # --- bookkeeping -----------------------------------------------------------------------
 

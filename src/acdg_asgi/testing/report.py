@@ -40,6 +40,7 @@ __all__ = [
     "PlayStream",
     "ReceivedActivity",
     "Transcript",
+    "TransferAttempt",
     "message_type",
     "summarize",
 ]
@@ -112,6 +113,24 @@ class Latency(msgspec.Struct, frozen=True):
     stream_id: str
 
 
+class TransferAttempt(msgspec.Struct, kw_only=True):
+    """The bot transferred the call; what VAIC answered, and what the bot did next."""
+
+    t_ms: float
+    target: str | None
+    status: str | None = None  # what VAIC reported (transferStatus), if anything
+    reason_code: str | None = None
+    status_ms: float | None = None
+    spoke_again_ms: float | None = None  # first play stream after a failed transfer
+
+    @property
+    def back_to_caller_ms(self) -> float | None:
+        """A failed transfer to the bot's voice again."""
+        if self.status_ms is None or self.spoke_again_ms is None:
+            return None
+        return self.spoke_again_ms - self.status_ms
+
+
 class ReceivedActivity(msgspec.Struct, frozen=True):
     t_ms: float
     activity: Activity
@@ -144,6 +163,7 @@ class CallReport(msgspec.Struct, kw_only=True):
     barge_ins: list[BargeIn] = msgspec.field(default_factory=list)
     latencies: list[Latency] = msgspec.field(default_factory=list)
     activities: list[ReceivedActivity] = msgspec.field(default_factory=list)
+    transfers: list[TransferAttempt] = msgspec.field(default_factory=list)
     violations: list[Violation] = msgspec.field(default_factory=list)
     notes: list[Note] = msgspec.field(default_factory=list)
     caller_audio: bytes | None = None  # with record_audio, without WAV header

@@ -25,7 +25,7 @@ __all__ = [
     "parse_bot_frame",
 ]
 
-_DTMF_DIGITS: Final = re.compile(r"[0-9*#A-D]{1,20}")
+_DTMF_DIGITS: Final = re.compile(r"[0-9*#]{1,20}")  # VAIC ignores anything else
 _AUDIO_FIELD: Final = re.compile(r'("audioChunk"\s*:\s*")([^"]{0,16})[^"]*(")')
 _MAX_FRAME_CHARS: Final = 600
 _NOT_IN_PROTOCOL: Final = {  # Part 2 #10
@@ -191,7 +191,8 @@ def _send_dtmf_findings(name: str, params: dict[str, Any]) -> list[Finding]:
         found = f" (found {others})" if others else ""
         return [Finding("bad-send-dtmf", f"sendDtmf without activityParams.dtmfDigits{found}")]
     if not _DTMF_DIGITS.fullmatch(digits):
-        return [Finding("bad-send-dtmf", f"dtmfDigits {digits!r}: 1-20 of 0-9 * # A-D")]
+        return [Finding("bad-send-dtmf", f"dtmfDigits {digits!r}: 1-20 of 0-9 * # "
+                        "(VAIC ignores anything else)")]
     return []
 
 

@@ -8,7 +8,7 @@ silence frames flow between utterances and after the last one, as on a phone lin
 from __future__ import annotations
 
 import struct
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -52,6 +52,14 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
 
         CallScript(utterances=(Utterance(speech_ms=0, pause_ms=2000), Utterance()),
                    dtmf=((500, "12#"),), hangup_after_ms=8000)
+
+    ``start_parameters`` join the ``start`` activity's parameters (SIP headers mapped by
+    ``sipHeadersToBot`` arrive there). ``participants`` makes it an agent-assist call: the
+    participants are listed in ``start`` (the first one with the caller's number) and each
+    has a user stream of its own carrying the same caller audio. ``transfer_status`` is
+    what VAIC reports ``transfer_status_after_ms`` after the bot's transfer: ``answered``,
+    ``failed`` or ``failed:<reasonCode>`` (e.g. ``failed:busy``); without it VAIC ends the
+    call (``session.end`` transferred), as it does by default.
     """
 
     conversation_id: str | None = None  # default: a new uuid4
@@ -73,10 +81,32 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     resume_on_close: bool = False
     resume_urls: tuple[str, ...] = ()  # where resumes go, in turn (a load balancer's pick)
     hangup_after_ms: int | None = None  # caller hangs up (session.end client-disconnected)
+    start: bool = True  # VAIC's start activity after session.accepted
+    start_parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    participants: tuple[str, ...] = ()
+    transfer_status: str | None = None
+    transfer_status_after_ms: int = 300
     wait_for_hangup: bool = False  # after the script, stay on the line until the bot hangs up
     max_duration_ms: int = 30_000
     silence_timeout_ms: int = DEFAULT_SILENCE_TIMEOUT_MS
     reply_timeout_ms: int = DEFAULT_REPLY_TIMEOUT_MS  # for session.accepted, userStream.*ed
+
+
+    def __post_init__(self) -> None:
+        status = (self.transfer_status or "answered").partition(":")[0]
+        if status not in ("answered", "failed"):
+            raise ValueError(f"transfer_status {self.transfer_status!r}: answered, failed "
+                             "or failed:<reasonCode>")
+
+    def start_activity_parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"caller": self.caller, "callee": self.callee}
+        if self.participants:
+            params["participants"] = [
+                {"participant": name, "uriUser": self.caller if i == 0 else f"{4000 + i}",
+                 "uriHost": "sbc.example.com", "displayName": name}
+                for i, name in enumerate(self.participants)
+            ]
+        return {**params, **self.start_parameters}
 
 
 class Mark(NamedTuple):

@@ -205,11 +205,12 @@ class _Call:
             return
         seen.report.media_format = answer.media_format
         self._fmt = FORMATS.get(answer.media_format or "") or _first_known(s.formats)
-        start = Activity(
-            type="event", name="start", id=str(uuid.uuid4()), timestamp=_timestamp(),
-            language=s.language, parameters={"caller": s.caller, "callee": s.callee},
-        )
-        await self._send_activity(start)
+        if s.start:
+            start = Activity(
+                type="event", name="start", id=str(uuid.uuid4()), timestamp=_timestamp(),
+                language=s.language, parameters=s.start_activity_parameters(),
+            )
+            await self._send_activity(start)
         await self._start_user_stream()
         if seen.ending is None:
             await self._stream()
@@ -219,7 +220,9 @@ class _Call:
         seen = self.seen
         if seen.ending == "script-end" and self._user_stream_open:
             seen.replies.discard("userStream.stopped")
-            await self._send(UserStreamStop(conversation_id=self.cid))
+            for participant in self._participants:
+                await self._send(UserStreamStop(conversation_id=self.cid,
+                                                participant=participant))
             self._user_stream_open = False
             await seen.until(
                 lambda: "userStream.stopped" in seen.replies or seen.ending != "script-end",
@@ -246,6 +249,8 @@ class _Call:
             due = start + i * s.frame_ms / 1000
             await seen.until(lambda: seen.ending is not None, (due - anyio.current_time()) * 1000)
             seen.tick()
+            if seen.status_due is not None and seen.now() >= seen.status_due:
+                await self._send_transfer_status()
             while seen.ending is None and actions and actions[0][0] <= i * s.frame_ms:
                 if await actions.pop(0)[1]():  # time was lost: skip the audio meanwhile
                     i = max(i, math.ceil((anyio.current_time() - start) * 1000 / s.frame_ms))
@@ -271,7 +276,31 @@ class _Call:
         payload = wav_header(self._fmt) + chunk if self._wav_header_due else chunk
         self._wav_header_due = False
         self.seen.caller_frame(chunk, self._fmt)
-        await self._send(UserStreamChunk(conversation_id=self.cid, audio_chunk=payload))
+        for participant in self._participants:
+            await self._send(UserStreamChunk(conversation_id=self.cid, audio_chunk=payload,
+                                             participant=participant))
+
+    @property
+    def _participants(self) -> tuple[str | None, ...]:
+        """One user stream per participant (agent assist), or one without a name."""
+        return self.script.participants or (None,)
+
+    async def _send_transfer_status(self) -> None:
+        """What VAIC reports after the bot's transfer, as the script says."""
+        seen = self.seen
+        seen.status_due = None
+        status, _, code = (self.script.transfer_status or "answered").partition(":")
+        value: dict[str, str] = {"status": status}
+        if status == "failed":
+            value["reasonCode"] = code or "error"
+            value["reason"] = f"transfer failed: {value['reasonCode']}"
+        attempt = seen.report.transfers[-1]
+        attempt.status, attempt.reason_code, attempt.status_ms = status, value.get(
+            "reasonCode"), seen.now()
+        await self._send_activity(Activity(type="event", name="transferStatus", value=value,
+                                           id=str(uuid.uuid4()), timestamp=_timestamp()))
+        if status == "answered":
+            seen.ending = seen.ending or "transfer"
 
     # --- scripted actions: each returns whether time was lost ----------------------------
 
@@ -332,7 +361,8 @@ class _Call:
     async def _start_user_stream(self) -> None:
         seen = self.seen
         seen.replies.discard("userStream.started")
-        await self._send(UserStreamStart(conversation_id=self.cid))
+        for participant in self._participants:
+            await self._send(UserStreamStart(conversation_id=self.cid, participant=participant))
         self._user_stream_open = True
         self._wav_header_due = self._fmt.wav
         await seen.until(

@@ -1,9 +1,11 @@
 """The call-state store: what other instances need to know about a call.
 
 Per ``conversationId`` the store keeps a :class:`CallSnapshot` (who owns the call, the
-agreed media format, what is needed to rebuild the agent config) and the conversation
-history, appended per turn. Ownership changes only by compare-and-set on ``epoch``, so
-when two resumes race, exactly one instance wins.
+agreed media format, what is needed to rebuild the agent config), the conversation
+history, appended per turn, and the call's state beyond it (:class:`CallShared`: the
+application's changes to the agent, a transfer under way, the call's details),
+replaced whenever it changes. Ownership changes only by compare-and-set on ``epoch``,
+so when two resumes race, exactly one instance wins.
 
 Every entry expires ``ttl_s`` after its owner last renewed it: an instance that dies
 leaves nothing behind for long, and VAIC's resume within that time finds the call.
@@ -17,10 +19,14 @@ from typing import Protocol
 import msgspec
 
 from ...call.commands import CommandUnion
+from ...call.state import CallShared
 from ...protocols import audiocodes as ac
 from ...protocols import deepgram as dg
 
-__all__ = ["CallSnapshot", "CallStore", "Message", "Release", "RemoteCommand", "Reply"]
+__all__ = [
+    "CallShared", "CallSnapshot", "CallStore", "Message", "Release", "RemoteCommand", "Reply",
+    "Stored",
+]
 
 
 class CallSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +63,7 @@ class Reply(msgspec.Struct, tag=True, frozen=True):
 
 
 Message = RemoteCommand | Release | Reply
+Stored = tuple[CallSnapshot, list[dg.History], CallShared]  # what load() finds of a call
 
 
 class CallStore(Protocol):
@@ -65,7 +72,11 @@ class CallStore(Protocol):
 
     async def create(self, snapshot: CallSnapshot, ttl_s: float) -> None: ...
 
-    async def load(self, cid: str) -> tuple[CallSnapshot, list[dg.History]] | None: ...
+    async def load(self, cid: str) -> Stored | None: ...
+
+    async def save(self, cid: str, shared: CallShared) -> None:
+        """Replace the call's state beyond its history."""
+        ...
 
     async def take_over(
         self, cid: str, instance: str, expected_epoch: int, ttl_s: float

@@ -2,7 +2,7 @@
 
 Keys, for each conversation::
 
-    acdg:call:{cid}      hash: snapshot (JSON), owner, epoch
+    acdg:call:{cid}      hash: snapshot (JSON), owner, epoch, shared (JSON)
     acdg:history:{cid}   list of History entries (JSON), one push per turn
 
 and ``acdg:instances`` (instance -> "calls timestamp") for the cluster view. Ownership
@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from ...errors import StoreUnavailable
 from ...protocols import deepgram as dg
-from .base import CallSnapshot, Message
+from .base import CallShared, CallSnapshot, Message, Stored
 
 __all__ = ["RedisStore"]
 
@@ -56,6 +56,7 @@ return 1
 _history_decoder: Final = msgspec.json.Decoder(dg.History)
 _message_decoder: Final = msgspec.json.Decoder(Message)
 _snapshot_decoder: Final = msgspec.json.Decoder(CallSnapshot)
+_shared_decoder: Final = msgspec.json.Decoder(CallShared)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -99,7 +100,7 @@ class RedisStore:
         pipe.pexpire(key, _ms(ttl_s))
         await self._run(pipe.execute())
 
-    async def load(self, cid: str) -> tuple[CallSnapshot, list[dg.History]] | None:
+    async def load(self, cid: str) -> Stored | None:
         key, history = _keys(cid)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(key)
@@ -112,7 +113,15 @@ class RedisStore:
             owner=fields.get(b"owner", b"").decode(),
             epoch=int(fields.get(b"epoch", b"0")),
         )
-        return snapshot, [_history_decoder.decode(e) for e in entries]
+        shared = CallShared()
+        # written by another version: the call goes on without it
+        with contextlib.suppress(msgspec.DecodeError):
+            shared = _shared_decoder.decode(fields.get(b"shared", b"{}"))
+        return snapshot, [_history_decoder.decode(e) for e in entries], shared
+
+    async def save(self, cid: str, shared: CallShared) -> None:
+        key = _keys(cid)[0]
+        await self._run(self._redis.hset(key, "shared", _encoder.encode(shared)))
 
     async def take_over(
         self, cid: str, instance: str, expected_epoch: int, ttl_s: float
