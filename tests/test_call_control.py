@@ -48,8 +48,11 @@ START: dict[str, Any] = {
 }
 
 
+DEFAULT = AgentConfig(agent=SETTINGS)
+
+
 def make_call(
-    config: AgentConfig | None = AgentConfig(agent=SETTINGS), *, limits: Limits | None = None,
+    config: AgentConfig | None = DEFAULT, *, limits: Limits | None = None,
     options: CallOptions | None = None, taken_over: tuple[int, list[dg.History], CallShared]
     | None = None, reconnect: Reconnect | None = None,
 ) -> Call:
@@ -122,7 +125,7 @@ def test_a_failed_transfer_gives_the_call_back_to_the_agent() -> None:
     assert drain(call)[1] == []
     activity(call, 8.0, name="transferStatus",
              value={"status": "failed", "reasonCode": "busy", "reason": "486 Busy Here"})
-    to_vaic, to_agent, events, actions = drain(call)
+    _, to_agent, events, actions = drain(call)
     assert call.state is CallState.ACTIVE and CloseAgent() not in actions
     (failed,) = of(events, ev.TransferFailedEvent)
     assert (failed.destination, failed.reason_code, failed.reason) == (
@@ -207,10 +210,12 @@ def test_a_transfer_survives_a_resume_and_a_take_over() -> None:
     other = make_call(taken_over=(1, list(call.transcript.entries), shared))
     assert other.state is CallState.TRANSFERRING
     connect(other, 3.0)
-    activity(other, 4.0, name="transferStatus", value={"status": "failed", "reasonCode": "no-answer"})
+    activity(other, 4.0, name="transferStatus",
+             value={"status": "failed", "reasonCode": "no-answer"})
     _, to_agent, events, _ = drain(other)
     assert other.state is CallState.ACTIVE and of(events, ev.TransferFailedEvent)
-    assert isinstance(to_agent[0], dg.InjectAgentMessage) and "nobody answered" in to_agent[0].message
+    told = to_agent[0]
+    assert isinstance(told, dg.InjectAgentMessage) and "nobody answered" in told.message
 
 
 def test_the_failure_message_is_configurable_or_left_to_the_application() -> None:
@@ -321,7 +326,8 @@ def test_updates_keep_only_what_a_new_connection_needs() -> None:
     cmd.UpdateThink(think=THINK).apply(call, 0.0)  # replaces the think config, prompt and all
     cmd.UpdatePrompt(prompt="three").apply(call, 0.0)
     for hints in (["es"], None):
-        provider: dict[str, Any] = {"type": "deepgram", "version": "v2", "model": "flux-general-multi"}
+        provider: dict[str, Any] = {"type": "deepgram", "version": "v2",
+                                    "model": "flux-general-multi"}
         if hints:
             provider["language_hints"] = hints
         cmd.UpdateListen(listen=dg.ListenSettings(provider=provider)).apply(call, 0.0)
@@ -415,7 +421,7 @@ def test_only_the_callers_stream_reaches_the_agent() -> None:
     to_vaic, _, events, _ = drain(call)
     assert to_vaic == [ac.UserStreamStarted(participant="agent"),
                        ac.UserStreamStarted(participant="customer")]
-    for i in range(3):
+    for _ in range(3):
         call.vaic(ac.UserStreamChunk(audio_chunk=bytes([1]) * 640, participant="agent"), 0.2)
         call.vaic(ac.UserStreamChunk(audio_chunk=bytes([2]) * 640, participant="customer"), 0.2)
     assert drain(call)[1] == [bytes([2]) * 640] * 3
@@ -468,7 +474,8 @@ def test_play_streams_can_target_a_participant_and_player() -> None:
         session_id="s-1", conversation_id="conv-1", at=1.0)),
     ({"name": "agentConnected", "value": True}, ev.AgentConnectedEvent(
         session_id="s-1", conversation_id="conv-1", at=1.0, value=True)),
-    ({"name": "dialoutInitiated", "value": {"outboundTarget": "+1555", "dialoutMetadata": {"a": 1}}},
+    ({"name": "dialoutInitiated",
+      "value": {"outboundTarget": "+1555", "dialoutMetadata": {"a": 1}}},
      ev.DialoutInitiatedEvent(session_id="s-1", conversation_id="conv-1", at=1.0,
                               outbound_target="+1555", dialout_metadata={"a": 1})),
     ({"name": "dtmf", "value": "12#"}, ev.DtmfEvent(session_id="s-1", conversation_id="conv-1",
@@ -575,7 +582,8 @@ def test_newer_server_messages_are_acted_on_or_surfaced() -> None:
     (result,) = of(events, ev.FunctionCallResponseEvent)
     assert (result.id, result.name, result.content) == ("f9", "weather", "sunny")
     (entry,) = [e for e in call.transcript.history() if e.function_calls]
-    assert entry.function_calls is not None and entry.function_calls[0].arguments == '{"city":"Oslo"}'
+    assert entry.function_calls is not None
+    assert entry.function_calls[0].arguments == '{"city":"Oslo"}'
     call.end(2.0, "ended")
     record = of(drain(call)[2], ev.SessionEndEvent)[0].record
     assert record.frustration == 2 and record.agent_request_ids == ("r0.0",)

@@ -142,6 +142,9 @@ SDK_SERVER: dict[str, type[pydantic.BaseModel]] = {
     "ThinkUpdated": sdk.AgentV1ThinkUpdated,
     "SpeakUpdated": sdk.AgentV1SpeakUpdated,
     "ListenUpdated": sdk.AgentV1ListenUpdated,
+    "ThinkLiveUpdated": sdk.AgentV1ThinkLiveUpdated,
+    "FrustrationDetected": sdk.AgentV1FrustrationDetected,
+    "__customFromThinkProvider": sdk.AgentV1CustomFromThinkProvider,
     "InjectionRefused": sdk.AgentV1InjectionRefused,
     "History": sdk.ConversationHistoryMessage,  # or FunctionCallHistoryMessage, see below
     "Warning": sdk.AgentV1Warning,
@@ -726,6 +729,17 @@ OUR_CLIENT_MESSAGES: list[tuple[dg.ClientMessage, type[pydantic.BaseModel]]] = [
     ),
     (dg.KeepAlive(), sdk.AgentV1KeepAlive),
     (dg.ForceEndTurn(), sdk.AgentV1ForceEndTurn),
+    (dg.UpdateThinkLive(think_live=dg.ThinkLiveSettings(provider={
+        "type": "deepgram", "version": "v1", "frustration_max_count": 2})),
+     sdk.AgentV1UpdateThinkLive),
+    (dg.CustomToThinkProvider(content={"k": [1, 2]}), sdk.AgentV1CustomToThinkProvider),
+    (
+        dg.Settings(audio=L16_AUDIO, agent=dg.AgentSettings(
+            think=THINK, think_live=dg.ThinkLiveSettings())),
+        sdk.AgentV1Settings,
+    ),
+    (dg.Settings(audio=L16_AUDIO, agent="0b0e9c1e-3c1f-4bbd-9a3b-5a4f3c2d1e0f"),
+     sdk.AgentV1Settings),
 ]
 
 
@@ -754,12 +768,17 @@ def test_settings_context_survives_the_sdk() -> None:
 
 async def test_every_server_message_parses_with_ours_and_the_sdk() -> None:
     script = AgentScript(
-        turns=(Turn("Done.", function="f", arguments="{}"), Turn(LONG_REPLY)),
+        turns=(Turn("Done.", function="f", arguments="{}", frustrated=True,
+                    languages=("en", "es")), Turn(LONG_REPLY)),
         ms_per_word=20,
         end_of_turn_ms=100,
+        backchannel="Mhmm.",
+        backchannel_after_ms=40,
     )
     async with StandInAgent(script=script) as agent, peer(agent) as p:
         await ready(p, settings(greeting="Hi."))
+        await p.until(dg.AgentAudioDone)
+        await anyio.sleep(0.05)  # the greeting has played: the caller's turn is no barge-in
         await p.talk(utterance())
         request = await p.until(dg.FunctionCallRequest)
         await p.send(dg.FunctionCallResponse(id=request.functions[0].id, name="f", content="ok"))
@@ -769,8 +788,11 @@ async def test_every_server_message_parses_with_ours_and_the_sdk() -> None:
             dg.UpdateThink(think=THINK),
             dg.UpdateSpeak(speak=SPEAK),
             dg.UpdateListen(listen=LISTEN),
+            dg.UpdateThinkLive(think_live=dg.ThinkLiveSettings()),
+            dg.CustomToThinkProvider(content={"ping": 1}),
         ):
             await p.send(update)
+        await p.until(dg.CustomFromThinkProvider)
         await p.send(dg.InjectUserMessage(content="more"))
         await p.until(bytes)
         await p.send(dg.InjectAgentMessage(message="x"))
@@ -784,4 +806,7 @@ async def test_every_server_message_parses_with_ours_and_the_sdk() -> None:
         ours = dg.decode_server(frame)
         theirs = sdk_validate(frame)
         assert ours == dg.decode_server(theirs.model_dump_json(exclude_none=True)), frame
+    behaviors = [json.loads(f).get("conversational_behavior") for f in text
+                 if '"ConversationText"' in f]
+    assert "backchannel" in behaviors and set(behaviors) <= {"default", "backchannel"}
     assert len(text) == len([t for t in agent.connections[0].sent_types if t != AUDIO])

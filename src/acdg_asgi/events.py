@@ -53,6 +53,7 @@ __all__ = [
     "TranscriptLine",
     "TransferAnsweredEvent",
     "TransferFailedEvent",
+    "TransferStartedEvent",
     "TurnLatency",
     "UserStartedSpeakingEvent",
     "VoiceDetectedEvent",
@@ -387,6 +388,13 @@ class NoUserInputEvent(Event, frozen=True, kw_only=True):
     count: int | None = None
 
 
+class TransferStartedEvent(Event, frozen=True, kw_only=True):
+    """The transfer went to VAIC (once the agent's last words had played); the call now
+    waits for ``transfer_failed``, ``transfer_answered`` or its end."""
+
+    destination: str | None
+
+
 class TransferFailedEvent(Event, frozen=True, kw_only=True):
     """The transfer did not connect and VAIC gave the call back (``transferStatus``
     failed); the agent carries on. ``reason_code``: ``busy``, ``no-answer``,
@@ -472,6 +480,7 @@ EVENT_NAMES: Final[dict[str, type[Event]]] = {
     "think_provider_message": ThinkProviderMessageEvent,
     "participant_ignored": ParticipantIgnoredEvent,
     "no_user_input": NoUserInputEvent,
+    "transfer_started": TransferStartedEvent,
     "transfer_failed": TransferFailedEvent,
     "transfer_answered": TransferAnsweredEvent,
     "play_url_failed": PlayUrlFailedEvent,

@@ -487,6 +487,7 @@ class Call:
         self.discard_agent_audio = True  # the agent stays connected, and quiet
         self.timers.set(Timer.TRANSFER, now + self.limits.transfer_timeout_s)
         self.shared_changed()
+        self.emit(ev.TransferStartedEvent, now, destination=destination)
 
     def _transfer_done(self) -> PendingTransfer | None:
         pending, self.transfer_pending = self.transfer_pending, None

@@ -98,7 +98,9 @@ class AgentSession:
         self._settings: dg.Settings | None = None
         self._agent: dg.AgentSettings | None = None
         self._listener: Listener | None = None
+        self._input: MediaFormat | None = None
         self._voice: MediaFormat | None = None
+        self._backchannel_due: float | None = None  # caller audio (ms) until a backchannel
         self._conversation = Conversation(script)
         self._history_on = True
         self._echo = False
@@ -191,6 +193,12 @@ class AgentSession:
             await self._caller_started()
         elif heard is Heard.ENDED:
             self._push(_Answer())
+        elif self._listener.speaking and self._backchannel_due is not None:
+            self._backchannel_due -= self._listener_ms(frame)
+            if self._backchannel_due <= 0:
+                self._backchannel_due = None
+                if not self._agent_busy and self._script.backchannel is not None:
+                    self._push(_Say(self._script.backchannel, behavior="backchannel"))
 
     async def _apply(self, settings: dg.Settings, raw: str) -> None:
         self._record.settings, self._record.settings_raw = settings, raw
@@ -212,9 +220,8 @@ class AgentSession:
             return
         self._settings = settings
         self._agent = agent
-        self._listener = Listener(
-            media_format(source.encoding, source.sample_rate), self._script.end_of_turn_ms
-        )
+        self._input = media_format(source.encoding, source.sample_rate)
+        self._listener = Listener(self._input, self._script.end_of_turn_ms)
         self._voice = media_format(sink.encoding, sink.sample_rate, sink.container)
         context = agent.context.messages if agent.context else ()
         self._conversation = Conversation(self._script, context)
@@ -259,16 +266,13 @@ class AgentSession:
         if self._agent_speaking:
             self._record.barge_ins += 1
             self._stop_speech()
-        script = self._script
-        if script.backchannel is not None and self._tg is not None:
-            self._tg.start_soon(self._guarded, partial(self._backchannel, script.backchannel))
+        if self._script.backchannel is not None:
+            # Think Live's "mhmm" once the caller has held the floor this long (audio time)
+            self._backchannel_due = float(self._script.backchannel_after_ms)
 
-    async def _backchannel(self, text: str) -> None:
-        """Think Live's "mhmm" while the caller holds the floor: not a turn."""
-        await anyio.sleep(self._script.backchannel_after_ms / 1000)
-        listener = self._listener
-        if listener is not None and listener.speaking and not self._agent_busy:
-            self._push(_Say(text, behavior="backchannel"))
+    def _listener_ms(self, frame: bytes) -> float:
+        assert self._input is not None
+        return self._input.duration_ms(len(frame))
 
     async def _inject(self, message: dg.InjectAgentMessage) -> None:
         behavior = message.behavior or "default"

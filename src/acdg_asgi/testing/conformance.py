@@ -19,6 +19,7 @@ import msgspec
 
 from ..audio import FORMATS, MediaFormat, strip_wav_header
 from ..protocols.audiocodes import (
+    Activities,
     DecodeError,
     SessionEnd,
     SessionInitiate,
@@ -67,6 +68,12 @@ _ANSWERED_BY: Final = {
 }
 _ENDS_CALL: Final = frozenset({"hangup", "transfer", "handover"})
 _BEFORE_ACCEPT: Final = frozenset({"connection.validated", "session.accepted", "session.error"})
+
+
+def _transfer_failed(activity: dict[str, Any]) -> bool:
+    value = activity.get("value")
+    return str(activity.get("name", "")).lower() == "transferstatus" \
+        and isinstance(value, dict) and value.get("status") == "failed"
 
 
 def _key(request: str, participant: str | None) -> str:
@@ -208,6 +215,10 @@ class ConformanceChecker:
                 self._up = False
                 self._pending.clear()
                 self._end_stream_at_close(t_ms)
+                return
+            case Activities(activities=activities) if any(map(_transfer_failed, activities)):
+                self._up = True  # VAIC gave the call back to the bot
+                self._dead_air_since = t_ms
                 return
         request = getattr(type(message).__struct_config__, "tag", None)
         if request in _ANSWERS:
