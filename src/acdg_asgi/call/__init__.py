@@ -4,9 +4,12 @@ Nothing in here reads a clock, opens a socket or imports an I/O library; the run
 (:mod:`acdg_asgi.runtime`) feeds a :class:`Call` its inputs and writes what it gives out.
 
     machine.py      the Call: inputs in, outboxes out
-    state.py        call states, the actions a call asks of its runtime, what it measures
+    state.py        call states, the actions a call asks of its runtime, what it measures,
+                    what it shares with other instances
     vaic_table.py   what each VAIC message does, by call state
+    notifications.py  what VAIC's activities mean: start, DTMF, transferStatus, ...
     agent_table.py  what each Deepgram message does
+    agent_state.py  the agent's configuration as it stands: chosen, then updated
     parts.py        the interface the tables and the record are written against
     agent_link.py   the agent connection as a sub-machine: handshake, backoff, keep-alive
     playout.py      the playout clock: agent audio out at playback rate

@@ -15,6 +15,12 @@ Inputs are methods, each taking ``now`` (seconds on a monotonic clock):
     agent_rejected(reason, status)   a refusal that a retry cannot change (HTTP 401...)
     tick()                 time passed; call at :meth:`next_deadline`
     command methods        what the application asks for (via Session)
+    agent_chosen(config)   a per-call factory's answer (asked for with ChooseAgent)
+
+A call is ACTIVE, TRANSFERRING (a transfer went to VAIC: the agent connection stays up,
+caller audio does not reach it, and VAIC's ``transferStatus`` decides: ``failed`` back
+to ACTIVE, ``answered`` to ENDING), DETACHED (VAIC's socket lost, a resume awaited; a
+transfer under way is kept), ENDING (a hangup sent) or ENDED.
 
 Outputs are drained by the runtime after every input:
 

@@ -17,7 +17,9 @@ A caller turn goes: first voiced frame -> ``UserStartedSpeaking``; ``end_of_turn
 silent audio (or no audio at all for that long) -> ``ConversationText(user)``, ``History``,
 ``AgentThinking``, an optional client-side ``FunctionCallRequest`` (the reply waits for its
 ``FunctionCallResponse`` and quotes its content), ``ConversationText(assistant)``,
-``History``, ``AgentStartedSpeaking``, audio, ``AgentAudioDone``, ``LatencyReport``.
+``History``, ``AgentStartedSpeaking``, audio, ``AgentAudioDone``, ``LatencyReport`` (every
+field). A turn scripted ``frustrated`` adds ``FrustrationDetected``; ``backchannel`` makes
+the agent say it (``conversational_behavior: backchannel``) while the caller talks.
 
 The agent counts as speaking while it sends audio and until that audio would have finished
 playing. Caller speech in that window is a barge-in: audio not yet sent is dropped, and an
