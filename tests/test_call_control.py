@@ -669,3 +669,16 @@ def test_hangup_with_sip_headers_waits_for_the_goodbye() -> None:
         "botOperationResult": "ok"}
     with pytest.raises(cmd.InvalidCommand, match="each SIP header"):
         cmd.build(cmd.EndSession, {"sip_headers": [{"X-Outcome": "sale"}]})
+
+
+def test_a_transfer_sent_as_a_raw_activity_still_gets_its_outcome() -> None:
+    call = make_call()
+    ready(call)
+    cmd.SendActivity(activity={"type": "event", "name": "transfer",
+                               "activityParams": {"transferTarget": "sip:x@y"}}).apply(call, 1.0)
+    activity(call, 2.0, name="transferStatus", value={"status": "failed", "reasonCode": "error"})
+    _, to_agent, events, _ = drain(call)
+    assert of(events, ev.TransferFailedEvent)[0].destination is None  # not the bridge's own
+    assert isinstance(to_agent[0], dg.InjectAgentMessage)  # the caller is told all the same
+    call.vaic(ac.SessionEnd(reason_code="transferred"), 3.0)
+    assert of(drain(call)[2], ev.SessionEndEvent)[0].reason == "transfer"

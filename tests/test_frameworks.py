@@ -185,11 +185,14 @@ async def test_multi_tenant_picks_the_persona_per_call(
         app = example.build_app(agent.url)
         async with serve(app) as host:
             greetings: dict[str, str] = {}
-            for path, headers in (("/audiocodes/acme", None),
-                                  ("/audiocodes/globex/", None),
-                                  ("/audiocodes/", {"X-Tenant": "Globex"})):
+            for path, headers, params in (
+                ("/audiocodes/acme", None, None),
+                ("/audiocodes/globex/", None, None),
+                ("/audiocodes/", {"X-Tenant": "Globex"}, None),
+                ("/audiocodes/unknown/", None, {"tenant": "Acme"}),  # via sipHeadersToBot
+            ):
                 async with vaic(host, path, headers=headers) as caller:
-                    await caller.initiate()
+                    await caller.initiate(**({"start": params} if params else {}))
                     start = await caller.wait_for("playStream.start")
                     greetings[path] = start.msg["altText"]
                     await caller.end()
@@ -203,14 +206,16 @@ async def test_multi_tenant_picks_the_persona_per_call(
         "/audiocodes/acme": "Thanks for calling Acme. How can I help?",
         "/audiocodes/globex/": "Thanks for calling Globex. How can I help?",
         "/audiocodes/": "Thanks for calling Globex. How can I help?",
+        "/audiocodes/unknown/": "Thanks for calling Acme. How can I help?",
     }
     voices = [c.settings.agent.speak.provider["model"] for c in agent.connections
               if c.settings is not None]
-    assert voices == ["aura-2-thalia-en", "aura-2-orion-en", "aura-2-orion-en"]
+    assert voices == ["aura-2-thalia-en", "aura-2-orion-en", "aura-2-orion-en",
+                      "aura-2-thalia-en"]
     # An unknown tenant: hung up with a reason, one INFO line, no Settings at the agent.
     assert hangup.msg["activities"] == [{"type": "event", "name": "hangup", "activityParams": {
         "hangupReason": "no agent for this call"}}]
-    assert len(voices) == 3
+    assert len(voices) == 4
     (line,) = [r for r in caplog.records if "no agent for this call" in r.getMessage()]
     assert line.levelno == logging.INFO and line.exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING

@@ -197,6 +197,8 @@ class Call:
         elif self.state is CallState.TRANSFERRING and self.transfer_pending is not None:
             self._finish(now, "transfer", reason_code=reason_code,
                          detail=self.transfer_pending.destination)
+        elif reason_code == "transferred":  # a transfer sent with send_activity
+            self._finish(now, "transfer", reason_code=reason_code, detail=reason)
         else:
             self._finish(now, "caller", reason_code=reason_code, detail=reason)
 
