@@ -682,3 +682,15 @@ def test_a_transfer_sent_as_a_raw_activity_still_gets_its_outcome() -> None:
     assert isinstance(to_agent[0], dg.InjectAgentMessage)  # the caller is told all the same
     call.vaic(ac.SessionEnd(reason_code="transferred"), 3.0)
     assert of(drain(call)[2], ev.SessionEndEvent)[0].reason == "transfer"
+
+
+def test_a_factory_without_an_agent_for_the_call_hangs_up_quietly() -> None:
+    call = make_call(config=None)
+    activity(call, 0.01, **{k: v for k, v in START.items() if k != "type"})
+    drain(call)
+    call.agent_chosen(None, 0.02)
+    to_vaic, _, events, _ = drain(call)
+    assert to_vaic[-1].activities[0].activity_params == {"hangupReason": "no agent for this call"}
+    assert not of(events, ev.BridgeErrorEvent) and not of(events, ev.WarningEvent)
+    call.vaic(ac.SessionEnd(reason_code="bot-disconnected"), 0.1)
+    assert of(drain(call)[2], ev.SessionEndEvent)[0].reason == "ended"

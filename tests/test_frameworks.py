@@ -216,7 +216,7 @@ async def test_multi_tenant_picks_the_persona_per_call(
     assert hangup.msg["activities"] == [{"type": "event", "name": "hangup", "activityParams": {
         "hangupReason": "no agent for this call"}}]
     assert len(voices) == 4
-    (line,) = [r for r in caplog.records if "no agent for this call" in r.getMessage()]
+    (line,) = [r for r in caplog.records if "no agent for this call: hanging up" in r.getMessage()]
     assert line.levelno == logging.INFO and line.exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING
                 and r.name.startswith("acdg_asgi")]
