@@ -1,123 +1,40 @@
-"""Fault injection for the reliability and soak tests: a rig, a TCP proxy, broken agents.
+"""Fault injection for the reliability and soak tests: a TCP proxy, broken agents, load.
 
-* :func:`rig` -- the stand-in agent (optionally behind a :class:`TcpProxy`), a BridgeApp
-  pointed at it, served by real uvicorn, with an :class:`~vaic_raw.EventLog` and a
-  :class:`LogCapture` that sees what uvicorn and asyncio log.
 * :class:`TcpProxy` -- sits between the bridge and the agent; can hold the agent's bytes
   back, cut a connection before or after a given server frame (the agent's frames are
   not masked, so ``b"SettingsApplied"`` can be spotted on the wire) or cut everything.
 * :func:`broken_agent` -- a raw WebSocket server that accepts the bridge and then never
   says ``Welcome``, or says it and hangs up.
-* :func:`settled` -- the checks every fault test ends with: no traceback in the server,
-  one ``session_end`` per call, no call left in the bridge, no task left behind.
+* :func:`load_call` -- a lean VAIC for load: numbered caller frames, the echo checked.
+
+The rig these run in (stand-in agent, bridge, uvicorn, logs) is :mod:`rig`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import logging
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-from conftest import serve, standin
-from vaic_raw import EventLog, RawVaic, wait_until
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
-from acdg_asgi import BridgeApp
 from acdg_asgi.audio import FORMATS, MediaFormat
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing import signals
-from acdg_asgi.testing.agent import AgentConnectionRecord, AgentScript, StandInAgent
 
-__all__ = [
-    "BrokenAgent",
-    "LoadCall",
-    "LogCapture",
-    "Rig",
-    "TcpProxy",
-    "broken_agent",
-    "hangup_reason",
-    "is_hangup",
-    "load_call",
-    "numbered_frame",
-    "ready_record",
-    "refusal_log",
-    "rig",
-    "settled",
-]
-
-SETTLE_S = 10.0  # generous: CI machines are noisy
-
-# uvicorn's default WebSocket implementation (websockets-sansio, uvicorn 0.54) logs this at
-# ERROR after an app refuses an upgrade with ``websocket.http.response.*`` (the 503 while
-# draining, the 401 of a bad token): it never marks that handshake complete. The refusal
-# itself reaches the client intact; wsproto and the legacy implementation do not log it.
-UVICORN_REFUSAL_LOG = "ASGI callable returned without completing handshake"
-
-
-def refusal_log(line: str) -> bool:
-    return line.startswith("uvicorn.error ERROR") and UVICORN_REFUSAL_LOG in line
-
-
-# --- logs ----------------------------------------------------------------------------------
-
-
-class LogCapture(logging.Handler):
-    """Every WARNING-or-worse record, from the root logger and from ``uvicorn``.
-
-    uvicorn's own logging config stops ``uvicorn.*`` from propagating, so the handler
-    sits on both; a record seen twice is kept once.
-    """
-
-    LOGGERS = ("", "uvicorn")
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-        self._seen: set[int] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if id(record) not in self._seen:
-            self._seen.add(id(record))
-            self.records.append(record)
-
-    @contextlib.contextmanager
-    def installed(self) -> Any:
-        loggers = [logging.getLogger(name) for name in self.LOGGERS]
-        for logger in loggers:
-            logger.addHandler(self)
-        try:
-            yield self
-        finally:
-            for logger in loggers:
-                logger.removeHandler(self)
-
-    def problems(self) -> list[str]:
-        """uvicorn or asyncio errors, and any traceback logged anywhere."""
-        bad = []
-        for r in self.records:
-            server = r.name.startswith(("uvicorn", "asyncio"))
-            if (server and r.levelno >= logging.ERROR) or r.exc_info or r.stack_info:
-                bad.append(f"{r.name} {r.levelname}: {r.getMessage()}"
-                           + (f" [{r.exc_info[1]!r}]" if r.exc_info else ""))
-        return bad
-
-    def messages(self, logger_prefix: str = "acdg_asgi") -> list[str]:
-        return [r.getMessage() for r in self.records if r.name.startswith(logger_prefix)]
-
+__all__ = ["BrokenAgent", "LoadCall", "TcpProxy", "broken_agent", "load_call", "numbered_frame"]
 
 # --- a TCP proxy between the bridge and the agent -----------------------------------------
 
@@ -275,100 +192,6 @@ async def broken_agent(mode: BrokenMode) -> AsyncIterator[BrokenAgent]:
         port = next(iter(server.sockets)).getsockname()[1]
         state.url = f"ws://127.0.0.1:{port}{dg.AGENT_PATH}"
         yield state
-
-
-# --- the rig --------------------------------------------------------------------------------
-
-
-@dataclass
-class Rig:
-    agent: StandInAgent
-    bridge: BridgeApp
-    host: str
-    log: EventLog
-    logs: LogCapture
-    proxy: TcpProxy | None = None
-
-    @property
-    def call_ids(self) -> list[str]:
-        return sorted({e.conversation_id for e in self.log.of("session_start")})
-
-
-@asynccontextmanager
-async def rig(
-    script: AgentScript | None = None,
-    *,
-    proxy: bool = False,
-    agent_url: str | None = None,
-    **bridge_kwargs: Any,
-) -> AsyncIterator[Rig]:
-    """Stand-in agent (behind a proxy if asked), bridge, real uvicorn, logs captured."""
-    logs = LogCapture()
-    with logs.installed():
-        async with standin(script) as agent, contextlib.AsyncExitStack() as stack:
-            url = agent_url or agent.url
-            tcp = None
-            if proxy:
-                tcp = await stack.enter_async_context(TcpProxy(url))
-                url = tcp.url
-            bridge = BridgeApp(deepgram_url=url, **bridge_kwargs)
-            log = EventLog(bridge)
-            # log_config=None: leave logging alone, so the capture sees uvicorn's records.
-            host = await stack.enter_async_context(serve(bridge, log_config=None))
-            yield Rig(agent, bridge, host, log, logs, tcp)
-
-
-async def ready_record(agent: StandInAgent, index: int = 0) -> AgentConnectionRecord:
-    await agent.wait_for_connections(index + 1, timeout=SETTLE_S)
-    record = agent.connections[index]
-    await wait_until(lambda: "SettingsApplied" in record.sent_types, what="agent ready")
-    return record
-
-
-def is_hangup(reply: Any) -> bool:
-    if reply.type != "activities":
-        return False
-    return any(a.get("name") == "hangup" for a in reply.msg.get("activities", ()))
-
-
-async def hangup_reason(caller: RawVaic, within: float = SETTLE_S) -> str:
-    """Wait for a ``hangup`` activity; return its (non-empty) ``hangupReason``."""
-    reply = await caller.wait_for(is_hangup, within=within)
-    activity = next(a for a in reply.msg["activities"] if a.get("name") == "hangup")
-    reason = (activity.get("activityParams") or {}).get("hangupReason")
-    assert isinstance(reason, str) and reason, f"hangup without a reason: {reply.msg}"
-    return reason
-
-
-async def settled(
-    r: Rig,
-    *,
-    tasks_before: int,
-    calls: Iterable[str],
-    end_reasons: dict[str, str] | None = None,
-    allow_logs: Callable[[str], bool] = lambda line: False,
-) -> None:
-    """What must hold once the calls of a test are over, whatever went wrong in them."""
-    calls = list(calls)
-    await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="bridge.calls empty")
-    for cid in calls:
-        await r.log.wait_for("session_end", lambda e, c=cid: e.conversation_id == c,
-                             within=SETTLE_S)
-    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, within=SETTLE_S,
-                     what=f"tasks back to {tasks_before} (now {len(asyncio.all_tasks())})")
-    await anyio.sleep(0.2)  # anything late (a second session_end, a log line) shows up now
-    for cid in calls:
-        ends = r.log.of("session_end", cid)
-        assert len(ends) == 1, f"{cid}: {len(ends)} session_end events"
-        if end_reasons is not None and cid in end_reasons:
-            assert ends[0].reason == end_reasons[cid], ends[0]
-    starts = {e.conversation_id for e in r.log.of("session_start")}
-    assert {e.conversation_id for e in r.log.of("session_end")} == starts
-    for record in r.agent.connections:
-        await wait_until(record.closed.is_set, within=SETTLE_S, what="agent connection closed")
-    problems = [p for p in r.logs.problems() if not allow_logs(p)]
-    assert problems == [], "\n".join(problems)
-    assert len(asyncio.all_tasks()) <= tasks_before
 
 
 # --- a lean VAIC for load: numbered caller frames, echoed audio checked --------------------

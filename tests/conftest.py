@@ -1,4 +1,8 @@
-"""Shared fixtures: real servers on loopback ports chosen by the kernel."""
+"""Shared fixtures: the async backend and a real Redis on a loopback port.
+
+Helpers that tests import live in their own modules (``rig``, ``vaic_raw``, ``_faults``):
+pytest advises against importing from ``conftest``.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-
-from acdg_asgi.testing.agent import AgentScript, StandInAgent
-from acdg_asgi.testing.server import serve
-
-__all__ = ["serve", "standin"]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def standin(script: AgentScript | None = None, **kwargs: Any) -> AsyncIterator[StandInAgent]:
-    async with StandInAgent(script=script, **kwargs) as agent:
-        yield agent
 
 
 def _free_port() -> int:

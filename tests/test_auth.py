@@ -6,100 +6,69 @@ agent, which itself requires the bridge's Deepgram key.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import serve, standin
+from rig import Rig, load_example, rig, standin, upgrade_status
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from vaic_raw import EventLog, vaic
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from vaic_raw import vaic
 
-from acdg_asgi import AuthError, BridgeApp, Connection, Secret
-from acdg_asgi.testing.agent import StandInAgent
+from acdg_asgi import AuthError, Connection, Secret
+from acdg_asgi.testing.server import serve
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "vaic-token-5b1f9c"
 DEEPGRAM_KEY = "dg-key-7e2a4d"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # frameworks resolve handler annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-async def upgrade_status(
-    host: str, path: str = "/", headers: Mapping[str, str] | None = None
-) -> int:
-    """The HTTP status of a WebSocket upgrade: 101 if accepted."""
-    try:
-        async with connect(f"ws://{host}{path}", additional_headers=headers, proxy=None):
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@asynccontextmanager
-async def bridge_served(
-    auth: Any,
-) -> AsyncIterator[tuple[StandInAgent, BridgeApp, EventLog, str]]:
-    # The stand-in accepts only the bridge's Deepgram key (HTTP 401 otherwise).
-    async with standin(api_key=DEEPGRAM_KEY) as agent:
-        bridge = BridgeApp(deepgram_url=agent.url, deepgram_api_key=DEEPGRAM_KEY, auth=auth)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            yield agent, bridge, log, host
+def guarded(auth: Any) -> contextlib.AbstractAsyncContextManager[Rig]:
+    """A bridge behind ``auth``; the stand-in accepts only the bridge's Deepgram key (HTTP
+    401 otherwise)."""
+    return rig(agent_api_key=DEEPGRAM_KEY, auth=auth)
 
 
 async def test_static_token() -> None:
-    async with bridge_served(TOKEN) as (agent, bridge, log, host):
-        assert await upgrade_status(host) == 401
-        assert await upgrade_status(host, headers=bearer("wrong")) == 401
-        assert await upgrade_status(host, headers=bearer(TOKEN + "x")) == 401
-        assert await upgrade_status(host, headers={"Authorization": f"Token {TOKEN}"}) == 401
-        assert await upgrade_status(host, headers={"Authorization": TOKEN}) == 401
-        assert log.events == []  # refused before any call existed
+    async with guarded(TOKEN) as r:
+        assert await upgrade_status(r.host) == 401
+        assert await upgrade_status(r.host, headers=bearer("wrong")) == 401
+        assert await upgrade_status(r.host, headers=bearer(TOKEN + "x")) == 401
+        assert await upgrade_status(r.host, headers={"Authorization": f"Token {TOKEN}"}) == 401
+        assert await upgrade_status(r.host, headers={"Authorization": TOKEN}) == 401
+        assert r.log.events == []  # refused before any call existed
 
-        async with vaic(host, headers=bearer(TOKEN)) as caller:
+        async with vaic(r.host, headers=bearer(TOKEN)) as caller:
             assert (await caller.initiate())["type"] == "session.accepted"
             # The stand-in accepted the bridge's own upgrade: the Deepgram key went along.
-            await agent.wait_for_connections(1)
+            await r.agent_ready()
             await caller.end()
             await caller.wait_closed()
-        end = await log.wait_for("session_end")
+        end = await r.log.wait_for("session_end")
         assert end.reason == "caller"
-        assert log.of("error") == [] and log.of("warning") == []
-        assert agent.refused == 0
+        assert r.log.of("error") == [] and r.log.of("warning") == []
+        assert r.agent.refused == 0
 
+    bridge = r.bridge
     for text in (repr(bridge), str(bridge), repr(bridge.deepgram_api_key)):
         assert TOKEN not in text and DEEPGRAM_KEY not in text
     assert "auth=token" in repr(bridge)
 
 
 async def test_token_given_as_secret_is_masked_too() -> None:
-    async with bridge_served(Secret(TOKEN)) as (_, bridge, _, host):
-        assert await upgrade_status(host, headers=bearer(TOKEN)) == 101
-        assert await upgrade_status(host, headers=bearer("nope")) == 401
-    assert TOKEN not in repr(bridge)
+    async with guarded(Secret(TOKEN)) as r:
+        assert await upgrade_status(r.host, headers=bearer(TOKEN)) == 101
+        assert await upgrade_status(r.host, headers=bearer("nope")) == 401
+    assert TOKEN not in repr(r.bridge)
 
 
 async def test_custom_hook_sees_the_upgrade() -> None:
@@ -109,18 +78,18 @@ async def test_custom_hook_sees_the_upgrade() -> None:
         seen.append(conn)
         return conn.headers.get("x-tenant") == "acme"
 
-    async with bridge_served(tenant_allow_list) as (_, bridge, log, host):
-        assert await upgrade_status(host, "/acme?region=eu", {"X-Tenant": "acme"}) == 101
-        assert await upgrade_status(host, "/acme", {"X-Tenant": "globex"}) == 401
-        assert await upgrade_status(host, "/acme") == 401
-        assert log.events == []
+    async with guarded(tenant_allow_list) as r:
+        assert await upgrade_status(r.host, "/acme?region=eu", {"X-Tenant": "acme"}) == 101
+        assert await upgrade_status(r.host, "/acme", {"X-Tenant": "globex"}) == 401
+        assert await upgrade_status(r.host, "/acme") == 401
+        assert r.log.events == []
     accepted = seen[0]
     assert accepted.path == "/acme"
     assert accepted.query_string == "region=eu"
     assert accepted.headers["x-tenant"] == "acme"  # names arrive lower-cased
     assert accepted.client is not None and accepted.client[0] == "127.0.0.1"
     assert len(seen) == 3
-    assert "tenant_allow_list" in repr(bridge)
+    assert "tenant_allow_list" in repr(r.bridge)
 
 
 async def test_auth_error_sets_the_status() -> None:
@@ -131,14 +100,14 @@ async def test_auth_error_sets_the_status() -> None:
             raise AuthError("not for you", status_code=403)
         return True
 
-    async with bridge_served(hook) as (_, _, log, host):
-        assert await upgrade_status(host) == 401
-        assert await upgrade_status(host, headers=bearer("other")) == 403
-        async with vaic(host, headers=bearer(TOKEN)) as caller:
+    async with guarded(hook) as r:
+        assert await upgrade_status(r.host) == 401
+        assert await upgrade_status(r.host, headers=bearer("other")) == 403
+        async with vaic(r.host, headers=bearer(TOKEN)) as caller:
             assert (await caller.initiate())["type"] == "session.accepted"
             await caller.end()
             await caller.wait_closed()
-        await log.wait_for("session_end")
+        await r.log.wait_for("session_end")
 
 
 # --- examples/oauth_jwt.py ----------------------------------------------------------------

@@ -7,43 +7,24 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+import socket
 
 import anyio
 import httpx
 import pytest
-from conftest import serve, standin
-from vaic_raw import EventLog, RawVaic, vaic, wait_until
+from rig import hangup_reason, rig
+from vaic_raw import vaic, wait_until
 
-from acdg_asgi import BridgeApp, Limits, Reconnect
+from acdg_asgi import Limits, Reconnect
 from acdg_asgi.protocols import audiocodes as ac
+from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing import signals
-from acdg_asgi.testing.agent import AgentConnectionRecord, AgentScript, StandInAgent, Turn
+from acdg_asgi.testing.agent import AgentScript, Turn
 
 pytestmark = pytest.mark.anyio
 
 SCRIPT = AgentScript(turns=(Turn("Got it", heard="hello"),), ms_per_word=40, end_of_turn_ms=200)
 MAX_FRAME = 4096  # well above a 20 ms chunk (about 900 bytes of JSON), well below 8 KiB
-
-
-@asynccontextmanager
-async def bridge_with(
-    script: AgentScript = SCRIPT, **kwargs: Any
-) -> AsyncIterator[tuple[StandInAgent, BridgeApp, EventLog, str]]:
-    async with standin(script) as agent:
-        bridge = BridgeApp(deepgram_url=agent.url, **kwargs)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            yield agent, bridge, log, host
-
-
-async def ready_record(agent: StandInAgent, index: int) -> AgentConnectionRecord:
-    await agent.wait_for_connections(index + 1)
-    record = agent.connections[index]
-    await wait_until(lambda: "SettingsApplied" in record.sent_types, what="agent ready")
-    return record
 
 
 def chunk_frame(cid: str, audio_chunk: object) -> str:
@@ -52,14 +33,8 @@ def chunk_frame(cid: str, audio_chunk: object) -> str:
 
 
 async def test_bad_frames_warn_and_leave_both_calls_running() -> None:
-    async with bridge_with(limits=Limits(max_frame_bytes=MAX_FRAME)) as (agent, bridge, log, host):
-        async with vaic(host) as a, vaic(host) as b:
-            await a.initiate()
-            record_a = await ready_record(agent, 0)
-            await b.initiate()
-            record_b = await ready_record(agent, 1)
-            await a.start_stream()
-            await b.start_stream()
+    async with rig(SCRIPT, limits=Limits(max_frame_bytes=MAX_FRAME)) as r:
+        async with r.call_ready() as (a, record_a), r.call_ready() as (b, record_b):
 
             # Call B streams silence at real time through everything that follows.
             b_sent = 0
@@ -95,8 +70,8 @@ async def test_bad_frames_warn_and_leave_both_calls_running() -> None:
                     mark = len(a.replies)  # A still answers right after each one
                     await a.send(ac.UserStreamStart(conversation_id=cid))
                     await a.wait_for("userStream.started", start=mark)
-                await log.wait_for("warning", count=len(bad) - 1)
-                warnings = log.of("warning")
+                await r.log.wait_for("warning", count=len(bad) - 1)
+                warnings = r.log.of("warning")
                 assert {w.conversation_id for w in warnings} == {cid}
                 assert {(w.source, w.code) for w in warnings} == {("audiocodes", "PROTOCOL_ERROR")}
                 assert len({w.description for w in warnings}) == len(warnings)
@@ -116,63 +91,61 @@ async def test_bad_frames_warn_and_leave_both_calls_running() -> None:
             # Every frame B sent reached the agent, during the bad input too.
             assert record_b.audio_bytes > b_before
             await wait_until(lambda: record_b.audio_bytes == b_sent, what="all of B's audio")
-            assert len(log.of("warning")) == len(bad) - 1  # none for the unknown type
-            assert log.of("warning", b.conversation_id) == []
-            assert log.of("error") == []
-            assert [r.type for r in b.replies] == ["session.accepted", "userStream.started"]
+            assert len(r.log.of("warning")) == len(bad) - 1  # none for the unknown type
+            assert r.log.of("warning", b.conversation_id) == []
+            assert r.log.of("error") == []
+            assert [x.type for x in b.replies] == ["session.accepted", "userStream.started"]
             assert "session.error" not in a.types()
             assert a.binary_frames == 0 and a.invalid == [] and b.invalid == []
 
             for caller in (a, b):
                 await caller.end()
                 await caller.wait_closed()
-        ends = await log.wait_for("session_end", count=2)
+        ends = await r.log.wait_for("session_end", count=2)
         assert ends.reason == "caller"
-        assert sorted(e.conversation_id for e in log.of("session_end")) == sorted(
+        assert sorted(e.conversation_id for e in r.log.of("session_end")) == sorted(
             [a.conversation_id, b.conversation_id])
-        await wait_until(lambda: not bridge.calls, what="both calls released")
+        await wait_until(lambda: not r.bridge.calls, what="both calls released")
 
 
 async def test_a_bad_frame_on_an_idle_call_warns_at_once() -> None:
     async with (
-        bridge_with(limits=Limits(keepalive_s=60)) as (agent, _, log, host),
-        vaic(host) as caller,
+        rig(SCRIPT, limits=Limits(keepalive_s=60)) as r,
+        r.call_ready(stream=False) as (caller, _),
     ):
-        await caller.initiate()
-        await ready_record(agent, 0)
         await caller.send("{not json")
-        warning = await log.wait_for("warning", within=3)
+        warning = await r.log.wait_for("warning", within=3)
         assert warning.conversation_id == caller.conversation_id
         await caller.end()
 
 
 async def test_chunk_before_initiate_is_ignored() -> None:
-    async with bridge_with() as (_, _, log, host), vaic(host) as caller:
+    async with rig(SCRIPT) as r, vaic(r.host) as caller:
         await caller.chunk(signals.tone(caller.fmt, 20))
         await caller.send("{garbage before the session")
         assert (await caller.initiate())["type"] == "session.accepted"
         await caller.end()
         await caller.wait_closed()
     assert caller.types()[0] == "session.accepted"
-    assert log.of("warning") == []  # no call existed for those frames to warn about
+    assert r.log.of("warning") == []  # no call existed for those frames to warn about
 
 
 async def test_second_initiate_on_a_new_socket_for_a_live_call_is_refused() -> None:
-    async with bridge_with() as (_, bridge, log, host), vaic(host) as first:
+    async with rig(SCRIPT) as r, vaic(r.host) as first:
         await first.initiate()
-        async with vaic(host, conversation_id=first.conversation_id) as second:
+        async with vaic(r.host, conversation_id=first.conversation_id) as second:
             refused = await second.initiate()
             await second.wait_closed()
         assert refused["type"] == "session.error"
         assert "in progress" in refused["reason"]
-        assert list(bridge.calls) == [first.conversation_id]  # the first call is untouched
+        assert list(r.bridge.calls) == [first.conversation_id]  # the first call is untouched
         await first.end()
         await first.wait_closed()
-    assert len(log.of("session_end")) == 1
+    assert len(r.log.of("session_end")) == 1
 
 
 async def test_resume_of_an_unknown_conversation_is_refused() -> None:
-    async with bridge_with() as (_, _, _, host), vaic(host) as caller:
+    async with rig(SCRIPT) as r, vaic(r.host) as caller:
         await caller.send(ac.SessionResume(conversation_id="no-such-call"))
         reply = await caller.wait_for("session.error")
         await caller.wait_closed()
@@ -181,27 +154,27 @@ async def test_resume_of_an_unknown_conversation_is_refused() -> None:
 
 async def test_a_socket_without_initiate_is_closed() -> None:
     async with (
-        bridge_with(limits=Limits(initiate_timeout_s=0.5)) as (agent, _, log, host),
-        vaic(host) as caller,
+        rig(SCRIPT, limits=Limits(initiate_timeout_s=0.5)) as r,
+        vaic(r.host) as caller,
     ):
         await caller.wait_closed()
         assert caller.ws.close_code == 1008
-    assert caller.replies == [] and agent.connections == [] and log.events == []
+    assert caller.replies == [] and r.agent.connections == [] and r.log.events == []
 
 
 async def test_connection_validate_outside_a_call() -> None:
-    async with bridge_with() as (agent, _, log, host), vaic(host) as caller:
+    async with rig(SCRIPT) as r, vaic(r.host) as caller:
         await caller.send({"type": "connection.validate"})
         reply = await caller.wait_for("connection.validated")
     assert reply.msg == {"type": "connection.validated", "success": True}
-    assert agent.connections == [] and log.events == []
+    assert r.agent.connections == [] and r.log.events == []
 
 
 async def test_live_hub_probe_and_readiness() -> None:
-    async with bridge_with() as (_, _, _, host), httpx.AsyncClient() as http:
-        probe = await http.get(f"http://{host}/")
-        ready = await http.get(f"http://{host}/ready")
-        missing = await http.get(f"http://{host}/nope")
+    async with rig(SCRIPT) as r, httpx.AsyncClient() as http:
+        probe = await http.get(f"http://{r.host}/")
+        ready = await http.get(f"http://{r.host}/ready")
+        missing = await http.get(f"http://{r.host}/nope")
     assert probe.status_code == 200
     assert probe.headers["content-type"] == "application/json"
     assert probe.json() == {"type": "ac-bot-api", "success": True}
@@ -213,61 +186,54 @@ async def test_live_hub_probe_and_readiness() -> None:
 # --- the agent side -----------------------------------------------------------------------
 
 
-async def hangup_reason(caller: RawVaic) -> str:
-    reply = await caller.wait_for(
-        lambda r: r.type == "activities" and r.msg["activities"][0].get("name") == "hangup")
-    reason = reply.msg["activities"][0]["activityParams"]["hangupReason"]
-    assert isinstance(reason, str) and reason
-    return reason
-
-
 async def test_settings_refused_by_the_agent_hangs_up_with_a_reason() -> None:
     script = AgentScript(fail_settings=("INVALID_SETTINGS", "bad"))
-    async with bridge_with(script) as (agent, bridge, log, host), vaic(host) as caller:
+    async with rig(script) as r, vaic(r.host) as caller:
         await caller.initiate()
         reason = await hangup_reason(caller)
         assert "INVALID_SETTINGS" in reason
-        error = await log.wait_for("error")
+        error = await r.log.wait_for("error")
         assert (error.code, error.message, error.source) == ("INVALID_SETTINGS", "bad", "deepgram")
         assert error.fatal is True
         await caller.end(reason_code="bot-disconnected")
         await caller.wait_closed()
-        end = await log.wait_for("session_end")
+        end = await r.log.wait_for("session_end")
     assert end.reason == "error"
-    assert len(agent.connections) == 1  # a config error is not retried
-    assert not bridge.calls
+    assert len(r.agent.connections) == 1  # a config error is not retried
+    assert not r.bridge.calls
 
 
 async def test_agent_unreachable_hangs_up_after_the_retries() -> None:
-    async with bridge_with(reconnect=Reconnect(attempts=1)) as (agent, bridge, log, host):
-        agent.refuse_next(10)
-        async with vaic(host) as caller:
+    async with rig(SCRIPT, reconnect=Reconnect(attempts=1)) as r:
+        r.agent.refuse_next(10)
+        async with vaic(r.host) as caller:
             await caller.initiate()
             reason = await hangup_reason(caller)
-            error = await log.wait_for("error")
+            error = await r.log.wait_for("error")
             await caller.end(reason_code="bot-disconnected")
             await caller.wait_closed()
-        end = await log.wait_for("session_end")
+        end = await r.log.wait_for("session_end")
     assert "unavailable" in reason
     assert (error.code, error.source, error.fatal) == ("AGENT_UNAVAILABLE", "bridge", True)
     assert "503" in error.message
-    assert agent.refused == 2  # the first attempt and one retry
-    assert agent.connections == []
+    assert r.agent.refused == 2  # the first attempt and one retry
+    assert r.agent.connections == []
     assert end.reason == "error"
-    assert not bridge.calls
+    assert not r.bridge.calls
 
 
 async def test_agent_side_dead_port_is_an_error_not_a_crash() -> None:
-    # Nothing listens on the agent URL at all: connection refused, not an HTTP status.
-    async with standin(SCRIPT) as agent:
-        url = agent.url
-    bridge = BridgeApp(deepgram_url=url, reconnect=Reconnect(attempts=0))
-    log = EventLog(bridge)
-    async with serve(bridge) as host, vaic(host) as caller:
-        await caller.initiate()
-        await hangup_reason(caller)
-        await caller.end(reason_code="bot-disconnected")
-        await caller.wait_closed()
-        await log.wait_for("session_end")
-    assert [e.code for e in log.of("error")] == ["AGENT_UNAVAILABLE"]
+    # Nothing listens on the agent URL at all: connection refused, not an HTTP status. The
+    # port stays bound (never listening) so that nothing else can take it meanwhile.
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{dead.getsockname()[1]}{dg.AGENT_PATH}"
+        async with rig(agent_url=url, reconnect=Reconnect(attempts=0)) as r, \
+                vaic(r.host) as caller:
+            await caller.initiate()
+            await hangup_reason(caller)
+            await caller.end(reason_code="bot-disconnected")
+            await caller.wait_closed()
+            await r.log.wait_for("session_end")
+    assert [e.code for e in r.log.of("error")] == ["AGENT_UNAVAILABLE"]
 

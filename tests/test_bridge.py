@@ -7,21 +7,17 @@ Scripts are short (few, short words) so the whole file stays fast.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import pytest
-from conftest import serve, standin
-from vaic_raw import EventLog, RawVaic, Reply, vaic, wait_until
+from rig import rig
+from vaic_raw import RawVaic, Reply, vaic, wait_until
 
 from acdg_asgi import (
     AgentSettings,
-    BridgeApp,
     LocalProtocolError,
     Playout,
     Session,
@@ -29,48 +25,17 @@ from acdg_asgi import (
 )
 from acdg_asgi.audio import DEFAULT_PREFERENCE
 from acdg_asgi.protocols import deepgram as dg
-from acdg_asgi.testing.agent import AgentConnectionRecord, AgentScript, StandInAgent, Turn
+from acdg_asgi.testing.agent import AgentScript, Turn
 
 pytestmark = pytest.mark.anyio
 
 QUICK = {"ms_per_word": 40, "end_of_turn_ms": 200}
 
 
-@dataclass
-class Env:
-    agent: StandInAgent
-    bridge: BridgeApp
-    host: str
-    log: EventLog
-    sessions: list[Session]
-
-
-@asynccontextmanager
-async def running(
-    turns: Sequence[Turn] = (Turn("Sure thing", heard="help me"),),
-    *,
-    script: dict[str, Any] | None = None,
-    **bridge_kwargs: Any,
-) -> AsyncIterator[Env]:
-    """A stand-in agent, a bridge pointed at it, and the bridge served by uvicorn."""
-    async with standin(AgentScript(turns=tuple(turns), **{**QUICK, **(script or {})})) as agent:
-        bridge = BridgeApp(deepgram_url=agent.url, **bridge_kwargs)
-        sessions: list[Session] = []
-
-        @bridge.on("session_start")
-        def keep(session: Session, event: Any) -> None:
-            sessions.append(session)
-
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            yield Env(agent, bridge, host, log, sessions)
-
-
-async def first_connection(agent: StandInAgent) -> AgentConnectionRecord:
-    await agent.wait_for_connections(1)
-    record = agent.connections[0]
-    await wait_until(lambda: record.settings is not None, what="Settings at the agent")
-    return record
+def script(*turns: Turn, **kwargs: Any) -> AgentScript:
+    """A quick stand-in script: ``turns`` (one "Sure thing" by default)."""
+    return AgentScript(turns=turns or (Turn("Sure thing", heard="help me"),),
+                       **{**QUICK, **kwargs})
 
 
 def index_of(replies: Sequence[Reply], kind: str, start: int = 0) -> int:
@@ -99,10 +64,10 @@ def index_of(replies: Sequence[Reply], kind: str, start: int = 0) -> int:
 async def test_format_negotiation_reaches_the_agent_settings(
     offered: list[str], media_formats: Sequence[str], chosen: str, encoding: str, rate: int
 ) -> None:
-    async with running(media_formats=media_formats) as env, vaic(env.host) as caller:
+    async with rig(script(), media_formats=media_formats) as env, vaic(env.host) as caller:
         accepted = await caller.initiate(offered)
         assert accepted == {"type": "session.accepted", "mediaFormat": chosen}
-        record = await first_connection(env.agent)
+        record = await env.agent_ready()
         assert record.settings is not None
         audio = record.settings.audio
         assert audio.input == dg.AudioInput(encoding=encoding, sample_rate=rate)
@@ -118,7 +83,7 @@ async def test_format_negotiation_reaches_the_agent_settings(
 
 
 async def test_no_common_format_is_refused_naming_both_lists() -> None:
-    async with running(media_formats=("raw/mulaw",)) as env, vaic(env.host) as caller:
+    async with rig(script(), media_formats=("raw/mulaw",)) as env, vaic(env.host) as caller:
         refused = await caller.initiate(["wav/lpcm16", "raw/lpcm16_24"])
         await caller.wait_closed()
     assert refused["type"] == "session.error"
@@ -132,14 +97,13 @@ async def test_no_common_format_is_refused_naming_both_lists() -> None:
 async def test_a_call_from_greeting_to_caller_hangup() -> None:
     turns = (Turn("Your order has shipped", heard="where is my order", function="lookup_order",
                   arguments='{"order": "A123"}'),)
-    async with running(turns, agent=AgentSettings(greeting="Hello there")) as env:
+    async with rig(script(*turns), agent=AgentSettings(greeting="Hello there")) as env:
 
         @env.bridge.on("function_call_request")
         async def lookup(session: Session, event: Any) -> None:
             for fn in event.functions:
                 await session.respond_to_function_call(fn.id, fn.name, {"status": "shipped"})
 
-        tasks_before = len(asyncio.all_tasks())
         async with vaic(env.host) as caller:
             assert await caller.initiate(["raw/lpcm16"], start={"caller": "+1555"}) == {
                 "type": "session.accepted", "mediaFormat": "raw/lpcm16"}
@@ -184,12 +148,8 @@ async def test_a_call_from_greeting_to_caller_hangup() -> None:
             await caller.end()
             await caller.wait_closed()
 
-        await wait_until(lambda: not env.bridge.calls, what="the call to be released")
-        with anyio.fail_after(10):
-            await record.closed.wait()
+        await env.settled([caller.conversation_id], end_reasons="caller")
         assert record.close_reason is not None and record.close_reason.startswith("closed")
-        await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before,
-                         what="the call's tasks to finish")
         (end,) = env.log.of("session_end")
         assert (end.reason, end.reason_code) == ("caller", "client-disconnected")
         assert env.log.names()[-1] == "session_end"
@@ -205,7 +165,7 @@ async def test_barge_in_stops_the_stream_and_bounds_what_follows() -> None:
     long_reply = " ".join(["word"] * 60)  # 6 s of audio; burst mode sends it in ~0.6 s
     turns = (Turn(long_reply, heard="hi"),)
     async with (
-        running(turns, script={"ms_per_word": 100}, playout=Playout(lead_ms=lead_ms)) as env,
+        rig(script(*turns, ms_per_word=100), playout=Playout(lead_ms=lead_ms)) as env,
         vaic(env.host) as caller,
     ):
         await caller.initiate(["raw/lpcm16"])
@@ -253,7 +213,7 @@ async def expect_activities(caller: RawVaic, command: Any) -> list[dict[str, Any
 
 
 async def test_session_commands_reach_vaic_as_activities() -> None:
-    async with running() as env, vaic(env.host) as caller:
+    async with rig(script()) as env, vaic(env.host) as caller:
         await caller.initiate()
         await wait_until(lambda: env.sessions, what="session_start")
         session = env.sessions[0]
@@ -326,7 +286,7 @@ async def test_session_commands_reach_vaic_as_activities() -> None:
 
 
 async def test_transfer_then_vaic_ends_the_session() -> None:
-    async with running() as env, vaic(env.host) as caller:
+    async with rig(script()) as env, vaic(env.host) as caller:
         await caller.initiate()
         await wait_until(lambda: env.sessions, what="session_start")
         session = env.sessions[0]
@@ -348,7 +308,7 @@ async def test_transfer_then_vaic_ends_the_session() -> None:
 
 
 async def test_hangup_and_transfer_after_the_end_raise() -> None:
-    async with running() as env, vaic(env.host) as caller:
+    async with rig(script()) as env, vaic(env.host) as caller:
         await caller.initiate()
         await wait_until(lambda: env.sessions, what="session_start")
         session = env.sessions[0]
@@ -365,7 +325,7 @@ async def test_hangup_and_transfer_after_the_end_raise() -> None:
 
 
 async def test_session_commands_reach_the_agent_and_come_back_as_events() -> None:
-    async with running((Turn("Sure thing", heard="unused"),)) as env:
+    async with rig(script(Turn("Sure thing", heard="unused"))) as env:
         failures = 0
 
         @env.bridge.on("dtmf")
@@ -376,8 +336,7 @@ async def test_session_commands_reach_the_agent_and_come_back_as_events() -> Non
 
         async with vaic(env.host) as caller:
             await caller.initiate()
-            record = await first_connection(env.agent)
-            await wait_until(lambda: "SettingsApplied" in record.sent_types, what="ready")
+            record = await env.agent_ready()
             session = env.sessions[0]
 
             def sent(kind: type[Any]) -> list[Any]:
@@ -447,7 +406,7 @@ async def test_session_commands_reach_the_agent_and_come_back_as_events() -> Non
 async def test_back_to_back_utterances_get_a_stream_each() -> None:
     reply = "one two three four"  # 1.6 s of audio, sent by the stand-in in ~0.16 s
     async with (
-        running((Turn(reply, heard="hi"),), script={"ms_per_word": 400}) as env,
+        rig(script(Turn(reply, heard="hi"), ms_per_word=400)) as env,
         vaic(env.host) as caller,
     ):
         await caller.initiate()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import serve, standin
+from rig import standin
 from vaic_raw import vaic
 
 from acdg_asgi import (
@@ -26,6 +26,7 @@ from acdg_asgi import (
 )
 from acdg_asgi.cli.settings import DEFAULT_AGENT, load_settings
 from acdg_asgi.config import AgentConfig, as_agent_config
+from acdg_asgi.testing.server import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -4,30 +4,24 @@ host app's own routes, and the lifespan drain."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import socket
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from conftest import serve, standin
+from rig import load_example, standin, upgrade_status
 from vaic_raw import RawVaic, vaic
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 from acdg_asgi import BridgeApp
 from acdg_asgi.testing.agent import AgentScript, Turn
+from acdg_asgi.testing.server import serve
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "framework-token-31f0"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GREETING = "Thanks for calling Acme. How can I help?"
@@ -38,15 +32,6 @@ SCRIPT = AgentScript(
     ms_per_word=20,
     end_of_turn_ms=200,
 )
-
-
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # frameworks resolve handler annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 def bridge_of(app: Any) -> BridgeApp:
@@ -71,14 +56,6 @@ async def short_call(host: str, path: str) -> RawVaic:
     assert answer.start.msg["altText"] == 'Your order ({"status":"shipped"})'
     assert caller.invalid == []
     return caller
-
-
-async def upgrade_status(host: str, path: str) -> int:
-    try:
-        async with connect(f"ws://{host}{path}", proxy=None):
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
 
 
 @pytest.mark.parametrize("framework", [

@@ -3,17 +3,12 @@ time; what reaches VAIC arrives at playback rate, never more than the lead ahead
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import anyio
 import pytest
-import uvicorn
-from websockets.asyncio.client import connect
+from rig import rig
+from vaic_raw import vaic
 
 from acdg_asgi import AgentSettings, BridgeApp, Limits, Playout
+from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
@@ -52,53 +47,24 @@ async def test_a_burst_reaches_vaic_at_playback_rate(lead_ms: int) -> None:
         assert ahead > 1000
 
 
-@asynccontextmanager
-async def small_buffers_server(app: BridgeApp, ws: object) -> AsyncIterator[str]:
-    """uvicorn on a listening socket whose connections get a small kernel send buffer
-    (fixed, not grown by the kernel), so a client that stops reading backs writes up."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    server = uvicorn.Server(uvicorn.Config(app, ws=ws, log_level="warning"))  # type: ignore[arg-type]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [listener])
-        while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
-            await anyio.sleep(0.005)
-        try:
-            yield f"127.0.0.1:{listener.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-
-
 @pytest.mark.parametrize("ws", ["websockets-sansio", DirectWebSocketProtocol])
 async def test_a_vaic_that_stops_reading_costs_bounded_memory(ws: object) -> None:
     """VAIC stops reading mid-greeting: its TCP window is tiny, so writes back up. The
     bridge keeps what waits for VAIC bounded (the oldest audio goes first), says so, and
     carries on once VAIC reads again."""
     greeting = " ".join(["word"] * 60)  # 60 x 150 ms = 9 s of audio, ~400 KB of JSON
-    warnings: list[str] = []
-    async with StandInAgent(script=AgentScript(ms_per_word=150)) as agent:
-        bridge = BridgeApp(agent=AgentSettings(greeting=greeting), deepgram_url=agent.url,
-                           tracing=False, playout=Playout(lead_ms=0),
-                           limits=Limits(outbound_queue=20))
-        bridge.on("warning")(lambda e: warnings.append(e.description))
-        async with small_buffers_server(bridge, ws) as host:
-            name, port = host.split(":")
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect((name, int(port)))
-            async with connect(f"ws://{host}/", sock=sock, max_queue=1, proxy=None) as ws_:
-                await ws_.send(json.dumps({"type": "session.initiate", "conversationId": "s1",
-                                           "supportedMediaFormats": ["raw/lpcm16"]}))
-                with anyio.fail_after(10):  # not reading: the warning comes anyway
-                    while not any("VAIC is slow" in w for w in warnings):  # noqa: ASYNC110
-                        await anyio.sleep(0.05)
-                (call,) = bridge.calls.values()
-                assert len(call.call.to_vaic) <= 20 + 1
-                kinds = []
-                with anyio.fail_after(10):  # reading again: the call goes on to its end
-                    while "playStream.stop" not in kinds:
-                        kinds.append(json.loads(await ws_.recv())["type"])
-                await ws_.send(json.dumps({"type": "session.end", "conversationId": "s1"}))
+    async with rig(AgentScript(ms_per_word=150), agent=AgentSettings(greeting=greeting),
+                   tracing=False, playout=Playout(lead_ms=0), limits=Limits(outbound_queue=20),
+                   send_buffer=4096, ws=ws) as r, vaic(r.host, receive_buffer=4096) as caller:
+        caller.stop_reading()
+        await caller.send(ac.SessionInitiate(conversation_id=caller.conversation_id,
+                                             supported_media_formats=("raw/lpcm16",)))
+        # not reading: the warning comes anyway
+        await r.log.wait_for("warning", lambda w: "VAIC is slow" in w.description)
+        (call,) = r.bridge.calls.values()
+        assert len(call.call.to_vaic) <= 20 + 1
+        caller.read_again()  # reading again: the call goes on to its end
+        await caller.wait_for("playStream.stop")
+        await caller.end()
+    kinds = caller.types()
     assert kinds[0] == "session.accepted" and "playStream.start" in kinds

@@ -8,7 +8,6 @@ generous and only bound a wait.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -21,28 +20,28 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _faults import (
+from _faults import broken_agent
+from anyio.abc import Process
+from rig import (
     SETTLE_S,
     UVICORN_REFUSAL_LOG,
     LogCapture,
-    broken_agent,
+    call_ready,
     hangup_reason,
     is_hangup,
-    ready_record,
     refusal_log,
     rig,
-    settled,
+    standin,
+    upgrade_status,
 )
-from conftest import serve, standin
 from vaic_raw import PlayStream, RawVaic, vaic, wait_until
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 from acdg_asgi import AgentSettings, Limits, Playout, Reconnect
 from acdg_asgi.call import CallState
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.testing import signals
 from acdg_asgi.testing.agent import AgentConnectionRecord, AgentScript, Turn
+from acdg_asgi.testing.server import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -104,10 +103,6 @@ async def agent_turn_sent(record: AgentConnectionRecord, count: int = 1) -> None
                      what=f"{count} agent utterance(s) sent")
 
 
-def tasks_now() -> int:
-    return len(asyncio.all_tasks())
-
-
 # --- 0. the harness can see what it asserts on ---------------------------------------------
 
 
@@ -134,12 +129,9 @@ async def test_the_log_capture_sees_a_traceback_in_the_server() -> None:
 
 async def test_resume_plays_audio_buffered_while_detached_and_the_call_goes_on() -> None:
     async with rig(QUICK, limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old:
+        async with r.call_ready(["raw/mulaw", "raw/lpcm16"]) as (old, record):
             cid = old.conversation_id
-            assert (await old.initiate(["raw/mulaw", "raw/lpcm16"]))["mediaFormat"] == "raw/lpcm16"
-            record = await ready_record(r.agent)
-            await old.start_stream()
+            assert answer(old)["mediaFormat"] == "raw/lpcm16"
             # The caller talks, and the line drops before the agent answers.
             await old.speak(voiced_ms=200, pace=0.25)
             abort(old)
@@ -168,18 +160,14 @@ async def test_resume_plays_audio_buffered_while_detached_and_the_call_goes_on()
             await new.end()
             await new.wait_closed()
         assert new.invalid == []
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
     assert len(r.log.of("session_resumed")) == 1
 
 
 async def test_no_resume_within_the_grace_period_ends_the_call_and_frees_everything() -> None:
     async with rig(QUICK, limits=Limits(resume_grace_s=0.5)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, record):
             cid = caller.conversation_id
-            await caller.initiate()
-            record = await ready_record(r.agent)
-            await caller.start_stream()
             await caller.speak(voiced_ms=100, pace=0.25)
             abort(caller)
         end = await r.log.wait_for("session_end", within=SETTLE_S)
@@ -196,18 +184,14 @@ async def test_no_resume_within_the_grace_period_ends_the_call_and_frees_everyth
             assert answer(unknown)["type"] == "session.error"
             await unknown.wait_closed()
         assert r.bridge.calls == {} and len(r.agent.connections) == 1
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "timeout"})
+        await r.settled([cid], end_reasons="timeout")
     assert r.log.of("session_resumed") == []
 
 
 async def test_a_resume_racing_the_old_socket_takes_over_and_the_old_one_is_closed() -> None:
     async with rig(QUICK, agent=GREETING, limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old:
+        async with r.call_ready() as (old, record):
             cid = old.conversation_id
-            await old.initiate()
-            record = await ready_record(r.agent)
-            await old.start_stream()
             await old.wait_for("playStream.stop")  # the greeting
             async with resumed(r.host, cid) as new:
                 assert answer(new) == {"type": "session.accepted", "mediaFormat": "raw/lpcm16"}
@@ -223,7 +207,7 @@ async def test_a_resume_racing_the_old_socket_takes_over_and_the_old_one_is_clos
         assert old.invalid == [] and new.invalid == []
         assert not any(r.type.startswith("playStream") for r in old.replies[
             old.types().index("playStream.stop") + 1:])
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
 
 
 async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> None:
@@ -232,7 +216,6 @@ async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> 
     calls do it together, so the race is all but certain to show in one of them."""
     calls = 6
     async with rig(AgentScript(echo=True), limits=Limits(resume_grace_s=2)) as r:
-        tasks_before = tasks_now()
         ids: list[str] = []
 
         async def one() -> None:
@@ -240,7 +223,7 @@ async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> 
                 ids.append(caller.conversation_id)
                 await caller.initiate()
                 await caller.start_stream()
-                await ready_record(r.agent, calls - 1)  # every call is up
+                await r.agent_ready(calls - 1)  # every call is up
                 tone = signals.tone(caller.fmt, 20)
                 for _ in range(300):
                     await caller.chunk(tone)
@@ -253,8 +236,7 @@ async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> 
         await r.log.wait_for("session_end", count=calls, within=SETTLE_S)
         assert [w.description for w in r.log.of("warning")] == []
         assert [e.reason for e in r.log.of("session_end")] == ["caller"] * calls
-        await settled(r, tasks_before=tasks_before, calls=ids,
-                      end_reasons=dict.fromkeys(ids, "caller"))
+        await r.settled(ids, end_reasons="caller")
 
 
 # --- 2. agent reconnect ---------------------------------------------------------------------
@@ -262,18 +244,14 @@ async def test_vaic_hanging_up_right_after_a_burst_ends_the_call_as_caller() -> 
 
 async def test_agent_drop_reconnects_with_the_history_and_no_second_greeting() -> None:
     async with rig(QUICK, agent=GREETING) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, first):
             cid = caller.conversation_id
-            await caller.initiate()
-            first = await ready_record(r.agent)
-            await caller.start_stream()
             await caller.wait_for("playStream.stop")  # the greeting
             await exchange(caller)
             frames_first = first.audio_frames
 
             await r.agent.drop_all()
-            second = await ready_record(r.agent, 1)
+            second = await r.agent_ready(1)
             reconnected = await r.log.wait_for("agent_reconnected")
             assert reconnected.conversation_id == cid and reconnected.attempts >= 1
 
@@ -299,7 +277,7 @@ async def test_agent_drop_reconnects_with_the_history_and_no_second_greeting() -
             await caller.end()
             await caller.wait_closed()
         assert caller.invalid == []
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
     assert len(r.agent.connections) == 2
     assert len(r.log.of("agent_reconnected")) == 1
     assert [e.code for e in r.log.of("error")] == []
@@ -309,12 +287,8 @@ async def test_caller_audio_during_an_agent_reconnect_reaches_the_new_connection
     async with rig(QUICK, proxy=True) as r:
         proxy = r.proxy
         assert proxy is not None
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, first):
             cid = caller.conversation_id
-            await caller.initiate()
-            first = await ready_record(r.agent)
-            await caller.start_stream()
             await exchange(caller)
             proxy.hold = anyio.Event()  # the next connection hangs in its handshake
             proxy.cut_all()
@@ -323,31 +297,27 @@ async def test_caller_audio_during_an_agent_reconnect_reaches_the_new_connection
             for _ in range(frames):
                 await caller.chunk(signals.silence(caller.fmt, 20))
             proxy.hold.set()
-            second = await ready_record(r.agent, 1)
+            second = await r.agent_ready(1)
             await wait_until(lambda: second.audio_frames >= frames, what="the held audio")
             assert second.audio_frames == frames and first.audio_frames > 0
             stream = await exchange(caller)
             assert stream.start.msg["altText"] == "four five six"
             await caller.end()
             await caller.wait_closed()
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
 
 
 async def test_agent_drop_while_vaic_is_detached_then_resume() -> None:
     async with rig(QUICK, agent=GREETING, limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old:
+        async with r.call_ready() as (old, _):
             cid = old.conversation_id
-            await old.initiate()
-            await ready_record(r.agent)
-            await old.start_stream()
             await old.wait_for("playStream.stop")
             await exchange(old)
             abort(old)
         await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
                          what="the call detached")
         await r.agent.drop_all()  # both sockets lost at once
-        second = await ready_record(r.agent, 1)
+        second = await r.agent_ready(1)
         await r.log.wait_for("agent_reconnected")
         async with resumed(r.host, cid) as new:
             assert answer(new)["type"] == "session.accepted"
@@ -360,17 +330,14 @@ async def test_agent_drop_while_vaic_is_detached_then_resume() -> None:
                            for x in new.replies)
             await new.end()
             await new.wait_closed()
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
 
 
 async def test_agent_gone_for_good_while_vaic_is_detached_refuses_the_resume() -> None:
     reconnect = Reconnect(attempts=1, initial_backoff_s=0.05, max_backoff_s=0.1)
     async with rig(QUICK, reconnect=reconnect, limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old:
+        async with r.call_ready(stream=False) as (old, _):
             cid = old.conversation_id
-            await old.initiate()
-            await ready_record(r.agent)
             abort(old)
         await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
                          what="the call detached")
@@ -382,18 +349,14 @@ async def test_agent_gone_for_good_while_vaic_is_detached_refuses_the_resume() -
             refused = answer(new)
             await new.wait_closed()
         assert refused["type"] == "session.error" and refused["reason"]
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "error"})
+        await r.settled([cid], end_reasons="error")
 
 
 async def test_agent_gone_for_good_hangs_up_with_a_reason() -> None:
     reconnect = Reconnect(attempts=2, initial_backoff_s=0.05, max_backoff_s=0.1)
     async with rig(QUICK, reconnect=reconnect) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, _):
             cid = caller.conversation_id
-            await caller.initiate()
-            await ready_record(r.agent)
-            await caller.start_stream()
             await exchange(caller)
             r.agent.refuse_next(100)
             await r.agent.drop_all()
@@ -404,31 +367,18 @@ async def test_agent_gone_for_good_hangs_up_with_a_reason() -> None:
         assert "unavailable" in reason
         assert (error.code, error.fatal) == ("AGENT_UNAVAILABLE", True)
         assert r.agent.refused == 2  # attempts=2: two retries, then the hangup
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "error"},
-                      allow_logs=lambda line: "AGENT_UNAVAILABLE" in line)
+        await r.settled([cid], end_reasons="error",
+                        allow_logs=lambda line: "AGENT_UNAVAILABLE" in line)
 
 
 # --- 3. graceful drain ----------------------------------------------------------------------
 
 
-async def upgrade_status(host: str) -> int | None:
-    """The HTTP status a new VAIC upgrade gets (None: it was accepted)."""
-    try:
-        async with connect(f"ws://{host}/", open_timeout=SETTLE_S, proxy=None):
-            return None
-    except InvalidStatus as exc:
-        return exc.response.status_code
-
-
 async def test_drain_refuses_new_calls_and_lets_the_active_one_finish() -> None:
     async with rig(QUICK) as r, httpx.AsyncClient() as http:
-        tasks_before = tasks_now()
         assert (await http.get(f"http://{r.host}/ready")).status_code == 200
-        async with vaic(r.host) as caller, anyio.create_task_group() as tg:
+        async with r.call_ready() as (caller, _), anyio.create_task_group() as tg:
             cid = caller.conversation_id
-            await caller.initiate()
-            await ready_record(r.agent)
-            await caller.start_stream()
             drained = anyio.Event()
 
             async def drain() -> None:
@@ -452,19 +402,14 @@ async def test_drain_refuses_new_calls_and_lets_the_active_one_finish() -> None:
             with anyio.fail_after(SETTLE_S):
                 await drained.wait()
         assert caller.invalid == []
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"},
-                      allow_logs=refusal_log)
+        await r.settled([cid], end_reasons="caller", allow_logs=refusal_log)
     assert len(r.agent.connections) == 1
 
 
 async def test_a_call_can_resume_during_a_drain() -> None:
     async with rig(QUICK, limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old, anyio.create_task_group() as tg:
+        async with r.call_ready() as (old, _), anyio.create_task_group() as tg:
             cid = old.conversation_id
-            await old.initiate()
-            await ready_record(r.agent)
-            await old.start_stream()
             tg.start_soon(r.bridge.drain, 20)
             await wait_until(lambda: r.bridge.draining, what="draining")
             abort(old)
@@ -485,19 +430,14 @@ async def test_a_call_can_resume_during_a_drain() -> None:
                 await new.wait_closed()
             await r.log.wait_for("session_end")
             assert await upgrade_status(r.host) == 503  # nothing left to resume
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"},
-                      allow_logs=refusal_log)
+        await r.settled([cid], end_reasons="caller", allow_logs=refusal_log)
     assert newcomer.conversation_id not in {e.conversation_id for e in r.log.of("session_start")}
 
 
 async def test_drain_deadline_hangs_up_politely_with_reason_shutdown() -> None:
     async with rig(QUICK, limits=Limits(hangup_timeout_s=1)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller, vaic(r.host) as silent:
-            await caller.initiate()
-            await silent.initiate()  # a VAIC that never confirms the hangup
-            await ready_record(r.agent, 1)
-            await caller.start_stream()
+        async with r.call_ready() as (caller, _), r.call_ready(stream=False) as (silent, _):
+            # ``silent`` is a VAIC that never confirms the hangup
             with anyio.fail_after(SETTLE_S + r.bridge.limits.hangup_timeout_s):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(r.bridge.drain, 0.5)
@@ -507,33 +447,27 @@ async def test_drain_deadline_hangs_up_politely_with_reason_shutdown() -> None:
                     await caller.wait_closed()
             await silent.wait_closed()  # ended by the hangup timeout
         ids = [caller.conversation_id, silent.conversation_id]
-        await settled(r, tasks_before=tasks_before, calls=ids,
-                      end_reasons=dict.fromkeys(ids, "shutdown"))
+        await r.settled(ids, end_reasons="shutdown")
     ends = {e.conversation_id: e for e in r.log.of("session_end")}
     assert ends[caller.conversation_id].reason_code == "bot-disconnected"
 
 
 async def test_drain_deadline_ends_a_detached_call_at_once() -> None:
     async with rig(QUICK, limits=Limits(resume_grace_s=30)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready(stream=False) as (caller, _):
             cid = caller.conversation_id
-            await caller.initiate()
-            await ready_record(r.agent)
             abort(caller)
         await wait_until(lambda: r.bridge.calls[cid].call.state is CallState.DETACHED,
                          what="the call detached")
         with anyio.fail_after(SETTLE_S):  # well before the 30 s grace period
             await r.bridge.drain(0.2)
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "shutdown"})
+        await r.settled([cid], end_reasons="shutdown")
 
 
 async def test_concurrent_drains_all_return_when_the_last_call_ends() -> None:
     async with rig(QUICK) as r:
-        async with vaic(r.host) as caller, anyio.create_task_group() as tg:
+        async with r.call_ready(stream=False) as (caller, _), anyio.create_task_group() as tg:
             cid = caller.conversation_id
-            await caller.initiate()
-            await ready_record(r.agent)
             done: list[int] = []
 
             async def drain(n: int) -> None:
@@ -574,59 +508,63 @@ server.run(sockets=[sock])
 """
 
 
+@asynccontextmanager
+async def bridge_process(*args: str) -> AsyncIterator[tuple[Process, str]]:
+    """``SERVER`` in a process of its own: the process, and its ``host:port``."""
+    process = await anyio.open_process([sys.executable, "-c", SERVER, *args],
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(SETTLE_S):
+            port = int((await process.stdout.receive()).split()[0])
+        yield process, f"127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        with contextlib.suppress(Exception):
+            await process.aclose()
+
+
 async def test_sigterm_drains_a_real_server_process_without_cutting_the_call() -> None:
-    async with standin(QUICK) as agent, httpx.AsyncClient() as http:
-        process = await anyio.open_process(
-            [sys.executable, "-c", SERVER, agent.url, "60"],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        stderr = bytearray()
-        try:
-            assert process.stdout is not None and process.stderr is not None
-            with anyio.fail_after(SETTLE_S):
-                port = int((await process.stdout.receive()).split()[0])
-            host = f"127.0.0.1:{port}"
+    stderr = bytearray()
+    async with (
+        standin(QUICK) as agent,
+        httpx.AsyncClient() as http,
+        bridge_process(agent.url, "60") as (process, host),
+    ):
 
-            async def collect_stderr() -> None:
-                assert process.stderr is not None
-                async for data in process.stderr:
-                    stderr.extend(data)
+        async def collect_stderr() -> None:
+            assert process.stderr is not None
+            async for data in process.stderr:
+                stderr.extend(data)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(collect_stderr)
-                async with vaic(host) as caller:
-                    await caller.initiate()
-                    await ready_record(agent)
-                    await caller.start_stream()
-                    await exchange(caller)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect_stderr)
+            async with call_ready(host, agent) as (caller, _):
+                await exchange(caller)
 
-                    process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
 
-                    async def not_ready() -> bool:
-                        return (await http.get(f"http://{host}/ready")).status_code == 503
+                async def not_ready() -> bool:
+                    return (await http.get(f"http://{host}/ready")).status_code == 503
 
-                    with anyio.fail_after(SETTLE_S):
-                        while not await not_ready():  # noqa: ASYNC110 (polling over HTTP)
-                            await anyio.sleep(0.05)
-                    assert (await http.get(f"http://{host}/ready")).json()["ready"] is False
-                    assert await upgrade_status(host) == 503
-
-                    # The call is not cut: the caller keeps talking and hearing answers.
-                    stream = await exchange(caller)
-                    assert stream.start.msg["altText"] == "four five six"
-                    assert process.returncode is None
-                    assert not any(is_hangup(x) for x in caller.replies)
-                    await caller.end()
-                    await caller.wait_closed()
-                assert caller.ws.close_code == 1000  # closed by the call's end, not uvicorn
                 with anyio.fail_after(SETTLE_S):
-                    assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            with contextlib.suppress(Exception):
-                await process.aclose()
+                    while not await not_ready():  # noqa: ASYNC110 (polling over HTTP)
+                        await anyio.sleep(0.05)
+                assert (await http.get(f"http://{host}/ready")).json()["ready"] is False
+                assert await upgrade_status(host) == 503
+
+                # The call is not cut: the caller keeps talking and hearing answers.
+                stream = await exchange(caller)
+                assert stream.start.msg["altText"] == "four five six"
+                assert process.returncode is None
+                assert not any(is_hangup(x) for x in caller.replies)
+                await caller.end()
+                await caller.wait_closed()
+            assert caller.ws.close_code == 1000  # closed by the call's end, not uvicorn
+            with anyio.fail_after(SETTLE_S):
+                assert await process.wait() == 0
     lines = stderr.decode(errors="replace").splitlines()
     errors = [line for line in lines if "ERROR" in line and UVICORN_REFUSAL_LOG not in line]
     assert not any("Traceback" in line for line in lines) and errors == [], "\n".join(lines)
@@ -638,10 +576,7 @@ async def test_sigterm_drains_a_real_server_process_without_cutting_the_call() -
 
 async def test_max_calls_refuses_the_third_call_and_leaves_the_others_alone() -> None:
     async with rig(QUICK, limits=Limits(max_calls=2)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as a, vaic(r.host) as b:
-            await a.initiate()
-            await b.initiate()
+        async with r.call_ready(stream=False) as (a, _), r.call_ready(stream=False) as (b, _):
             async with vaic(r.host) as c:
                 refused = await c.initiate()
                 await c.wait_closed()
@@ -659,19 +594,15 @@ async def test_max_calls_refuses_the_third_call_and_leaves_the_others_alone() ->
             await d.end()
             await d.wait_closed()
         ids = [a.conversation_id, b.conversation_id, d.conversation_id]
-        await settled(r, tasks_before=tasks_before, calls=ids)
+        await r.settled(ids)
     assert c.conversation_id not in {e.conversation_id for e in r.log.of("session_start")}
 
 
 async def test_oversize_frame_is_ignored_with_a_warning() -> None:
     limit = 4096
     async with rig(QUICK, limits=Limits(max_frame_bytes=limit)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, record):
             cid = caller.conversation_id
-            await caller.initiate()
-            record = await ready_record(r.agent)
-            await caller.start_stream()
             before = record.audio_bytes
             big = ac.UserStreamChunk(conversation_id=cid, audio_chunk=bytes(limit))
             frame = ac.encode(big).decode()  # about 5.5 KiB of JSON once base64-encoded
@@ -683,20 +614,19 @@ async def test_oversize_frame_is_ignored_with_a_warning() -> None:
             assert record.audio_bytes - before == caller.fmt.frame_bytes(500)
             await caller.end()
             await caller.wait_closed()
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
     assert len(r.log.of("warning")) == 1
 
 
 async def test_a_socket_that_never_initiates_is_closed() -> None:
     async with rig(QUICK, limits=Limits(initiate_timeout_s=0.3)) as r:
-        tasks_before = tasks_now()
         async with vaic(r.host) as idle, vaic(r.host) as chatty:
             await chatty.send({"type": "userStream.start", "conversationId": "x"})
             await idle.wait_closed()
             await chatty.wait_closed()
         assert idle.ws.close_code == 1008 and chatty.ws.close_code == 1008
         assert idle.replies == [] and chatty.replies == []
-        await settled(r, tasks_before=tasks_before, calls=[])
+        await r.settled([])
     assert r.agent.connections == [] and r.log.events == []
 
 
@@ -708,7 +638,6 @@ async def test_an_agent_that_never_completes_the_handshake_ends_in_a_hangup(mode
     async with broken_agent(mode) as broken, rig(
         QUICK, agent_url=broken.url, reconnect=reconnect, limits=limits
     ) as r:
-        tasks_before = tasks_now()
         async with vaic(r.host) as caller:
             cid = caller.conversation_id
             assert (await caller.initiate())["type"] == "session.accepted"
@@ -724,19 +653,15 @@ async def test_an_agent_that_never_completes_the_handshake_ends_in_a_hangup(mode
             assert "timed out" in error.message
         assert broken.connections == 3  # the first try and two retries
         assert broken.settings_seen == (3 if mode == "no-settings-applied" else 0)
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "error"})
+        await r.settled([cid], end_reasons="error")
     assert not any(r.type.startswith("playStream") for r in caller.replies)
 
 
 async def test_keepalive_keeps_a_quiet_agent_connection_open() -> None:
     script = AgentScript(turns=TURNS, ms_per_word=40, end_of_turn_ms=200, idle_timeout=1.0)
     async with rig(script, limits=Limits(keepalive_s=0.3, resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as caller:
+        async with r.call_ready() as (caller, record):
             cid = caller.conversation_id
-            await caller.initiate()
-            record = await ready_record(r.agent)
-            await caller.start_stream()
             await caller.speak(voiced_ms=0, silent_ms=100, pace=0.5)
             # VAIC withholds audio (bargeIn off while it plays a prompt, a hold, ...)
             # for twice the agent's idle timeout.
@@ -757,7 +682,7 @@ async def test_keepalive_keeps_a_quiet_agent_connection_open() -> None:
             assert stream.start.msg["altText"] == "four five six"
             await new.end()
             await new.wait_closed()
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"})
+        await r.settled([cid], end_reasons="caller")
         assert len(r.agent.connections) == 1 and record.close_reason is not None
         assert record.close_reason.startswith("closed")  # by the bridge, at the end
 
@@ -769,12 +694,8 @@ async def test_playout_overflow_while_detached_drops_the_oldest_audio() -> None:
     max_ms = 400
     async with rig(script, playout=Playout(max_buffer_ms=max_ms),
                    limits=Limits(resume_grace_s=10)) as r:
-        tasks_before = tasks_now()
-        async with vaic(r.host) as old:
+        async with r.call_ready() as (old, record):
             cid = old.conversation_id
-            await old.initiate()
-            record = await ready_record(r.agent)
-            await old.start_stream()
             await old.speak(voiced_ms=200, pace=0.25)
             abort(old)
         await agent_turn_sent(record)
@@ -793,8 +714,8 @@ async def test_playout_overflow_while_detached_drops_the_oldest_audio() -> None:
             assert 0 < stream.audio_bytes <= limit  # only the newest part was kept
             await new.end()
             await new.wait_closed()
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: "caller"},
-                      allow_logs=lambda line: "PLAYOUT_OVERFLOW" in line)
+        await r.settled([cid], end_reasons="caller",
+                        allow_logs=lambda line: "PLAYOUT_OVERFLOW" in line)
 
 
 # --- 5. kill each socket at every phase of a call ------------------------------------------
@@ -829,7 +750,6 @@ async def test_vaic_socket_dies(phase: str, then: str) -> None:
     async with rig(script, proxy=True, agent=GREETING,
                    limits=Limits(resume_grace_s=grace)) as r, contextlib.AsyncExitStack() as stack:
         assert r.proxy is not None
-        tasks_before = tasks_now()
         old = await stack.enter_async_context(vaic(r.host))
         cid = old.conversation_id
         called = phase != "before-initiate"
@@ -852,7 +772,7 @@ async def test_vaic_socket_dies(phase: str, then: str) -> None:
             r.proxy.hold.set()
         else:
             await old.initiate()
-            await ready_record(r.agent)
+            await r.agent_ready()
             await old.start_stream()
             await old.wait_for("playStream.stop")  # the greeting
             if phase == "mid-stream":
@@ -900,8 +820,7 @@ async def test_vaic_socket_dies(phase: str, then: str) -> None:
                 assert end.reason == "timeout"
             reasons = {cid: "timeout"}
         await stack.aclose()
-        await settled(r, tasks_before=tasks_before, calls=[cid] if called else [],
-                      end_reasons=reasons)
+        await r.settled([cid] if called else [], end_reasons=reasons)
         if not called:
             assert r.log.events == [] and r.agent.connections == []
         else:
@@ -927,7 +846,6 @@ async def test_agent_socket_dies(phase: str, then: str) -> None:
             proxy.cut_before = b'"SettingsApplied"'
         elif phase == "after-welcome":
             proxy.cut_after = b'"Welcome"'
-        tasks_before = tasks_now()
         async with vaic(r.host) as caller:
             cid = caller.conversation_id
             await caller.initiate()
@@ -968,34 +886,23 @@ async def test_agent_socket_dies(phase: str, then: str) -> None:
             await caller.wait_closed()
             caller.play_streams()
             assert caller.invalid == []
-        await settled(r, tasks_before=tasks_before, calls=[cid], end_reasons={cid: reason})
+        await r.settled([cid], end_reasons=reason)
         assert len(r.log.of("agent_reconnected")) == (1 if then == "reconnect" else 0)
 
 
 async def test_a_second_sigterm_stops_the_server_at_once() -> None:
-    async with standin(QUICK) as agent:
-        process = await anyio.open_process([sys.executable, "-c", SERVER, agent.url, "60", "20"])
-        try:
-            assert process.stdout is not None
-            with anyio.fail_after(SETTLE_S):
-                port = int((await process.stdout.receive()).split()[0])
-            async with vaic(f"127.0.0.1:{port}") as caller:
-                await caller.initiate()
-                await ready_record(agent)
-                await caller.start_stream()
-                process.send_signal(signal.SIGTERM)
-                await anyio.sleep(0.3)  # the drain has started
-                process.send_signal(signal.SIGTERM)
-                # The caller is told, not just cut off.
-                assert await hangup_reason(caller)
-                await caller.wait_closed()
-                with anyio.move_on_after(5):  # the call's grace period is 20 s
-                    await process.wait()
-                assert process.returncode is not None, "still running 5 s after the 2nd SIGTERM"
-                assert process.returncode == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            with contextlib.suppress(Exception):
-                await process.aclose()
+    async with (
+        standin(QUICK) as agent,
+        bridge_process(agent.url, "60", "20") as (process, host),
+        call_ready(host, agent) as (caller, _),
+    ):
+        process.send_signal(signal.SIGTERM)
+        await anyio.sleep(0.3)  # the drain has started
+        process.send_signal(signal.SIGTERM)
+        # The caller is told, not just cut off.
+        assert await hangup_reason(caller)
+        await caller.wait_closed()
+        with anyio.move_on_after(5):  # the call's grace period is 20 s
+            await process.wait()
+        assert process.returncode is not None, "still running 5 s after the 2nd SIGTERM"
+        assert process.returncode == 0

@@ -22,7 +22,8 @@ from typing import Any
 
 import anyio
 import pytest
-from _faults import SETTLE_S, load_call, rig
+from _faults import load_call
+from rig import SETTLE_S, rig
 from vaic_raw import wait_until
 
 from acdg_asgi import AgentConfig, CallInfo, Limits

@@ -15,7 +15,6 @@ from typing import Any
 
 import pydantic
 import pytest
-from conftest import serve, standin
 from deepgram.agent.v1.types import (
     AgentV1CustomToThinkProvider,
     AgentV1ForceEndTurn,
@@ -32,12 +31,12 @@ from deepgram.agent.v1.types import (
 )
 from deepgram.agent.v1.types.conversation_history_message import ConversationHistoryMessage
 from deepgram.agent.v1.types.function_call_history_message import FunctionCallHistoryMessage
-from vaic_raw import EventLog, vaic, wait_until
+from rig import rig
+from vaic_raw import vaic, wait_until
 
 from acdg_asgi import (
     AgentConfig,
     AgentSettings,
-    BridgeApp,
     Flags,
     Function,
     Limits,
@@ -116,23 +115,19 @@ def extras(model: Any, path: str = "$") -> list[str]:
 
 
 async def test_every_client_message_validates_against_the_sdk() -> None:
-    async with standin(SCRIPT) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url,
-                           limits=Limits(keepalive_s=0.3))
-        log = EventLog(bridge)
-        sessions: list[Session] = []
-        bridge.on("session_start")(lambda session, event: sessions.append(session))
+    async with rig(SCRIPT, agent=AGENT, limits=Limits(keepalive_s=0.3)) as r:
+        agent, log = r.agent, r.log
 
-        @bridge.on("function_call_request")
+        @r.bridge.on("function_call_request")
         async def answer(session: Session, event: Any) -> None:
             for fn in event.functions:
                 await session.respond_to_function_call(fn.id, fn.name, {"status": "shipped"})
 
-        async with serve(bridge) as host, vaic(host) as caller:
+        async with vaic(r.host) as caller:
             await caller.initiate()
             await caller.start_stream()
             await caller.wait_for("playStream.stop")  # the greeting
-            session = sessions[0]
+            session = r.sessions[0]
 
             # A caller turn with a client-side function call.
             await caller.speak(voiced_ms=200, silent_ms=300, pace=0.25)

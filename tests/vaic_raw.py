@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -100,12 +101,24 @@ class RawVaic:
         self.fmt: MediaFormat = FORMATS["raw/lpcm16"]
         self.closed = anyio.Event()
         self._changed = anyio.Event()
+        self._reading = anyio.Event()
+        self._reading.set()
 
     # --- reading ---------------------------------------------------------------------------
 
+    def stop_reading(self) -> None:
+        """Read nothing more until :meth:`read_again`: a VAIC that stops reading (with a
+        small ``receive_buffer``, the bridge's writes soon back up)."""
+        self._reading = anyio.Event()
+
+    def read_again(self) -> None:
+        self._reading.set()
+
     async def _read(self) -> None:
         try:
-            async for frame in self.ws:
+            while True:
+                await self._reading.wait()
+                frame = await self.ws.recv()
                 if isinstance(frame, bytes):
                     self.binary_frames += 1
                     continue
@@ -267,11 +280,22 @@ async def vaic(
     *,
     conversation_id: str | None = None,
     headers: Mapping[str, str] | None = None,
+    receive_buffer: int | None = None,
 ) -> AsyncIterator[RawVaic]:
-    """Open a socket to the bridge at ``ws://host/path`` and read it in the background."""
+    """Open a socket to the bridge at ``ws://host/path`` and read it in the background.
+
+    ``receive_buffer`` makes the socket's kernel receive buffer that small and the client
+    hold at most one unread message, so that :meth:`RawVaic.stop_reading` soon stops the
+    bridge's writes."""
+    sock = None
+    if receive_buffer is not None:
+        name, _, port = host.rpartition(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect((name, int(port)))
     async with connect(
         f"ws://{host}{path}", additional_headers=headers, compression=None, proxy=None,
-        open_timeout=TIMEOUT,
+        open_timeout=TIMEOUT, sock=sock, max_queue=1 if sock is not None else 16,
     ) as ws:
         client = RawVaic(ws, conversation_id or str(uuid.uuid4()))
         async with anyio.create_task_group() as tg:
