@@ -302,7 +302,9 @@ class Call:
             if other is not None and (best is None or other < best):
                 best = other
             if self._deferred_end is not None:  # the goodbye: once heard, or at the latest
-                other = min(self._deferred_until, self.playout.play_head)
+                other = self._deferred_until
+                if not self.playout.speaking:  # else more audio or the stop comes first
+                    other = min(other, self.playout.play_head)
                 if best is None or other < best:
                     best = other
         return best
