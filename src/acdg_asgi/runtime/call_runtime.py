@@ -183,6 +183,8 @@ class CallRuntime:
                     batch, call.to_vaic = call.to_vaic, []
                     self.vaic.offer(batch)
                     self._wake_by(call.playout.next_deadline())
+                else:  # kept for later (ahead of the lead, detached): when is it due?
+                    self.flush()
                 return
             readers.agent_message(self, frame)  # type: ignore[arg-type]
             self._hand_over()  # the transcript may have grown without an event
