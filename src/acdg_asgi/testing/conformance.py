@@ -35,6 +35,7 @@ __all__ = [
     "CODES",
     "DEFAULT_REPLY_TIMEOUT_MS",
     "DEFAULT_SILENCE_TIMEOUT_MS",
+    "END_CROSSING_MS",
     "STREAM_IDLE_MS",
     "VALIDATE_TIMEOUT_MS",
     "ConformanceChecker",
@@ -52,6 +53,10 @@ DEFAULT_REPLY_TIMEOUT_MS: Final = 5_000
 DEFAULT_SILENCE_TIMEOUT_MS: Final = 10_000
 STREAM_IDLE_MS: Final = 1_000
 """A play stream with no chunk for this long is finished in all but name."""
+END_CROSSING_MS: Final = 1_000
+"""How long after VAIC's ``session.end`` the chunks and stop of the stream that was open
+are taken as crossing it on the wire (sent before the bot could read it), not as sent
+outside any stream."""
 
 # Requests VAIC expects an answer to: the code if there is none, and the answers.
 _ANSWERS: Final = {
@@ -125,6 +130,8 @@ class ConformanceChecker:
         self._stream_ids: set[str] = set()
         self._open_stream: str | None = None
         self._cut_stream: str | None = None
+        self._ended_stream: str | None = None  # open when VAIC sent session.end
+        self._ended_at = 0.0
         self._open_stream_frame = ""
         self._last_stream_activity = 0.0
 
@@ -214,6 +221,7 @@ class ConformanceChecker:
             case SessionEnd():
                 self._up = False
                 self._pending.clear()
+                self._ended_stream, self._ended_at = self._open_stream, t_ms
                 self._end_stream_at_close(t_ms)
                 return
             case Activities(activities=activities) if any(map(_transfer_failed, activities)):
@@ -337,6 +345,9 @@ class ConformanceChecker:
         if self._open_stream is None and stream_id is not None and stream_id == self._cut_stream:
             if kind == "playStream.stop":
                 self._cut_stream = None
+        elif self._open_stream is None and self._crossed_end(t_ms, stream_id):
+            if kind == "playStream.stop":
+                self._ended_stream = None
         elif self._open_stream is None:
             code = "chunk-outside-stream" if kind == "playStream.chunk" else "stop-outside-stream"
             self._flag(code, f"{kind} with no play stream open", frame, t_ms)
@@ -347,6 +358,12 @@ class ConformanceChecker:
             self._open_stream = None
         else:
             self._last_stream_activity = t_ms
+
+    def _crossed_end(self, t_ms: float, stream_id: Any) -> bool:
+        """Sent for the stream that was open when VAIC ended the call, before the bot
+        could have read the ``session.end``: the protocol cannot prevent that."""
+        return (stream_id is not None and stream_id == self._ended_stream
+                and t_ms - self._ended_at <= END_CROSSING_MS)
 
     def _bot_ends_call(self, t_ms: float, name: str) -> None:
         if self._open_stream is not None:

@@ -52,8 +52,10 @@ CODES: Final[dict[str, str]] = {
     "closed-without-hangup": "the bot closed the socket mid-call instead of a hangup activity",
     "silence-no-hangup": "the call stayed up in dead air with no hangup",
     # play streams
-    "chunk-outside-stream": "playStream.chunk with no stream open",
-    "stop-outside-stream": "playStream.stop with no stream open",
+    "chunk-outside-stream": "playStream.chunk with no stream open (the stream open at "
+                            "VAIC's session.end may cross it on the wire)",
+    "stop-outside-stream": "playStream.stop with no stream open (the stream open at "
+                           "VAIC's session.end may cross it on the wire)",
     "stream-id-mismatch": "a chunk or stop naming another stream than the open one",
     "overlapping-streams": "playStream.start while another stream is open",
     "unclosed-stream": "a stream never stopped (or still open at hangup)",
