@@ -1,8 +1,9 @@
 """Fault injection for the reliability and soak tests: a TCP proxy, broken agents, load.
 
 * :class:`TcpProxy` -- sits between the bridge and the agent; can hold the agent's bytes
-  back, cut a connection before or after a given server frame (the agent's frames are
-  not masked, so ``b"SettingsApplied"`` can be spotted on the wire) or cut everything.
+  back, stop reading the bridge's (an agent that stops reading), cut a connection before
+  or after a given server frame (the agent's frames are not masked, so
+  ``b"SettingsApplied"`` can be spotted on the wire) or cut everything.
 * :func:`broken_agent` -- a raw WebSocket server that accepts the bridge and then never
   says ``Welcome``, or says it and hangs up.
 * :func:`load_call` -- a lean VAIC for load: numbered caller frames, the echo checked.
@@ -64,9 +65,10 @@ class TcpProxy:
     """A loopback TCP proxy in front of a ``ws://`` URL.
 
     ``hold`` (cleared: the agent's bytes wait in the proxy) keeps the bridge's handshake
-    open as long as a test needs. ``cut_before``/``cut_after``, if set, abort the first
-    ``cuts`` connections when the agent sends a frame containing those bytes: before or
-    after forwarding it.
+    open as long as a test needs. ``hold_up`` (cleared: the proxy reads nothing more from
+    the bridge) is an agent that stops reading, so the bridge's writes back up.
+    ``cut_before``/``cut_after``, if set, abort the first ``cuts`` connections when the
+    agent sends a frame containing those bytes: before or after forwarding it.
     """
 
     def __init__(self, url: str) -> None:
@@ -76,6 +78,8 @@ class TcpProxy:
         self.links: list[Link] = []
         self.hold = anyio.Event()
         self.hold.set()
+        self.hold_up = anyio.Event()
+        self.hold_up.set()
         self.cut_before: bytes | None = None
         self.cut_after: bytes | None = None
         self.cuts = 1
@@ -128,7 +132,11 @@ class TcpProxy:
     async def _pump(self, link: Link, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, direction: Direction) -> None:
         try:
-            while data := await reader.read(65536):
+            while True:
+                if direction == "up":
+                    await self.hold_up.wait()
+                if not (data := await reader.read(65536)):
+                    break
                 if direction == "down":
                     await self.hold.wait()
                     link.down_bytes += data

@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+import httpx
 import uvicorn
 from _faults import TcpProxy
 from vaic_raw import EventLog, RawVaic, vaic, wait_until
@@ -54,6 +55,8 @@ __all__ = [
     "load_example",
     "refusal_log",
     "rig",
+    "sample",
+    "scrape",
     "serve_small_buffers",
     "standin",
     "upgrade_status",
@@ -283,6 +286,29 @@ async def hangup_reason(caller: RawVaic, within: float = SETTLE_S) -> str:
     reason = (activity.get("activityParams") or {}).get("hangupReason")
     assert isinstance(reason, str) and reason, f"hangup without a reason: {reply.msg}"
     return reason
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, rest = metric.partition("{")
+        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if base == name and got == want:
+            return float(value)
+    return 0.0
+
+
+async def scrape(host: str, path: str = "/metrics") -> str:
+    """What Prometheus would read at ``http://host/metrics``."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://{host}{path}")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
 
 
 def load_example(name: str) -> ModuleType:

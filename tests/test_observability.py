@@ -7,12 +7,12 @@ import logging
 import re
 
 import anyio
-import httpx
 import msgspec
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rig import sample, scrape
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -43,28 +43,6 @@ CALL = CallScript(
                 Utterance(speech_ms=300, pause_ms=1000)),
     barge_in_after_ms=250,
 )
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 if absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        base, _, rest = metric.partition("{")
-        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-        if base == name and got == want:
-            return float(value)
-    return 0.0
-
-
-async def scrape(host: str) -> str:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://{host}/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return response.text
 
 
 async def test_metrics_move_with_a_call() -> None:

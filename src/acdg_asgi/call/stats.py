@@ -14,12 +14,16 @@ __all__ = ["CallStats"]
 class CallStats(msgspec.Struct):
     caller_frames: int = 0  # userStream.chunk received from VAIC
     caller_bytes: int = 0
-    caller_frames_dropped: int = 0  # waiting for the agent too long, or a slow agent socket
+    # caller audio never sent: held past pre_ready_audio_ms, refused or shed for a slow
+    # agent socket, or queued for a connection that was lost
+    caller_frames_dropped: int = 0
     agent_frames: int = 0  # binary audio frames received from the agent
     agent_bytes: int = 0
     play_chunks: int = 0  # playStream.chunk produced for VAIC
     play_bytes: int = 0
-    play_bytes_dropped: int = 0  # agent audio dropped: buffer overflow or a slow VAIC socket
+    # agent audio never sent: past the playout's max_buffer_ms, shed for a slow VAIC
+    # socket, or queued for a socket that was lost
+    play_bytes_dropped: int = 0
     other_participant_frames: int = 0  # audio of participants the agent does not hear
     barge_ins: int = 0
     resumes: int = 0

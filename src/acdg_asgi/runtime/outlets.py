@@ -12,14 +12,15 @@ bounded and what is sent stays current. A failed write is not an error here: the
 reader sees the same loss and reports it to the call.
 
 The socket behind an outlet changes during a call (VAIC resumes on a new socket, the
-agent connection is replaced); what was queued for the old one is dropped with it.
+agent connection is replaced); what was queued for the old one is dropped with it. Audio
+that does not get written, for whatever reason, is counted as dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..call import CallStats
 from ..errors import AgentClosed, VaicClosed
@@ -67,15 +68,16 @@ class VaicOutlet:
     def offer(self, batch: list[ac.OutboundMessage]) -> None:
         direct = self._direct
         if direct is not None and not self._queue and not direct.backed_up():
-            for msg in batch:
+            for i, msg in enumerate(batch):
                 if not direct.write_text(ac.encode(msg)):
-                    self._broken()
+                    self._broken(batch[i:])
                     return
                 if msg.__class__ is ac.PlayStreamStop:
                     self._on_stop_written()
             return
         if self.socket is None:
-            return  # detached: the call keeps its audio in the playout meanwhile
+            self._dropped(batch)  # detached: the call keeps its audio in the playout
+            return
         self._queue.extend(batch)
         if len(self._queue) > self._limit:
             self._shed()
@@ -103,7 +105,8 @@ class VaicOutlet:
                 try:
                     await socket.send_text(ac.encode(msg))
                 except VaicClosed:
-                    queue.clear()  # its reader reads what VAIC sent before, then reports it
+                    self._dropped((msg,))  # its reader reads what VAIC sent, then reports it
+                    self._drop_queued()
                     break
                 if msg.__class__ is ac.PlayStreamStop:
                     self._on_stop_written()
@@ -113,9 +116,10 @@ class VaicOutlet:
                     await self.socket.close(self._close_code)
                 return
 
-    def _broken(self) -> None:
+    def _broken(self, unwritten: list[ac.OutboundMessage]) -> None:
         """A direct write failed: the socket is going; its reader reports the loss."""
         self._direct = None
+        self._dropped(unwritten)
         if self.socket is not None:
             self.socket.broken = True
 
@@ -134,10 +138,13 @@ class VaicOutlet:
         self._on_shed("VAIC", dropped)
 
     def _drop_queued(self) -> None:
-        for msg in self._queue:
+        self._dropped(self._queue)
+        self._queue.clear()
+
+    def _dropped(self, messages: Iterable[ac.OutboundMessage]) -> None:
+        for msg in messages:
             if isinstance(msg, ac.PlayStreamChunk):
                 self._stats.play_bytes_dropped += len(msg.audio_chunk)
-        self._queue.clear()
 
 
 class AgentOutlet:
@@ -167,6 +174,7 @@ class AgentOutlet:
         if self.conn is None or (conn is not None and conn is not self.conn):
             return False
         self.conn = self.push = None
+        self._dropped(self._queue)
         self._queue.clear()
         return True
 
@@ -181,17 +189,19 @@ class AgentOutlet:
         push = self.push
         if push is not None and not self._queue:
             try:
-                for item in batch:
+                for i, item in enumerate(batch):  # noqa: B007 (the except reads i)
                     if item.__class__ is bytes:
                         if not push.write_audio(item):
                             self._stats.caller_frames_dropped += 1
                     else:
                         push.write_text(dg.encode(item))  # type: ignore[arg-type]
             except AgentClosed:
-                pass  # the connection reports its loss itself
+                self._dropped(batch[i:])  # the connection reports its loss itself
             return
         if self.conn is None:
-            return  # reconnecting: the link holds caller audio, the call re-sends the rest
+            # reconnecting: the link holds caller audio meanwhile, the call re-sends the rest
+            self._dropped(batch)
+            return
         self._queue.extend(batch)
         if len(self._queue) > self._limit:
             self._shed()
@@ -212,7 +222,8 @@ class AgentOutlet:
                     else:
                         await conn.send_text(dg.encode(item))
                 except AgentClosed:
-                    queue.clear()  # the reader sees the same loss and reports it
+                    self._dropped((item, *queue))  # the reader sees the loss and reports it
+                    queue.clear()
                     break
 
     async def aclose(self) -> None:
@@ -236,4 +247,7 @@ class AgentOutlet:
         queue.extend(kept)
         self._stats.caller_frames_dropped += dropped
         self._on_shed("agent", dropped)
+
+    def _dropped(self, items: Iterable[dg.ClientMessage | bytes]) -> None:
+        self._stats.caller_frames_dropped += sum(1 for item in items if isinstance(item, bytes))
 
