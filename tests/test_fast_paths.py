@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fakes import DirectVaic, PushAgent
 
 from acdg_asgi.audio import FORMATS
 from acdg_asgi.call import Call, Measure
@@ -89,53 +90,6 @@ class RecordingScheduler(Scheduler):
             when, _, wake = heapq.heappop(self._due)
             wake(when)
         raise AssertionError(f"woken 10000 times at {self.now()}: the runtime would spin")
-
-
-class DirectVaic:
-    """A direct VAIC socket that always keeps up: every write lands at once."""
-
-    def __init__(self, log: list[tuple[str, bytes]]) -> None:
-        self.log = log
-
-    def listen(self, on_text: Callable[[str], None]) -> None:
-        pass
-
-    def backed_up(self) -> bool:
-        return False
-
-    def write_text(self, data: bytes) -> bool:
-        self.log.append(("vaic", data))
-        return True
-
-
-class PushAgent:
-    """A pushing agent connection that takes every write at once."""
-
-    def __init__(self, log: list[tuple[str, bytes]]) -> None:
-        self.log = log
-
-    async def recv(self) -> str | bytes:
-        raise NotImplementedError
-
-    async def send_text(self, data: bytes) -> None:
-        self.write_text(data)
-
-    async def send_audio(self, data: bytes) -> None:
-        self.write_audio(data)
-
-    async def close(self) -> None:
-        pass
-
-    def listen(self, on_message: Callable[[str | bytes], None],
-               on_closed: Callable[[str], None]) -> None:
-        pass
-
-    def write_text(self, data: bytes) -> None:
-        self.log.append(("agent", data))
-
-    def write_audio(self, data: bytes) -> bool:
-        self.log.append(("agent", data))
-        return True
 
 
 class Told:
