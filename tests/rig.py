@@ -45,7 +45,6 @@ from acdg_asgi.testing.server import serve
 
 __all__ = [
     "SETTLE_S",
-    "UVICORN_REFUSAL_LOG",
     "LogCapture",
     "Rig",
     "agent_ready",
@@ -53,7 +52,6 @@ __all__ = [
     "hangup_reason",
     "is_hangup",
     "load_example",
-    "refusal_log",
     "rig",
     "sample",
     "scrape",
@@ -64,17 +62,6 @@ __all__ = [
 
 SETTLE_S = 10.0  # generous: CI machines are noisy
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-# uvicorn's default WebSocket implementation (websockets-sansio, uvicorn 0.54) logs this at
-# ERROR after an app refuses an upgrade with ``websocket.http.response.*`` (the 503 while
-# draining, the 401 of a bad token): it never marks that handshake complete. The refusal
-# itself reaches the client intact; wsproto and the legacy implementation do not log it.
-UVICORN_REFUSAL_LOG = "ASGI callable returned without completing handshake"
-
-
-def refusal_log(line: str) -> bool:
-    return line.startswith("uvicorn.error ERROR") and UVICORN_REFUSAL_LOG in line
-
 
 class LogCapture(logging.Handler):
     """Every WARNING-or-worse record, from the root logger and from ``uvicorn``.
