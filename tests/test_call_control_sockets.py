@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 import redis
-from conftest import serve, standin
+from rig import standin
 from vaic_raw import EventLog, vaic
 
 from acdg_asgi import (
@@ -34,6 +34,7 @@ from acdg_asgi import (
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
