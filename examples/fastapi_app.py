@@ -1,8 +1,10 @@
 """The bridge inside a FastAPI app, at ``/audiocodes``.
 
-Run it::
+Run it (``acdg serve`` drains calls on SIGTERM and uses the fast WebSocket path; plain
+``uvicorn --factory examples.fastapi_app:build_app`` drains too)::
 
-    DEEPGRAM_API_KEY=... ACDG_TOKEN=... uvicorn --factory examples.fastapi_app:build_app
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... acdg serve examples.fastapi_app:build_app --factory
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... python examples/fastapi_app.py --port 8000   # the same
 
 and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``. The app's
 own API stays as it is (here ``GET /health``); the bridge answers the calls, Live Hub's
@@ -49,7 +51,9 @@ def build_bridge(
     deepgram_api_key: str | None = None,
     auth: str | None = None,
 ) -> BridgeApp:
-    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``."""
+    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``, the agent's URL
+    to ``$DEEPGRAM_URL`` (e.g. the stand-in agent), else Deepgram's."""
+    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
     options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     bridge = BridgeApp(
         agent=AGENT,
@@ -74,15 +78,19 @@ def build_app(
     auth: str | None = None,
 ) -> FastAPI:
     bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
-    app = FastAPI(lifespan=bridge.lifespan)  # drain calls on shutdown
+    # The bridge at /audiocodes and /audiocodes/ alike (VAIC's URLs usually have no
+    # trailing slash), with /audiocodes/ready and /audiocodes/metrics below it.
+    app = FastAPI(routes=bridge.routes("/audiocodes"),
+                  lifespan=bridge.lifespan)  # drain calls on SIGTERM
 
     @app.get("/health")
     async def health() -> dict[str, int]:
         return {"calls": len(bridge.calls)}
-
-    # FastAPI (Starlette) redirects "/audiocodes" to "/audiocodes/" for HTTP only; a
-    # WebSocket to the bare mount path would get 403, so route that path as well.
-    app.router.add_websocket_route("/audiocodes", bridge)
-    app.mount("/audiocodes", bridge)
     app.state.bridge = bridge
     return app
+
+
+if __name__ == "__main__":
+    from acdg_asgi.cli import serve_main
+
+    raise SystemExit(serve_main(build_app, factory=True))

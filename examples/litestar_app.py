@@ -1,11 +1,13 @@
 """The bridge inside a Litestar app, at ``/audiocodes``.
 
-Run it::
+Run it (``acdg serve`` drains calls on SIGTERM and uses the fast WebSocket path; plain
+``uvicorn --factory examples.litestar_app:build_app`` drains too)::
 
-    DEEPGRAM_API_KEY=... ACDG_TOKEN=... uvicorn --factory examples.litestar_app:build_app
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... acdg serve examples.litestar_app:build_app --factory
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... python examples/litestar_app.py --port 8000   # the same
 
-and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``. Litestar
-mounts ASGI apps with ``asgi(path, is_mount=True)``; it serves both ``/audiocodes`` and
+and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``.
+``bridge.litestar_handler("/audiocodes")`` serves both ``/audiocodes`` and
 ``/audiocodes/`` to the bridge.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from litestar import Litestar, asgi, get
+from litestar import Litestar, get
 from litestar.datastructures import State
 
 from acdg_asgi import (
@@ -50,7 +52,9 @@ def build_bridge(
     deepgram_api_key: str | None = None,
     auth: str | None = None,
 ) -> BridgeApp:
-    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``."""
+    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``, the agent's URL
+    to ``$DEEPGRAM_URL`` (e.g. the stand-in agent), else Deepgram's."""
+    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
     options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     bridge = BridgeApp(
         agent=AGENT,
@@ -81,8 +85,13 @@ def build_app(
 ) -> Litestar:
     bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
     return Litestar(
-        # copy_scope: the bridge does not change the scope; Litestar 3 will default to it.
-        route_handlers=[health, asgi("/audiocodes", is_mount=True, copy_scope=True)(bridge)],
-        lifespan=[bridge.lifespan],  # drain calls on shutdown
+        route_handlers=[health, bridge.litestar_handler("/audiocodes")],
+        lifespan=[bridge.lifespan],  # drain calls on SIGTERM
         state=State({"bridge": bridge}),
     )
+
+
+if __name__ == "__main__":
+    from acdg_asgi.cli import serve_main
+
+    raise SystemExit(serve_main(build_app, factory=True))

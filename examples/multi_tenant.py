@@ -12,13 +12,14 @@ fatal ``error`` event, and the traceback logged.)
 
 Run it::
 
-    DEEPGRAM_API_KEY=... uvicorn --factory examples.multi_tenant:build_app
+    DEEPGRAM_API_KEY=... acdg serve examples.multi_tenant:build_app --factory
 """
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from acdg_asgi import AgentSettings, BridgeApp, CallInfo, SpeakSettings, ThinkSettings
 
@@ -60,6 +61,7 @@ async def pick_agent(info: CallInfo) -> AgentSettings | None:
 def build_bridge(
     deepgram_url: str | None = None, *, deepgram_api_key: str | None = None
 ) -> BridgeApp:
+    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
     options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     return BridgeApp(agent=pick_agent, deepgram_api_key=deepgram_api_key, **options)
 
@@ -68,6 +70,12 @@ def build_app(
     deepgram_url: str | None = None, *, deepgram_api_key: str | None = None
 ) -> Starlette:
     bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key)
-    app = Starlette(routes=[Mount("/audiocodes", bridge)], lifespan=bridge.lifespan)
+    app = Starlette(routes=bridge.routes("/audiocodes"), lifespan=bridge.lifespan)
     app.state.bridge = bridge
     return app
+
+
+if __name__ == "__main__":
+    from acdg_asgi.cli import serve_main
+
+    raise SystemExit(serve_main(build_app, factory=True))

@@ -11,7 +11,7 @@ Needs PyJWT (``pip install "pyjwt[crypto]"``; ``crypto`` for RS256/ES256). Run i
 
     DEEPGRAM_API_KEY=... JWT_JWKS_URL=https://idp.example.com/.well-known/jwks.json \\
     JWT_ISSUER=https://idp.example.com/ JWT_AUDIENCE=acme-voice-bot \\
-        uvicorn --factory examples.oauth_jwt:build_app
+        acdg serve examples.oauth_jwt:build_app --factory
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def build_bridge(
             audience=os.environ.get("JWT_AUDIENCE"),
             scope=os.environ.get("JWT_SCOPE"),
         )
+    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
     options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     return BridgeApp(
         agent=AgentSettings(greeting="Hello! How can I help?"),
@@ -111,3 +112,9 @@ def build_bridge(
 
 
 build_app = build_bridge  # the bridge is an ASGI app on its own
+
+
+if __name__ == "__main__":
+    from acdg_asgi.cli import serve_main
+
+    raise SystemExit(serve_main(build_app, factory=True))

@@ -1,8 +1,10 @@
 """The bridge inside a Starlette app, at ``/audiocodes``.
 
-Run it::
+Run it (``acdg serve`` drains calls on SIGTERM and uses the fast WebSocket path; plain
+``uvicorn --factory examples.starlette_app:build_app`` drains too)::
 
-    DEEPGRAM_API_KEY=... ACDG_TOKEN=... uvicorn --factory examples.starlette_app:build_app
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... acdg serve examples.starlette_app:build_app --factory
+    DEEPGRAM_API_KEY=... ACDG_TOKEN=... python examples/starlette_app.py --port 8000   # the same
 
 and point the VAIC / Live Hub bot connection at ``wss://<host>/audiocodes``. The app
 keeps its own routes (here ``/``); the bridge answers the calls, Live Hub's probe
@@ -16,7 +18,7 @@ import os
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Route
 
 from acdg_asgi import (
     AgentSettings,
@@ -52,7 +54,9 @@ def build_bridge(
     deepgram_api_key: str | None = None,
     auth: str | None = None,
 ) -> BridgeApp:
-    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``."""
+    """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``, the agent's URL
+    to ``$DEEPGRAM_URL`` (e.g. the stand-in agent), else Deepgram's."""
+    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
     options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     bridge = BridgeApp(
         agent=AGENT,
@@ -82,15 +86,16 @@ def build_app(
 ) -> Starlette:
     bridge = build_bridge(deepgram_url, deepgram_api_key=deepgram_api_key, auth=auth)
     app = Starlette(
-        routes=[
-            Route("/", home),
-            # Starlette redirects "/audiocodes" to "/audiocodes/" for HTTP only; a
-            # WebSocket to the bare mount path would get 403. VAIC URLs usually have no
-            # trailing slash, so route that path to the bridge as well.
-            WebSocketRoute("/audiocodes", bridge),
-            Mount("/audiocodes", bridge),
-        ],
-        lifespan=bridge.lifespan,  # drain calls on shutdown
+        # The bridge at /audiocodes and /audiocodes/ alike (VAIC's URLs usually have no
+        # trailing slash), with /audiocodes/ready and /audiocodes/metrics below it.
+        routes=[Route("/", home), *bridge.routes("/audiocodes")],
+        lifespan=bridge.lifespan,  # drain calls on SIGTERM
     )
     app.state.bridge = bridge
     return app
+
+
+if __name__ == "__main__":
+    from acdg_asgi.cli import serve_main
+
+    raise SystemExit(serve_main(build_app, factory=True))

@@ -1,14 +1,16 @@
 """BridgeApp: the ASGI application that VAIC connects to.
 
-Mount it anywhere (``app.mount("/audiocodes", BridgeApp(...))``) or serve it alone. At
-its root it answers Live Hub's HTTP health probe and accepts VAIC's WebSockets, one call
-per socket; ``/ready`` reports readiness for load balancers. Calls are kept by
-``conversationId``, so a ``session.resume`` on a new socket finds its call.
+Route it in a host app with ``bridge.routes("/audiocodes")`` (Starlette, FastAPI) or
+``bridge.litestar_handler("/audiocodes")`` (Litestar), or serve it alone. At its root it
+answers Live Hub's HTTP health probe and accepts VAIC's WebSockets, one call per socket;
+``/ready`` reports readiness for load balancers. Calls are kept by ``conversationId``,
+so a ``session.resume`` on a new socket finds its call.
 
 Mounted apps do not receive ASGI lifespan events from their host, so the bridge offers
 its own: pass ``lifespan=bridge.lifespan`` to Starlette/FastAPI (or enter
-``async with bridge:``) to drain calls gracefully on shutdown. Without it the bridge
-still works; it just cannot drain.
+``async with bridge:``). Its startup puts the drain in front of the server's SIGTERM
+handling (:mod:`acdg_asgi.shutdown`), so a SIGTERM drains calls under plain uvicorn too.
+Without it the bridge still works; it just cannot drain.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
 from starlette.types import Receive, Scope, Send
 
 from .asgi.admission import Admission, AgentFactory, AgentSource, AgentSpec, CallInfo
+from .asgi.mount import BridgeRoute, litestar_handler
 from .asgi.registry import CallRegistry
 from .asgi.routes import HttpRoutes, OpsAccess
 from .audio import DEFAULT_PREFERENCE, FORMATS
@@ -54,9 +57,17 @@ from .protocols import deepgram as dg
 from .runtime.app_events import EventHandlers, H
 from .runtime.deps import CallDeps
 from .runtime.scheduler import Scheduler
+from .shutdown import hook_signals, unhook_signals
 from .transports.agent_base import AgentConnector
 from .transports.agent_lean import LeanConnector
 from .transports.redact import protect_server_logs
+
+if TYPE_CHECKING:
+    from litestar.handlers import ASGIRouteHandler
+    from starlette.routing import BaseRoute
+
+DEFAULT_DRAIN_TIMEOUT_S = 20.0  # with the hang-ups after it, inside Kubernetes' default 30 s
+DrainMode = Literal["wait", "migrate"]
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
 
@@ -75,7 +86,11 @@ class BridgeApp:
         @bridge.on("conversation_text")
         async def on_text(session, event): ...
 
-        app = Starlette(routes=[Mount("/audiocodes", bridge)], lifespan=bridge.lifespan)
+        app = Starlette(routes=bridge.routes("/audiocodes"), lifespan=bridge.lifespan)
+
+    On shutdown (SIGTERM) the bridge drains: ``drain_mode="wait"`` lets calls run up to
+    ``drain_timeout_s`` and then hangs up politely; ``"migrate"`` (with a shared
+    ``store``) moves them to another instance at once.
     """
 
     def __init__(
@@ -89,7 +104,8 @@ class BridgeApp:
         playout: Playout | None = None,
         limits: Limits | None = None,
         reconnect: Reconnect | None = None,
-        drain_timeout_s: float = 600.0,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        drain_mode: DrainMode = "wait",
         connector: AgentConnector | None = None,
         metrics: bool | PrometheusMetrics = False,
         tracing: bool | None = None,
@@ -133,7 +149,14 @@ class BridgeApp:
         self.playout = playout or Playout()
         self.limits = limits or Limits()
         self.reconnect = reconnect or Reconnect()
-        self.drain_timeout_s = drain_timeout_s
+        if drain_mode not in ("wait", "migrate"):
+            raise ConfigError(f"drain_mode must be 'wait' or 'migrate', not {drain_mode!r}")
+        if not drain_timeout_s >= 0:
+            raise ConfigError(f"drain_timeout_s must be 0 or more, not {drain_timeout_s!r}")
+        self.drain_timeout_s = float(drain_timeout_s)
+        self.drain_mode: DrainMode = drain_mode
+        self._started = False
+        self._warned_no_lifespan = False
         self.options = CallOptions(vaic_session=vaic_session,
                                    participants=participants or Participants(),
                                    transfer_failed_message=transfer_failed_message)
@@ -196,12 +219,34 @@ class BridgeApp:
         """Register a handler: ``@bridge.on("session_start")``. See :mod:`acdg_asgi.events`."""
         return self.handlers.on(event)
 
+    # --- routing in a host app -----------------------------------------------------------
+
+    def routes(self, path: str = "/") -> list[BaseRoute]:
+        """Starlette/FastAPI routes serving the bridge at ``path`` and below it.
+
+        ``Starlette(routes=[*bridge.routes("/audiocodes"), ...])``, ``FastAPI(routes=...)``
+        or ``app.router.routes.extend(bridge.routes("/audiocodes"))``. The WebSocket and
+        Live Hub's GET probe are answered at ``/audiocodes`` and ``/audiocodes/`` alike,
+        with no redirect; ``/audiocodes/ready`` and ``/audiocodes/metrics`` below it.
+        ``Connection.path`` is ``"/"`` for both spellings.
+        """
+        return [BridgeRoute(path, self)]
+
+    def litestar_handler(self, path: str = "/") -> ASGIRouteHandler:
+        """The same for Litestar: ``Litestar(route_handlers=[bridge.litestar_handler(
+        "/audiocodes")], lifespan=[bridge.lifespan])``. Imports Litestar only here."""
+        return litestar_handler(self, path)
+
     # --- lifespan and drain --------------------------------------------------------------
 
     async def __aenter__(self) -> BridgeApp:
-        """Start what runs beside the calls: with a shared store, this instance's control
-        channel and heartbeat; the delivery of call records."""
+        """Start what runs beside the calls: the drain on the server's SIGTERM; with a
+        shared store, this instance's control channel and heartbeat; the delivery of call
+        records."""
         self.calls.draining = False
+        if not self._started:
+            self._started = True
+            hook_signals(self)
         if self._background is None:
             await self.cluster.announce()
         if (self.cluster.shared or self.records) and self._background is None:
@@ -220,6 +265,9 @@ class BridgeApp:
         for sink in self.records:
             with anyio.move_on_after(5):
                 await sink.flush()
+        if self._started:
+            self._started = False
+            unhook_signals(self)
         if self._background is not None:
             stack, self._background = self._background, None
             await stack.aclose()
@@ -232,15 +280,20 @@ class BridgeApp:
         async with self:
             yield
 
-    async def drain(self, timeout_s: float | None = None, *, migrate: bool = False) -> None:
+    async def drain(self, timeout_s: float | None = None, *, migrate: bool | None = None) -> None:
         """Refuse new calls, let active ones finish, then hang up what is left.
 
         With ``migrate=True`` (and a shared store), active calls are not waited for: each
         VAIC socket is closed without ``session.end``, VAIC reconnects through the load
-        balancer, and another instance resumes the call with its history.
+        balancer, and another instance resumes the call with its history. The defaults
+        are ``drain_timeout_s`` and ``drain_mode``.
         """
         calls = self.calls
         calls.draining = True
+        if migrate is None:
+            migrate = self.drain_mode == "migrate"
+        if migrate and not self.cluster.shared and calls:
+            logger.warning("drain: migrating calls needs a shared store; waiting for them")
         if migrate and self.cluster.shared:
             for runtime in calls.runtimes():
                 await runtime.command(lambda call, now: call.end(now, "migrated"))
@@ -279,6 +332,11 @@ class BridgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
+            if not self._started and not self._warned_no_lifespan:
+                self._warned_no_lifespan = True
+                logger.warning("the bridge's lifespan was not run, so calls cannot drain on "
+                               "shutdown: pass lifespan=bridge.lifespan to the host app "
+                               "(Litestar: lifespan=[bridge.lifespan])")
             await self._admission(scope, receive, send)
         elif kind == "http":
             await self._routes(scope, receive, send)

@@ -9,46 +9,81 @@ from pathlib import Path
 
 import anyio
 
+from .. import __version__
 from ..errors import ConfigError
+
+__all__ = ["main", "serve_main"]
 
 DESCRIPTION = """\
 Bridge AudioCodes VoiceAI Connect (Bot API, streaming mode) to a Deepgram Voice Agent.
 
   acdg demo                  a whole call on this machine: no key, no network
-  acdg serve                 run the bridge (configure with a TOML file and env vars)
+  acdg serve [myapp:app]     run the bridge, or your app with its bridges in it
   acdg call ws://host/path   place a simulated VAIC call to any bot and check conformance
   acdg doctor                check the agent, the store, the address and TLS before serving
 """
+VERSION = f"acdg-asgi {__version__}"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="acdg", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
-    demo = sub.add_parser(
-        "demo", help="run a simulated call through the bridge and a stand-in agent",
-        description="Start the stand-in Deepgram agent, the bridge and a simulated VAIC on "
-        "loopback, place one call and show it as it happens: greeting, transcripts, play "
-        "streams, a function call, DTMF, a barge-in and the hang-up, then the measured "
-        "latencies. Needs no API key and no network; takes about 15 seconds.",
-    )
-    demo.add_argument("--save-audio", type=Path, metavar="FILE.wav",
-                      help="write both sides of the call to a stereo WAV file")
 
-    serve = sub.add_parser(
-        "serve", help="run the bridge under uvicorn",
-        description="Run the bridge. Settings come from a TOML file (see --config), then "
-        "ACDG_HOST, ACDG_PORT, DEEPGRAM_URL, then these flags. Secrets come only from the "
-        "environment: DEEPGRAM_API_KEY, and ACDG_TOKEN for the bearer token that VAIC / "
-        "Live Hub sends (without it, every upgrade is accepted).",
-    )
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds, 0 or more")
+    return value
+
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("app", nargs="?", metavar="APP",
+                       help="your ASGI app (Starlette, FastAPI, Litestar) or BridgeApp as "
+                       "module:attribute, e.g. myapp:app; without it, a bridge built from "
+                       "the settings")
+    serve.add_argument("--factory", action="store_true", default=None,
+                       help="APP is a function that returns the app")
+    serve.add_argument("--app-dir", help="look for APP's module here (default .)")
     serve.add_argument("--config", type=Path, metavar="FILE.toml",
-                       help="TOML file with [server], [bridge], [playout], [limits], [agent]")
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    serve.add_argument("--path", help="URL path of the bridge (default /)")
+                       help="TOML file with [server], [bridge], [playout], [limits], "
+                       "[reconnect], [agent] (see --print-config)")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print a sample acdg.toml with every key and its default, then exit")
+    serve.add_argument("--version", action="version", version=VERSION)
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 in "
+                       "a container)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default 8000)")
+    serve.add_argument("--path", help="URL path of the bridge when no APP is given (default /)"
+                       "; /audiocodes serves /audiocodes and /audiocodes/")
+    serve.add_argument("--ssl-certfile", metavar="FILE.pem",
+                       help="serve wss:// with this certificate (chain); with --ssl-keyfile")
+    serve.add_argument("--ssl-keyfile", metavar="FILE.pem", help="the certificate's key")
+    serve.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction,
+                       help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips "
+                       "(default on)")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS",
+                       help="proxies trusted for proxy headers, comma-separated or * "
+                       "(default $FORWARDED_ALLOW_IPS or 127.0.0.1)")
+    serve.add_argument("--drain", choices=("wait", "migrate"),
+                       help="on SIGTERM: wait for calls, then hang up politely (default), "
+                       "or migrate them to another instance (needs ACDG_REDIS_URL)")
+    serve.add_argument("--drain-timeout", type=_seconds, metavar="SECONDS",
+                       help="how long calls may go on after SIGTERM before a polite hang-up "
+                       "(default 20; keep it below the grace period, e.g. Kubernetes' 30 s)")
+    serve.add_argument("--workers", type=_count,
+                       help="worker processes (default 1); each is an instance, so more "
+                       "than one needs a shared store (ACDG_REDIS_URL)")
     serve.add_argument("--deepgram-url", help="agent endpoint (default Deepgram's public one)")
     serve.add_argument("--lead-ms", type=int,
                        help="how far agent audio may run ahead of real time (default 100)")
@@ -64,6 +99,52 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-metrics", dest="metrics", action="store_false", default=None,
                        help="do not serve Prometheus metrics at <path>/metrics")
 
+
+def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    return {
+        "server": {"app": args.app, "factory": args.factory, "app_dir": args.app_dir,
+                   "host": args.host, "port": args.port, "path": args.path,
+                   "ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
+                   "proxy_headers": args.proxy_headers,
+                   "forwarded_allow_ips": args.forwarded_allow_ips, "drain": args.drain,
+                   "drain_timeout_s": args.drain_timeout, "workers": args.workers,
+                   "log_format": args.log_format, "log_level": args.log_level,
+                   "records": args.records, "metrics": args.metrics},
+        "bridge": {"deepgram_url": args.deepgram_url},
+        "playout": {"lead_ms": args.lead_ms, "chunk_ms": args.chunk_ms},
+        "limits": {"max_calls": args.max_calls, "caller_frame_ms": args.caller_frame_ms},
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acdg", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=VERSION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="run a simulated call through the bridge and a stand-in agent",
+        description="Start the stand-in Deepgram agent, the bridge and a simulated VAIC on "
+        "loopback, place one call and show it as it happens: greeting, transcripts, play "
+        "streams, a function call, DTMF, a barge-in and the hang-up, then the measured "
+        "latencies. Needs no API key and no network; takes about 15 seconds.",
+    )
+    demo.add_argument("--save-audio", type=Path, metavar="FILE.wav",
+                      help="write both sides of the call to a stereo WAV file")
+
+    serve = sub.add_parser(
+        "serve", help="run the bridge, or your app with its bridges, under uvicorn",
+        description="Run the bridge under uvicorn with the fast WebSocket path, a drain on "
+        "SIGTERM and optional TLS. With APP (module:attribute, as uvicorn takes it) it "
+        "serves your own app and finds the bridges in it. Settings come from a TOML file "
+        "(see --config, --print-config), then ACDG_HOST, ACDG_PORT, ACDG_PATH, DEEPGRAM_URL, "
+        "then these flags. Secrets come only from the environment: DEEPGRAM_API_KEY, "
+        "ACDG_TOKEN for the bearer token that VAIC / Live Hub sends (without it, every "
+        "upgrade is accepted) and ACDG_REDIS_URL for the shared store.",
+    )
+    _add_serve_arguments(serve)
+
     doctor = sub.add_parser(
         "doctor", help="check a deployment: agent handshake, store, address, TLS files",
         description="With the settings acdg serve would use: one real handshake with the "
@@ -73,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--config", type=Path, metavar="FILE.toml", help="as for acdg serve")
     doctor.add_argument("--host", help="interface acdg serve will listen on")
-    doctor.add_argument("--port", type=int, help="port acdg serve will listen on")
+    doctor.add_argument("--port", type=_port, help="port acdg serve will listen on")
     doctor.add_argument("--deepgram-url", help="agent endpoint")
     doctor.add_argument("--ssl-certfile", metavar="FILE.pem", help="certificate to check")
     doctor.add_argument("--ssl-keyfile", metavar="FILE.pem", help="its private key")
@@ -98,27 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return anyio.run(demo, args.save_audio)
         if args.command == "serve":
-            from .serve import run
-            from .settings import load_settings
+            from .settings import load_settings, sample_config
 
-            overrides = {
-                "server": {"host": args.host, "port": args.port, "path": args.path,
-                           "log_format": args.log_format, "log_level": args.log_level,
-                           "records": args.records, "metrics": args.metrics},
-                "bridge": {"deepgram_url": args.deepgram_url},
-                "playout": {"lead_ms": args.lead_ms, "chunk_ms": args.chunk_ms},
-                "limits": {"max_calls": args.max_calls,
-                           "caller_frame_ms": args.caller_frame_ms},
-            }
-            return run(load_settings(args.config, overrides))
+            if args.print_config:
+                sys.stdout.write(sample_config())
+                return 0
+            from .serve import run
+
+            return run(load_settings(args.config, _serve_overrides(args)))
         if args.command == "doctor":
             from .doctor import run as run_doctor
             from .settings import load_settings
 
             overrides = {"server": {"host": args.host, "port": args.port},
                          "bridge": {"deepgram_url": args.deepgram_url}}
-            return run_doctor(load_settings(args.config, overrides), args.ssl_certfile,
-                              args.ssl_keyfile)
+            settings = load_settings(args.config, overrides)
+            return run_doctor(settings, args.ssl_certfile or settings.server.ssl_certfile,
+                              args.ssl_keyfile or settings.server.ssl_keyfile)
         from .call import run as run_call_command
 
         return run_call_command(args)
@@ -127,6 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def serve_main(app: object, *, factory: bool = False, argv: list[str] | None = None) -> int:
+    """``acdg serve`` for an app object, from its module's ``__main__``; see
+    :func:`acdg_asgi.cli.serve.serve_main`."""
+    from .serve import serve_main as run_app
+
+    return run_app(app, factory=factory, argv=argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -150,7 +150,7 @@ def run(settings: ServeSettings, certfile: str | None = None, keyfile: str | Non
     """``acdg doctor``: print each finding; 0 when all are OK, else 1."""
     logging.disable(logging.CRITICAL)  # each finding says it all, once
     bridge = build_app(settings)
-    findings = anyio.run(diagnose, bridge, settings.server.host, settings.server.port,
+    findings = anyio.run(diagnose, bridge, settings.server.bind_host, settings.server.port,
                          certfile, keyfile)
     print(render(findings))
     return 0 if all(f.ok for f in findings) else 1

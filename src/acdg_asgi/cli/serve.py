@@ -1,26 +1,51 @@
-"""``acdg serve``: run the bridge alone under uvicorn."""
+"""``acdg serve [APP]``: the bridge under uvicorn, with the drain, TLS and the fast path.
+
+Without ``APP`` it builds a bridge from the settings (TOML, environment, flags). With
+``APP`` (``module:attr``, as uvicorn takes it; ``--factory`` for a function returning the
+app) it serves your own Starlette, FastAPI or Litestar app, or a ``BridgeApp``, and finds
+the bridges inside it (through routes, mounts and middleware) to drain them on SIGTERM
+and to write their call records.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import uvicorn
 
-from ..app import BridgeApp
+from ..app import DEFAULT_DRAIN_TIMEOUT_S, BridgeApp
+from ..errors import ConfigError
 from ..events import SessionEndEvent
 from ..observability.logs import configure_logging
-from ..observability.metrics import prometheus_client_missing
+from ..observability.metrics import PrometheusMetrics, prometheus_client_missing
 from ..serving import DrainingServer
-from .settings import ServeSettings
+from .settings import ServeSettings, in_container
+
+__all__ = ["find_bridges", "load_app", "prepare", "run", "worker_app"]
 
 log = logging.getLogger("acdg_asgi.serve")
 
+SETTINGS_ENV = "ACDG_SERVE_SETTINGS"  # hands the settings to --workers processes
+_LINKS = ("app", "routes", "router", "endpoint", "fn", "route_handlers", "_app",
+          "handler", "middleware_stack")
+
 
 def build_app(settings: ServeSettings) -> BridgeApp:
-    bridge = BridgeApp(
+    """The bridge ``acdg serve`` runs when no ``APP`` is given."""
+    metrics: bool | PrometheusMetrics = False
+    if settings.server.metrics and not prometheus_client_missing:
+        from prometheus_client import ProcessCollector
+
+        metrics = PrometheusMetrics()
+        ProcessCollector(registry=metrics.registry)
+    server = settings.server
+    return BridgeApp(
         agent=settings.agent_config(),
         deepgram_url=settings.bridge.deepgram_url,
         auth=settings.token,
@@ -28,11 +53,11 @@ def build_app(settings: ServeSettings) -> BridgeApp:
         playout=settings.playout,
         limits=settings.limits,
         reconnect=settings.reconnect,
-        metrics=settings.server.metrics and not prometheus_client_missing,
+        metrics=metrics,
+        drain_mode="migrate" if server.drain == "migrate" else "wait",
+        drain_timeout_s=(DEFAULT_DRAIN_TIMEOUT_S if server.drain_timeout_s is None
+                         else server.drain_timeout_s),
     )
-    if settings.server.records:
-        write_records(bridge, Path(settings.server.records))
-    return bridge
 
 
 def write_records(bridge: BridgeApp, path: Path) -> None:
@@ -45,46 +70,184 @@ def write_records(bridge: BridgeApp, path: Path) -> None:
                 f.write(event.record.to_json() + b"\n")
 
 
+def load_app(spec: str, *, factory: bool = False, app_dir: str = ".") -> Any:
+    """``module:attr`` imported as uvicorn does; with ``factory``, called for the app."""
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    sys.path.insert(0, str(Path(app_dir).resolve()))
+    try:
+        app = import_from_string(spec)
+    except ImportFromStringError as exc:
+        raise ConfigError(f"cannot load the app: {exc}") from None
+    if factory:
+        if not callable(app):
+            raise ConfigError(f"--factory: {spec} is not a function")
+        app = app()
+    return app
+
+
+def find_bridges(app: object) -> list[BridgeApp]:
+    """The ``BridgeApp``s in ``app``: itself, or found through routes, mounts, middleware."""
+    found: list[BridgeApp] = []
+    seen: set[int] = set()
+
+    def walk(node: object, depth: int) -> None:
+        if id(node) in seen or depth > 12 or isinstance(node, str | bytes | int | float):
+            return
+        seen.add(id(node))
+        if isinstance(node, BridgeApp):
+            found.append(node)
+            return
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list | tuple | set | frozenset):
+            children = node
+        else:
+            children = (getattr(node, name, None) for name in _LINKS)
+        for child in children:
+            if child is not None:
+                walk(child, depth + 1)
+
+    walk(app, 0)
+    return found
+
+
+def prepare(settings: ServeSettings) -> tuple[Any, list[BridgeApp]]:
+    """The ASGI app to serve and the bridges in it, with the server settings applied."""
+    server = settings.server
+    if server.app is None:
+        bridge = build_app(settings)
+        app: Any = bridge
+        if server.path != "/":
+            from starlette.applications import Starlette
+
+            app = Starlette(routes=bridge.routes(server.path), lifespan=bridge.lifespan)
+        bridges = [bridge]
+    else:
+        app = load_app(server.app, factory=server.factory, app_dir=server.app_dir)
+        bridges = find_bridges(app)
+        if not bridges:
+            raise ConfigError(
+                f"no BridgeApp found in {server.app}: route one with bridge.routes(...) "
+                "(Starlette, FastAPI) or bridge.litestar_handler(...), or name the bridge")
+        for bridge in bridges:
+            bridge.drain_mode = "migrate" if server.drain == "migrate" else "wait"
+            if server.drain_timeout_s is not None:
+                bridge.drain_timeout_s = server.drain_timeout_s
+    if server.records:
+        for bridge in bridges:
+            write_records(bridge, Path(server.records))
+    return app, bridges
+
+
+def worker_app() -> Any:
+    """For ``--workers``: each worker process builds the app from the same settings."""
+    settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=ServeSettings)
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    return prepare(settings)[0]
+
+
 def describe_agent(settings: ServeSettings) -> str:
     agent = settings.agent
+
     def providers(value: Any) -> str:
         items = value if isinstance(value, tuple) else (value,)
         return " -> ".join(
             f"{i.provider.get('type')}/{i.provider.get('model') or i.provider.get('model_id')}"
             for i in items if i is not None
         ) or "default"
+
     listen = agent.listen.provider.get("model") if agent.listen else "default"
     return f"listen {listen}, think {providers(agent.think)}, speak {providers(agent.speak)}"
 
 
-def run(settings: ServeSettings) -> int:
-    configure_logging(settings.server.log_format, settings.server.log_level)
-    bridge = build_app(settings)
+def _banner(settings: ServeSettings, bridges: list[BridgeApp]) -> None:
     server = settings.server
-    where = f"ws://{server.host}:{server.port}{server.path}"
-    log.info("acdg bridge listening on %s (health probe: GET http://%s:%d%s)",
-             where, server.host, server.port, server.path)
+    host = server.bind_host
+    tls = server.ssl_certfile is not None
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    where = "all interfaces" + (" (in a container)" if not server.host and in_container()
+                                else "") if host in ("0.0.0.0", "::") else host
+    ws, http = ("wss", "https") if tls else ("ws", "http")
+    paths = [server.path] if server.app is None else ["<the app's bridge routes>"]
+    log.info("acdg bridge listening on %s port %d: %s://%s:%d%s (health probe: GET "
+             "%s://%s:%d%s)", where, server.port, ws, shown, server.port, paths[0], http,
+             shown, server.port, paths[0])
+    if server.app is not None:
+        log.info("app %s: %d bridge(s); [bridge], [playout], [limits], [reconnect] and "
+                 "[agent] settings are the app's own", server.app, len(bridges))
+        return
+    bridge = bridges[0]
     log.info("agent: %s at %s (API key %s)", describe_agent(settings),
              settings.bridge.deepgram_url, "set" if bridge.deepgram_api_key else "missing")
+    base = server.path.rstrip("/")
     if bridge.metrics is not None:
-        log.info("metrics at http://%s:%d%s/metrics", server.host, server.port,
-                 server.path.rstrip("/"))
-    elif settings.server.metrics:
+        log.info("metrics at %s://%s:%d%s/metrics", http, shown, server.port, base)
+    elif server.metrics:
         log.info("no metrics: pip install 'acdg-asgi[metrics]' to serve them")
     log.info("accepting formats %s; auth: %s; at most %s calls; pacing lead %d ms",
              ", ".join(settings.bridge.media_formats),
              "bearer token" if settings.token else "NONE (set ACDG_TOKEN to require one)",
              settings.limits.max_calls, settings.playout.lead_ms)
-    app: Any = bridge
-    if server.path not in ("", "/"):
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-        app = Starlette(routes=[Mount(server.path.rstrip("/"), bridge)],
-                        lifespan=bridge.lifespan)
-    config = uvicorn.Config(app, host=server.host, port=server.port, ws=server.ws,
-                            loop=server.loop, log_config=None, lifespan="on")
-    DrainingServer(config, bridges=[bridge]).run()
+
+
+def _uvicorn_config(settings: ServeSettings, app: Any, **extra: Any) -> uvicorn.Config:
+    server = settings.server
+    return uvicorn.Config(
+        app, host=server.bind_host, port=server.port, ws=server.ws, loop=server.loop,
+        http=server.http, log_config=None, lifespan="on", ssl_certfile=server.ssl_certfile,
+        ssl_keyfile=server.ssl_keyfile, proxy_headers=server.proxy_headers,
+        forwarded_allow_ips=server.forwarded_allow_ips, **extra)
+
+
+def run(settings: ServeSettings) -> int:
+    settings.server.check_tls_files()
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    if not prometheus_client_missing:
+        from prometheus_client import disable_created_metrics
+
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series next to every counter
+    app, bridges = prepare(settings)
+    server = settings.server
+    if server.drain == "migrate" and not all(b.cluster.shared for b in bridges):
+        log.warning("--drain migrate needs a shared store (ACDG_REDIS_URL or store=): "
+                    "calls will be waited for instead")
+    _banner(settings, bridges)
+    if server.workers > 1:
+        return _run_workers(settings, bridges)
+    DrainingServer(_uvicorn_config(settings, app), bridges=bridges).run()
     return 0
+
+
+def _run_workers(settings: ServeSettings, bridges: list[BridgeApp]) -> int:
+    if (settings.server.app or "").startswith("__main__:"):
+        raise ConfigError("--workers needs the app by name: acdg serve module:app --workers N")
+    alone = [b for b in bridges if not b.cluster.shared]
+    if alone:
+        raise ConfigError(
+            f"--workers {settings.server.workers} needs a shared store: each worker process "
+            "is an instance with its own calls, so a VAIC resume that lands on another "
+            "worker would find nothing. Set ACDG_REDIS_URL (or store=), or run one worker "
+            "per container and scale with replicas")
+    os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    config = _uvicorn_config(settings, f"{__name__}:worker_app", factory=True,
+                             workers=settings.server.workers)
+    from uvicorn.supervisors import Multiprocess
+
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+def serve_main(app: Callable[[], Any] | Any, *, factory: bool = False,
+               argv: list[str] | None = None) -> int:
+    """``acdg serve`` for an app object: ``python myapp.py --port 8000`` in its
+    ``__main__``. The flags are those of ``acdg serve`` (``argv`` or ``sys.argv[1:]``)."""
+    from . import main
+
+    name = "_acdg_serve_app"
+    setattr(sys.modules["__main__"], name, app() if factory else app)
+    args = sys.argv[1:] if argv is None else argv
+    return main(["serve", f"__main__:{name}", *args])
 
 
 if __name__ == "__main__":  # pragma: no cover

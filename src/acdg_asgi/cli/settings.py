@@ -1,35 +1,9 @@
 """``acdg serve`` configuration: a TOML file, then environment variables, then flags.
 
-Example ``acdg.toml``::
-
-    [server]
-    host = "0.0.0.0"
-    port = 8000
-
-    [bridge]
-    deepgram_url = "wss://agent.deepgram.com/v1/agent/converse"
-    media_formats = ["raw/lpcm16", "raw/mulaw"]
-
-    [playout]
-    lead_ms = 100
-
-    [limits]
-    max_calls = 300
-
-    [agent]
-    greeting = "Thanks for calling. How can I help?"
-
-    [agent.listen.provider]
-    type = "deepgram"
-    model = "nova-3"
-
-    [agent.think]
-    provider = { type = "open_ai", model = "gpt-4o-mini" }
-    prompt = "You are a friendly phone agent for Acme."
-
-    [agent.speak.provider]
-    type = "deepgram"
-    model = "aura-2-thalia-en"
+``acdg serve --print-config`` prints a sample ``acdg.toml`` with every key and its
+default (:func:`sample_config`). Every flag of ``acdg serve`` has its key in
+``[server]``; ``[bridge]``, ``[playout]``, ``[limits]``, ``[reconnect]`` and ``[agent]``
+configure the bridge that ``acdg serve`` builds when no ``APP`` is given.
 
 Keys are checked: a misspelt one is refused, naming the nearest known key. A partial
 ``[agent]`` is merged into the default agent: ``[agent] greeting = "Hi"`` keeps the
@@ -37,11 +11,13 @@ default listen, think and speak settings; a provider table replaces the default'
 
 Secrets come from the environment only: ``DEEPGRAM_API_KEY`` and ``ACDG_TOKEN`` (the
 bearer token configured in VAIC / Live Hub; ``AC_TOKEN`` is read too, as the predecessor
-bridge did).
+bridge did). ``ACDG_HOST``, ``ACDG_PORT``, ``ACDG_PATH`` and ``DEEPGRAM_URL`` override
+the file; flags override both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -49,12 +25,14 @@ from typing import Any
 
 import msgspec
 
+from ..app import DEFAULT_DRAIN_TIMEOUT_S
+from ..asgi.mount import normalise_path
 from ..audio import DEFAULT_PREFERENCE
 from ..config import AgentConfig, Limits, Playout, Reconnect, Secret, check_keys
 from ..errors import ConfigError
 from ..protocols import deepgram as dg
 
-__all__ = ["ServeSettings", "load_settings"]
+__all__ = ["ServeSettings", "in_container", "load_settings", "sample_config"]
 
 DEFAULT_AGENT = dg.AgentSettings(
     listen=dg.ListenSettings(provider={"type": "deepgram", "model": "nova-3"}),
@@ -67,16 +45,73 @@ DEFAULT_AGENT = dg.AgentSettings(
 )
 
 
+_CHOICES = {
+    "drain": ("wait", "migrate"),
+    "log_format": ("text", "json"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "loop": ("auto", "uvloop", "asyncio"),
+    "http": ("auto", "httptools", "h11"),
+}
+
+
 class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
+    app: str | None = None
+    factory: bool = False
+    app_dir: str = "."
+    host: str | None = None
     port: int = 8000
     path: str = "/"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    proxy_headers: bool = True
+    forwarded_allow_ips: str | None = None
+    drain: str = "wait"
+    drain_timeout_s: float | None = None
+    workers: int = 1
     ws: str = "acdg_asgi.serving:DirectWebSocketProtocol"  # uvicorn's, plus the direct path
     loop: str = "auto"
+    http: str = "auto"
     log_format: str = "text"
     log_level: str = "info"
     metrics: bool = True  # GET <path>/metrics, when prometheus-client is installed
     records: str | None = None  # append one JSON line per finished call to this file
+
+    def __post_init__(self) -> None:
+        self.path = normalise_path(self.path)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range: use 1-65535")
+        for key, choices in _CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(choices)}, "
+                                  f"not {getattr(self, key)!r}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be 1 or more, not {self.workers}")
+        if self.drain_timeout_s is not None and not self.drain_timeout_s >= 0:
+            raise ConfigError(f"drain_timeout_s must be 0 or more, not {self.drain_timeout_s}")
+        if self.app is not None and ":" not in self.app:
+            raise ConfigError(f"app {self.app!r}: use module:attribute, e.g. myapp:app")
+
+    def check_tls_files(self) -> None:
+        """Both TLS files or neither, and there (``acdg doctor`` also loads them)."""
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            file = getattr(self, name)
+            if file is not None and not Path(file).is_file():
+                raise ConfigError(f"{name} {file!r}: no such file")
+
+    @property
+    def bind_host(self) -> str:
+        """``host``, else all interfaces in a container and loopback elsewhere."""
+        if self.host:
+            return self.host
+        return "0.0.0.0" if in_container() else "127.0.0.1"
+
+
+def in_container() -> bool:
+    """Docker, Podman or Kubernetes: loopback there cannot be reached from outside."""
+    return (Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+            or "KUBERNETES_SERVICE_HOST" in os.environ)
 
 
 class Bridge(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -115,10 +150,13 @@ def load_settings(path: Path | None, overrides: dict[str, dict[str, Any]]) -> Se
     env = {
         ("server", "host"): os.environ.get("ACDG_HOST"),
         ("server", "port"): os.environ.get("ACDG_PORT"),
+        ("server", "path"): os.environ.get("ACDG_PATH"),
         ("bridge", "deepgram_url"): os.environ.get("DEEPGRAM_URL"),
     }
     for (section, key), value in env.items():
         if value:
+            if key == "port" and not value.strip().isdigit():
+                raise ConfigError(f"ACDG_PORT={value!r} is not a port number")
             data.setdefault(section, {})[key] = int(value) if key == "port" else value
     for section, values in overrides.items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
@@ -148,3 +186,101 @@ def merged(default: Any, given: Any, info: msgspec.inspect.Type) -> Any:
     for key, value in given.items():
         out[key] = merged(default.get(key), value, fields[key]) if key in fields else value
     return out
+
+
+# --- the sample acdg.toml ------------------------------------------------------------------
+
+_SECTIONS: dict[str, str] = {
+    "server": "How acdg serve listens, drains and logs (each key is also a flag).",
+    "bridge": "The bridge acdg serve builds when no APP is given.",
+    "playout": "Agent audio toward VAIC.",
+    "limits": "Bounds per call and per instance.",
+    "reconnect": "Retries of the agent connection.",
+    "agent": "The Deepgram agent (Settings.agent), when no APP is given.",
+}
+_KEYS: dict[str, str] = {
+    "app": "module:attribute of your ASGI app (Starlette, FastAPI, Litestar) or BridgeApp",
+    "factory": "app names a function that returns the app",
+    "app_dir": "directory put first on the import path for app",
+    "host": "interface to listen on; default 127.0.0.1, or 0.0.0.0 in a container",
+    "port": "TCP port",
+    "path": "URL path of the bridge (without APP): /audiocodes serves /audiocodes and "
+            "/audiocodes/",
+    "ssl_certfile": "serve wss:// with this certificate chain (PEM); with ssl_keyfile",
+    "ssl_keyfile": "the certificate's private key (PEM)",
+    "proxy_headers": "trust X-Forwarded-For/-Proto from forwarded_allow_ips",
+    "forwarded_allow_ips": "proxies trusted for those headers (comma-separated, or *); "
+                           "default $FORWARDED_ALLOW_IPS or 127.0.0.1",
+    "drain": "on SIGTERM: wait for calls (then hang up politely), or migrate them to "
+             "another instance (needs ACDG_REDIS_URL)",
+    "drain_timeout_s": f"how long calls may go on after SIGTERM (default "
+                       f"{DEFAULT_DRAIN_TIMEOUT_S:.0f}, or the app's own drain_timeout_s)",
+    "workers": "worker processes; each is an instance, so more than 1 needs a shared store",
+    "ws": "uvicorn WebSocket protocol (the default adds the bridge's direct path)",
+    "loop": "event loop: auto (uvloop where installed), uvloop, asyncio",
+    "http": "HTTP parser: auto (httptools where installed), httptools, h11",
+    "log_format": "text or json (one object per line, conversation_id as a field)",
+    "log_level": "debug, info, warning, error",
+    "metrics": "serve Prometheus metrics at <path>/metrics (needs acdg-asgi[metrics])",
+    "records": "append one JSON line per finished call to this file (holds caller numbers "
+               "and transcripts)",
+    "deepgram_url": "agent endpoint (the EU host, the stand-in agent)",
+    "media_formats": "formats accepted from VAIC, in order of preference",
+    "tags": "Deepgram tags for usage reports",
+    "mip_opt_out": "opt out of Deepgram's model improvement program",
+}
+_EXAMPLES: dict[str, object] = {
+    "app": "myapp:app", "host": "0.0.0.0", "ssl_certfile": "/etc/acdg/tls/tls.crt",
+    "ssl_keyfile": "/etc/acdg/tls/tls.key", "forwarded_allow_ips": "10.0.0.0/8",
+    "drain_timeout_s": DEFAULT_DRAIN_TIMEOUT_S, "records": "/var/log/acdg/calls.jsonl",
+    "tags": ["acme"], "mip_opt_out": True, "max_calls": 1000,
+}
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def _table(name: str, data: dict[str, Any], out: list[str]) -> None:
+    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if plain or name.count(".") == 0:
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {_toml(v)}" for k, v in plain.items())
+        out.append("")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _table(f"{name}.{key}", value, out)
+
+
+def sample_config() -> str:
+    """A complete ``acdg.toml``: every key with its default (unset ones commented out)."""
+    out = ["# acdg.toml: acdg serve --config acdg.toml", "# Secrets only from the "
+           "environment: DEEPGRAM_API_KEY, ACDG_TOKEN, ACDG_REDIS_URL.", ""]
+    defaults = ServeSettings()
+    for section, doc in _SECTIONS.items():
+        out.append(f"# {doc}")
+        if section == "agent":
+            _table("agent", msgspec.to_builtins(DEFAULT_AGENT), out)
+            continue
+        out.append(f"[{section}]")
+        struct = getattr(defaults, section)
+        for field in struct.__struct_fields__:
+            value = getattr(struct, field)
+            if field in _KEYS:
+                out.append(f"# {_KEYS[field]}")
+            if value is None:
+                out.append(f"# {field} = {_toml(_EXAMPLES.get(field, ''))}")
+            else:
+                out.append(f"{field} = {_toml(value)}")
+        out.append("")
+    return "\n".join(out)
