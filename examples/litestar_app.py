@@ -54,13 +54,11 @@ def build_bridge(
 ) -> BridgeApp:
     """The bridge with its handlers; the token defaults to ``$ACDG_TOKEN``, the agent's URL
     to ``$DEEPGRAM_URL`` (e.g. the stand-in agent), else Deepgram's."""
-    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
-    options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     bridge = BridgeApp(
         agent=AGENT,
         deepgram_api_key=deepgram_api_key,
         auth=auth if auth is not None else os.environ.get("ACDG_TOKEN") or None,
-        **options,
+        deepgram_url=deepgram_url,
     )
 
     @bridge.on("function_call_request")

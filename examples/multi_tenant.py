@@ -17,8 +17,6 @@ Run it::
 
 from __future__ import annotations
 
-import os
-
 from starlette.applications import Starlette
 
 from acdg_asgi import AgentSettings, BridgeApp, CallInfo, SpeakSettings, ThinkSettings
@@ -61,9 +59,8 @@ async def pick_agent(info: CallInfo) -> AgentSettings | None:
 def build_bridge(
     deepgram_url: str | None = None, *, deepgram_api_key: str | None = None
 ) -> BridgeApp:
-    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
-    options = {"deepgram_url": deepgram_url} if deepgram_url else {}
-    return BridgeApp(agent=pick_agent, deepgram_api_key=deepgram_api_key, **options)
+    return BridgeApp(agent=pick_agent, deepgram_api_key=deepgram_api_key,
+                     deepgram_url=deepgram_url)
 
 
 def build_app(

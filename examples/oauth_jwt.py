@@ -101,13 +101,11 @@ def build_bridge(
             audience=os.environ.get("JWT_AUDIENCE"),
             scope=os.environ.get("JWT_SCOPE"),
         )
-    deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL")
-    options = {"deepgram_url": deepgram_url} if deepgram_url else {}
     return BridgeApp(
         agent=AgentSettings(greeting="Hello! How can I help?"),
         deepgram_api_key=deepgram_api_key,
         auth=auth,
-        **options,
+        deepgram_url=deepgram_url,
     )
 
 

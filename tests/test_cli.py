@@ -73,7 +73,8 @@ async def test_acdg_serve_runs_from_a_config_file_and_drains_on_sigterm(tmp_path
         port = _free_port()
         config = tmp_path / "acdg.toml"
         config.write_text(
-            f'[server]\nport = {port}\n\n[bridge]\ndeepgram_url = "{agent.url}"\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
+            f'[bridge]\ndeepgram_url = "{agent.url}"\n\n'
             '[playout]\nlead_ms = 60\n\n[agent]\ngreeting = "Hi"\n'
         )
         env = {**os.environ, "ACDG_TOKEN": "s3cret"}
@@ -99,6 +100,6 @@ async def test_acdg_serve_runs_from_a_config_file_and_drains_on_sigterm(tmp_path
         finally:
             proc.kill()
     assert status == 0 and proc.returncode == 0
-    assert f"listening on ws://127.0.0.1:{port}/" in log
+    assert f"listening on 127.0.0.1 port {port}: ws://127.0.0.1:{port}/ " in log
     assert "auth: bearer token" in log and "s3cret" not in log
     assert "pacing lead 60 ms" in log and "draining" in log

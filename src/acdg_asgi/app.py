@@ -98,7 +98,7 @@ class BridgeApp:
         *,
         agent: AgentSpec | AgentFactory | None = None,
         deepgram_api_key: str | Secret | None = None,
-        deepgram_url: str = dg.DEFAULT_URL,
+        deepgram_url: str | None = None,
         auth: str | Secret | AuthHook | None = None,
         media_formats: Sequence[str] = DEFAULT_PREFERENCE,
         playout: Playout | None = None,
@@ -127,6 +127,8 @@ class BridgeApp:
         if unknown or not media_formats:
             raise ConfigError(f"unsupported media formats {unknown}; known: {sorted(FORMATS)}")
         _expect("deepgram_api_key", deepgram_api_key, str | Secret | None, "a string")
+        if deepgram_url is None:
+            deepgram_url = os.environ.get("DEEPGRAM_URL") or dg.DEFAULT_URL
         key = deepgram_api_key if deepgram_api_key is not None else os.environ.get(
             "DEEPGRAM_API_KEY", "")
         self.deepgram_api_key = key if isinstance(key, Secret) else Secret(key)

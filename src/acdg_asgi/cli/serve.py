@@ -32,7 +32,7 @@ __all__ = ["find_bridges", "load_app", "prepare", "run", "worker_app"]
 log = logging.getLogger("acdg_asgi.serve")
 
 SETTINGS_ENV = "ACDG_SERVE_SETTINGS"  # hands the settings to --workers processes
-_LINKS = ("app", "routes", "router", "endpoint", "fn", "route_handlers", "_app",
+_LINKS = ("app", "routes", "router", "endpoint", "fn", "route_handler", "route_handlers", "_app",
           "handler", "middleware_stack")
 
 

@@ -1,0 +1,368 @@
+"""From the README to production: the bridge at its path in every framework and in
+``acdg serve --path`` (bare and slashed URLs, WebSocket and GET), ``acdg serve APP`` with
+the app's handlers, and SIGTERM draining with a polite hang-up under ``acdg serve``,
+plain uvicorn, gunicorn's uvicorn workers and hypercorn: real processes, real signals."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from conftest import serve, standin
+from fastapi import FastAPI
+from litestar import Litestar
+from servers import ROOT, Process, free_port, process, wait_for_http
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from vaic_raw import vaic
+
+from acdg_asgi import AgentSettings, BridgeApp, Connection
+from acdg_asgi.cli import main
+from acdg_asgi.cli.serve import find_bridges
+from acdg_asgi.cli.settings import ServeSettings, load_settings, sample_config
+from acdg_asgi.testing.agent import AgentScript, Turn
+from acdg_asgi.testing.report import CallReport
+from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.vaic import run_call
+
+pytestmark = pytest.mark.anyio
+
+PROBE = {"type": "ac-bot-api", "success": True}
+SCRIPT = AgentScript(
+    turns=(Turn("Your order", heard="where is my order", function="lookup_order",
+                arguments='{"order": "A1"}'),
+           *(Turn(f"Answer {i}.", heard="more") for i in range(12))),
+    ms_per_word=40,
+)
+PLAIN = AgentScript(turns=tuple(Turn(f"Answer {i}.", heard="more") for i in range(12)),
+                    ms_per_word=40)
+# A caller that keeps the call going well past any drain deadline used here.
+LONG_CALL = CallScript(
+    utterances=(Utterance(speech_ms=0, pause_ms=900),
+                *(Utterance(speech_ms=300, pause_ms=700) for _ in range(20))),
+    wait_for_hangup=True,
+    max_duration_ms=25_000,
+)
+
+
+# --- bridge.routes() / bridge.litestar_handler() --------------------------------------------
+
+
+def framework_app(framework: str, bridge: BridgeApp) -> Any:
+    if framework == "starlette":
+        return Starlette(routes=[Route("/", lambda r: None), *bridge.routes("/audiocodes")],
+                         lifespan=bridge.lifespan)
+    if framework == "fastapi":
+        app = FastAPI(lifespan=bridge.lifespan)
+        app.router.routes.extend(bridge.routes("/audiocodes"))
+        return app
+    return Litestar(route_handlers=[bridge.litestar_handler("/audiocodes")],
+                    lifespan=[bridge.lifespan])
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi", "litestar"])
+async def test_bare_and_slashed_urls_in_each_framework(framework: str) -> None:
+    paths: list[str] = []
+
+    async def auth(conn: Connection) -> bool:
+        paths.append(conn.path)
+        return True
+
+    async with standin(SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(greeting="Hi"), deepgram_url=agent.url,
+                           auth=auth, metrics=True, tracing=False)
+        app = framework_app(framework, bridge)
+        assert find_bridges(app) == [bridge]
+        async with serve(app) as host, httpx.AsyncClient(follow_redirects=False) as http:
+            for path in ("/audiocodes", "/audiocodes/", "/audiocodes/acme"):
+                async with vaic(host, path) as caller:
+                    accepted = await caller.initiate()
+                    await caller.end()
+                    await caller.wait_closed()
+                assert accepted["type"] == "session.accepted", path
+            for path in ("/audiocodes", "/audiocodes/"):
+                probe = await http.get(f"http://{host}{path}")
+                assert (probe.status_code, probe.json()) == (200, PROBE), path
+            ready = await http.get(f"http://{host}/audiocodes/ready")
+            metrics = await http.get(f"http://{host}/audiocodes/metrics")
+            elsewhere = await http.get(f"http://{host}/audiocodesx")
+    assert paths == ["/", "/", "/acme"]  # Connection.path: the same for both spellings
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert metrics.status_code == 200 and "acdg_calls_started_total 3.0" in metrics.text
+    assert elsewhere.status_code == 404
+
+
+def test_routes_refuse_what_is_not_a_path() -> None:
+    bridge = BridgeApp(deepgram_url="ws://127.0.0.1:9/", tracing=False)
+    assert bridge.routes("audiocodes/")[0].path == "/audiocodes"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="invalid bridge path"):
+        bridge.routes("/audio codes")
+
+
+def test_find_bridges_through_mounts_and_middleware() -> None:
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    a = BridgeApp(deepgram_url="ws://127.0.0.1:9/", tracing=False)
+    b = BridgeApp(deepgram_url="ws://127.0.0.1:9/", tracing=False)
+    inner = Starlette(routes=b.routes("/b"))
+    app = Starlette(routes=[*a.routes("/a"), Mount("/inner", inner)],
+                    middleware=[Middleware(GZipMiddleware)])
+    assert find_bridges(app) == [a, b]
+    assert find_bridges(a) == [a]
+    assert find_bridges(Starlette()) == []
+
+
+# --- settings and the command line ------------------------------------------------------------
+
+
+def test_print_config_is_a_complete_acdg_toml(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert text == sample_config()
+    file = tmp_path / "acdg.toml"
+    file.write_text(text)
+    assert load_settings(file, {}) == ServeSettings()
+    defaults = ServeSettings()
+    for section in ("server", "bridge", "playout", "limits", "reconnect"):
+        assert f"[{section}]" in text
+        for key in getattr(defaults, section).__struct_fields__:
+            assert f"\n{key} = " in text or f"\n# {key} = " in text, (section, key)
+
+
+def test_every_serve_flag_has_its_toml_key(tmp_path: Path) -> None:
+    file = tmp_path / "acdg.toml"
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    file.write_text(textwrap.dedent(f"""\
+        [server]
+        app = "myapp:app"
+        factory = true
+        app_dir = "src"
+        host = "0.0.0.0"
+        port = 9000
+        path = "audiocodes/"
+        ssl_certfile = "{cert}"
+        ssl_keyfile = "{cert}"
+        proxy_headers = false
+        forwarded_allow_ips = "*"
+        drain = "migrate"
+        drain_timeout_s = 12.5
+        workers = 2
+        log_format = "json"
+        records = "calls.jsonl"
+        """))
+    server = load_settings(file, {}).server
+    assert (server.app, server.factory, server.app_dir, server.bind_host, server.port) == (
+        "myapp:app", True, "src", "0.0.0.0", 9000)
+    assert server.path == "/audiocodes"
+    assert (server.ssl_certfile, server.proxy_headers, server.forwarded_allow_ips) == (
+        str(cert), False, "*")
+    assert (server.drain, server.drain_timeout_s, server.workers) == ("migrate", 12.5, 2)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--port", "99999"], "not a port number"),
+    (["--drain", "later"], "invalid choice"),
+    (["--drain-timeout", "soon"], "give seconds"),
+    (["--workers", "0"], "1 or more"),
+    (["--path", "/audio codes"], "invalid bridge path"),
+    (["--ssl-certfile", "/nonexistent.pem", "--ssl-keyfile", "/nonexistent.pem"],
+     "no such file"),
+    (["--ssl-certfile", __file__], "needs both"),
+    (["nosuchmodule:app"], "cannot load the app"),
+    (["json:dumps"], "no BridgeApp found in json:dumps"),
+    (["--workers", "2"], "each worker process is an instance"),
+])
+def test_bad_serve_values_exit_2_with_one_line(argv: list[str], says: str,
+                                               capfd: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "k")
+    monkeypatch.delenv("ACDG_REDIS_URL", raising=False)
+    try:
+        status = main(["serve", *argv])
+    except SystemExit as exc:  # argparse
+        status = int(exc.code or 0)
+    err = capfd.readouterr().err
+    assert status == 2
+    assert says in err.strip().splitlines()[-1], err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from acdg_asgi import __version__
+
+    for argv in (["--version"], ["serve", "--version"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        assert capsys.readouterr().out.strip() == f"acdg-asgi {__version__}"
+
+
+# --- acdg serve, uvicorn, gunicorn, hypercorn as processes -----------------------------------
+
+
+def bridge_module(tmp_path: Path, agent_url: str, *, drain_timeout_s: float = 1.5) -> Path:
+    """A user's module: a Starlette app with the bridge routed as the README says."""
+    (tmp_path / "voiceapp.py").write_text(textwrap.dedent(f"""\
+        from starlette.applications import Starlette
+        from acdg_asgi import AgentSettings, BridgeApp
+
+        bridge = BridgeApp(agent=AgentSettings(greeting="Hello"), deepgram_url={agent_url!r},
+                           drain_timeout_s={drain_timeout_s})
+        app = Starlette(routes=bridge.routes("/audiocodes"), lifespan=bridge.lifespan)
+        """))
+    return tmp_path
+
+
+async def call_through_sigterm(proc: Process, url: str, ready: str,
+                               sig: signal.Signals = signal.SIGTERM) -> tuple[CallReport, int]:
+    """A long call; once it is up, ``sig`` to the server. The report and /ready meanwhile."""
+    reports: list[CallReport] = []
+    async with anyio.create_task_group() as tg, httpx.AsyncClient() as http:
+
+        async def call() -> None:
+            reports.append(await run_call(url, LONG_CALL))
+
+        tg.start_soon(call)
+        with anyio.fail_after(15):
+            while (await http.get(ready)).json()["calls"] < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.8)
+        proc.proc.send_signal(sig)
+        status = 0
+        with anyio.fail_after(10):
+            while status != 503:
+                try:
+                    status = (await http.get(ready)).status_code
+                except httpx.TransportError:
+                    break  # a server that stops listening at once (hypercorn -w 0)
+                await anyio.sleep(0.05)
+    return reports[0], status
+
+
+def assert_polite_hangup(report: CallReport) -> None:
+    assert report.hangup_reason == "service shutting down", report.ended_by
+    assert report.ended_by == "bot-hangup" and not report.violations, report.violations
+    assert len(report.play_streams) >= 2  # the call went on after the signal
+
+
+async def test_acdg_serve_path_takes_bare_and_slashed_urls(tmp_path: Path) -> None:
+    async with standin(SCRIPT) as agent:
+        port = free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "--path", "audiocodes", "--host", "127.0.0.1",
+                "--port", str(port)]
+        with process(argv, tmp_path / "serve.log", env={"DEEPGRAM_URL": agent.url}) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/audiocodes/ready", proc)
+            for path in ("/audiocodes", "/audiocodes/"):
+                report = await run_call(f"ws://{base}{path}",
+                                        CallScript(utterances=(Utterance(),)))
+                assert report.ok and report.media_format == "raw/lpcm16", path
+            async with httpx.AsyncClient(follow_redirects=False) as http:
+                probes = [await http.get(f"http://{base}{p}")
+                          for p in ("/audiocodes", "/audiocodes/")]
+                metrics = await http.get(f"http://{base}/audiocodes/metrics")
+        log = proc.log
+    assert [(p.status_code, p.json()) for p in probes] == [(200, PROBE)] * 2
+    assert "process_resident_memory_bytes" in metrics.text
+    assert "_created" not in metrics.text
+    assert f"ws://127.0.0.1:{port}/audiocodes " in log
+
+
+async def test_acdg_serve_app_with_handlers_drains_on_sigterm(tmp_path: Path) -> None:
+    """The FastAPI example as `acdg serve examples.fastapi_app:build_app --factory`: its
+    function handler answers, and SIGTERM hangs the call up politely at the deadline."""
+    async with standin(SCRIPT) as agent:
+        port = free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "examples.fastapi_app:build_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--drain-timeout", "1.5",
+                "--records", str(tmp_path / "calls.jsonl")]
+        env = {"DEEPGRAM_URL": agent.url, "ACDG_TOKEN": ""}
+        with process(argv, tmp_path / "serve.log", env=env) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/health", proc)
+            report, ready = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+            status = proc.wait()
+        log = proc.log
+    assert_polite_hangup(report)
+    assert ready == 503
+    assert report.play_streams[1].alt_text == 'Your order ({"status":"shipped"})'
+    assert status == 0
+    assert "loop uvloop, HTTP httptools, WebSocket DirectWebSocketProtocol" in log
+    assert "SIGTERM received: draining" in log and "drained: no calls left" in log
+    assert '"end_reason":"shutdown"' in (tmp_path / "calls.jsonl").read_text()
+
+
+def test_examples_run_through_acdg_serve() -> None:
+    for name in ("starlette_app", "fastapi_app", "litestar_app", "multi_tenant", "oauth_jwt"):
+        text = (ROOT / "examples" / f"{name}.py").read_text()
+        assert "serve_main(build_app, factory=True)" in text, name
+        assert f"acdg serve examples.{name}:build_app --factory" in text, name
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        assert spec is not None
+
+
+async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        cwd = bridge_module(tmp_path, agent.url)
+        argv = ["-m", "uvicorn", "voiceapp:app", "--port", str(port)]
+        with process(argv, tmp_path / "uvicorn.log", cwd=cwd) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/audiocodes", proc)
+            report, ready = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+            status = proc.wait()
+        log = proc.log
+    assert_polite_hangup(report)
+    assert ready == 503
+    assert status in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    assert "drain on SIGTERM: calls get up to 2 s, then a polite hang-up (server uvicorn" in log
+    assert "SIGTERM received: draining" in log
+
+
+async def test_gunicorn_uvicorn_workers_drain_on_sigterm(tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn_worker")
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        cwd = bridge_module(tmp_path, agent.url)
+        argv = ["-m", "gunicorn", "voiceapp:app", "-k", "uvicorn_worker.UvicornWorker",
+                "-w", "1", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20"]
+        with process(argv, tmp_path / "gunicorn.log", cwd=cwd) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/audiocodes", proc)
+            report, ready = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+            status = proc.wait()
+    assert_polite_hangup(report)
+    assert ready == 503 and status == 0
+
+
+async def test_hypercorn_one_process_drains_and_workers_say_why_not(tmp_path: Path) -> None:
+    async with standin(PLAIN) as agent:
+        cwd = bridge_module(tmp_path, agent.url)
+        port = free_port()
+        argv = ["-m", "hypercorn", "voiceapp:app", "-w", "0", "-b", f"127.0.0.1:{port}"]
+        with process(argv, tmp_path / "hypercorn.log", cwd=cwd) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/audiocodes", proc)
+            report, _ = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+            proc.wait()
+        assert_polite_hangup(report)
+        port = free_port()
+        argv = ["-m", "hypercorn", "voiceapp:app", "-b", f"127.0.0.1:{port}"]
+        with process(argv, tmp_path / "workers.log", cwd=cwd) as proc:
+            await wait_for_http(f"http://127.0.0.1:{port}/audiocodes", proc)
+            log = proc.log
+    assert "hypercorn's worker processes never see it" in log
+    assert "hypercorn -w 0" in log
