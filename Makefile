@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 .PHONY: demo test lint bench bench-quick clean
 
 $(VENV)/.core: pyproject.toml
+	@echo "installing acdg-asgi into $(VENV) (about half a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
+	@echo "installing the test and benchmark extras..."
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
