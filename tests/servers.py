@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,13 +47,14 @@ def process(argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None
     """Run ``argv`` (``python -m`` style when it starts with ``-m``) until the block ends."""
     command = [sys.executable, *argv] if argv[0] == "-m" else list(argv)
     with log.open("wb") as out:
+        # A session of its own: the server's worker processes go with it at the end.
         proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield Process(proc, log)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
 

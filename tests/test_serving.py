@@ -366,3 +366,35 @@ async def test_hypercorn_one_process_drains_and_workers_say_why_not(tmp_path: Pa
             log = proc.log
     assert "hypercorn's worker processes never see it" in log
     assert "hypercorn -w 0" in log
+
+
+async def test_readme_first_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Use it in your app"):]
+    code = section[section.index("```python\n") + 10: section.index("```\n", 10)]
+    async with standin(SCRIPT) as agent:
+        monkeypatch.setenv("DEEPGRAM_URL", agent.url)  # the stand-in instead of Deepgram
+        monkeypatch.setenv("DEEPGRAM_API_KEY", "readme-key")
+        namespace: dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+        async with serve(namespace["app"], lifespan="on") as host:
+            report = await run_call(f"ws://{host}/audiocodes",
+                                    CallScript(utterances=(Utterance(),)),
+                                    token="the-token-configured-in-live-hub")
+            refused = await run_call(f"ws://{host}/audiocodes", CallScript(), token="wrong")
+    assert report.ok and report.media_format == "raw/lpcm16", report.violations
+    assert report.play_streams[0].alt_text == "Thanks for calling Acme. How can I help?"
+    assert refused.connect_error is not None and "401" in refused.connect_error
+
+
+async def test_uvicorn_workers_without_a_store_say_each_is_an_instance(tmp_path: Path) -> None:
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        cwd = bridge_module(tmp_path, agent.url)
+        argv = ["-m", "uvicorn", "voiceapp:app", "--port", str(port), "--workers", "2"]
+        with process(argv, tmp_path / "uvicorn.log", cwd=cwd,
+                     env={"ACDG_REDIS_URL": ""}) as proc:
+            await wait_for_http(f"http://127.0.0.1:{port}/audiocodes", proc)
+            with anyio.fail_after(20):
+                while proc.log.count("no shared store: each worker is an instance") < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.1)

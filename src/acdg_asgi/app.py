@@ -57,7 +57,7 @@ from .protocols import deepgram as dg
 from .runtime.app_events import EventHandlers, H
 from .runtime.deps import CallDeps
 from .runtime.scheduler import Scheduler
-from .shutdown import hook_signals, unhook_signals
+from .shutdown import hook_signals, server_workers, unhook_signals
 from .transports.agent_base import AgentConnector
 from .transports.agent_lean import LeanConnector
 from .transports.redact import protect_server_logs
@@ -249,6 +249,12 @@ class BridgeApp:
         if not self._started:
             self._started = True
             hook_signals(self)
+            workers = server_workers()
+            if workers > 1 and not self.cluster.shared:
+                logger.warning(
+                    "%d worker processes and no shared store: each worker is an instance "
+                    "with its own calls, so a VAIC resume that lands on another worker is "
+                    "refused; run one worker per container, or set ACDG_REDIS_URL", workers)
         if self._background is None:
             await self.cluster.announce()
         if (self.cluster.shared or self.records) and self._background is None:

@@ -6,8 +6,7 @@ already cut. :class:`DrainingServer` drains first: on the first SIGTERM/SIGINT t
 bridges stop taking calls (their readiness route turns 503), active calls run to their end
 up to the drain deadline and are then hung up politely (or, with ``drain_mode="migrate"``
 and a shared store, move to another instance), and only then does uvicorn shut down. A
-second SIGINT (Ctrl+C) skips the wait; a repeated SIGTERM is ignored, as Kubernetes'
-preStop hook may have started the drain already.
+second signal skips the wait.
 
 ``acdg serve`` runs this server. Under plain uvicorn the bridge's lifespan does the same
 (:mod:`acdg_asgi.shutdown`), so this class is for serving from your own code.
@@ -62,21 +61,16 @@ class DrainingServer(uvicorn.Server):
         if not self.bridges:
             super().handle_exit(sig, frame)
             return
-        if self._drain_requested:
-            if sig == signal.SIGINT:  # Ctrl+C again: end every call now, then shut down
-                self._stop_requested = True
-            else:
-                log.info("%s again: already draining (SIGINT ends the calls at once)",
-                         signal.Signals(sig).name)
+        if self._drain_requested:  # second signal: end every call now, then shut down
+            self._stop_requested = True
             return
         self._drain_requested = True
         calls = sum(len(b.calls) for b in self.bridges)
         migrate = all(b.drain_mode == "migrate" for b in self.bridges)
         how = "moving them to another instance" if migrate else (
             f"up to {max(b.drain_timeout_s for b in self.bridges):.0f} s, then a polite hang-up")
-        log.info("%s received: draining, calls in progress: %d (%s), before shutdown%s",
-                 signal.Signals(sig).name, calls, how,
-                 "; press Ctrl+C again to end them now" if sig == signal.SIGINT else "")
+        log.info("%s received: draining, calls in progress: %d (%s), before shutdown; send it "
+                 "again to end them now", signal.Signals(sig).name, calls, how)
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_requested and self._drain_task is None:

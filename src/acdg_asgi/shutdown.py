@@ -6,9 +6,8 @@ finds its calls already cut. The bridge's lifespan startup therefore takes the s
 own handler for those signals and puts itself in front: on the first signal the bridges
 drain (readiness 503, calls run to their end up to the drain deadline, then a polite
 hang-up, or with ``migrate`` move to another instance), and only then is the server's
-handler called, so it shuts down with no calls left. A second SIGINT (Ctrl+C) ends the
-calls at once; a repeated SIGTERM is ignored, since Kubernetes' preStop hook may have
-started the drain already.
+handler called, so it shuts down with no calls left. A second signal ends the calls at
+once (a polite hang-up, no waiting).
 
 Handlers set with ``signal.signal`` (uvicorn, gunicorn workers) and with asyncio's
 ``loop.add_signal_handler`` (hypercorn ``-w 0``) are both taken over. Where this process
@@ -21,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Drainable", "hook_signals", "unhook_signals"]
+__all__ = ["Drainable", "hook_signals", "server_workers", "unhook_signals"]
 
 log = logging.getLogger("acdg_asgi.serve")
 
@@ -81,14 +81,11 @@ class _Hook:
                 f"up to {max(b.drain_timeout_s for b in self.bridges):.0f} s, "
                 "then a polite hang-up")
             log.info("%s received: draining, calls in progress: %d (%s), before %s shuts "
-                     "down%s", name, calls, how, self.server,
-                     "; press Ctrl+C again to end them now" if sig == signal.SIGINT else "")
+                     "down; send it again to end them now", name, calls, how, self.server)
             self._task = self.loop.create_task(self._run(self._drain(), sig, frame))
-        elif sig == signal.SIGINT:
-            log.info("SIGINT again: ending every call now")
-            self._task = self.loop.create_task(self._run(self._stop(), sig, frame))
         else:
-            log.info("%s again: already draining (SIGINT ends the calls at once)", name)
+            log.info("%s again: ending every call now", name)
+            self._task = self.loop.create_task(self._run(self._stop(), sig, frame))
 
     async def _drain(self) -> None:
         await asyncio.gather(*(bridge.drain() for bridge in self.bridges))
@@ -180,6 +177,27 @@ def unhook_signals(bridge: Drainable) -> None:
             if not hook.bridges:
                 hook.give_back()
                 _hooks.remove(hook)
+
+
+def server_workers() -> int:
+    """How many worker processes the server runs this app in, where it can be told:
+    uvicorn's ``--workers``, gunicorn's ``-w`` (its workers keep the master's argv)."""
+    for hook in _hooks:
+        for forward in hook.forward.values():
+            config = getattr(getattr(forward, "__self__", None), "config", None)
+            workers = getattr(config, "workers", None)
+            if isinstance(workers, int) and workers > 1:
+                return workers
+    if "gunicorn" in sys.modules and multiprocessing.parent_process() is None:
+        argv = sys.argv[1:]
+        for i, arg in enumerate(argv):
+            value = arg.split("=", 1)[1] if arg.startswith("--workers=") else (
+                argv[i + 1] if arg in ("-w", "--workers") and i + 1 < len(argv) else None)
+            if value is not None and value.isdigit():
+                return int(value)
+        env = os.environ.get("WEB_CONCURRENCY", "")
+        return int(env) if env.isdigit() else 1
+    return 1
 
 
 def serving_with(server: object, name: str) -> str:
