@@ -5,8 +5,8 @@ plain uvicorn, gunicorn's uvicorn workers and hypercorn: real processes, real si
 
 from __future__ import annotations
 
-import importlib.util
 import signal
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -301,13 +301,24 @@ async def test_acdg_serve_app_with_handlers_drains_on_sigterm(tmp_path: Path) ->
     assert '"end_reason":"shutdown"' in (tmp_path / "calls.jsonl").read_text()
 
 
-def test_examples_run_through_acdg_serve() -> None:
+async def test_examples_run_through_acdg_serve(tmp_path: Path) -> None:
     for name in ("starlette_app", "fastapi_app", "litestar_app", "multi_tenant", "oauth_jwt"):
         text = (ROOT / "examples" / f"{name}.py").read_text()
         assert "serve_main(build_app, factory=True)" in text, name
         assert f"acdg serve examples.{name}:build_app --factory" in text, name
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-        assert spec is not None
+    # `python examples/litestar_app.py` takes acdg serve's flags.
+    async with standin(SCRIPT) as agent:
+        port = free_port()
+        argv = [sys.executable, "examples/litestar_app.py", "--host", "127.0.0.1", "--port",
+                str(port), "--log-format", "json"]
+        env = {"DEEPGRAM_URL": agent.url, "ACDG_TOKEN": ""}
+        with process(argv, tmp_path / "example.log", env=env) as proc:
+            await wait_for_http(f"http://127.0.0.1:{port}/health", proc)
+            report = await run_call(f"ws://127.0.0.1:{port}/audiocodes",
+                                    CallScript(utterances=(Utterance(),)))
+        log = proc.log
+    assert report.ok and report.media_format == "raw/lpcm16"
+    assert '"message":"drain on SIGTERM' in log
 
 
 async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:

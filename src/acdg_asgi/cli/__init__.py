@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -206,12 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def serve_main(app: object, *, factory: bool = False, argv: list[str] | None = None) -> int:
-    """``acdg serve`` for an app object, from its module's ``__main__``; see
-    :func:`acdg_asgi.cli.serve.serve_main`."""
-    from .serve import serve_main as run_app
-
-    return run_app(app, factory=factory, argv=argv)
+def serve_main(app: Any, *, factory: bool = False, argv: Sequence[str] | None = None) -> int:
+    """``acdg serve`` for an app object: ``python myapp.py --port 8000`` runs
+    ``serve_main(app)`` from the module's ``__main__``, with the flags of ``acdg serve``
+    (``argv``, else ``sys.argv[1:]``). ``factory``: ``app`` is a function returning it."""
+    name = "_acdg_serve_app"
+    setattr(sys.modules["__main__"], name, app() if factory else app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    return main(["serve", f"__main__:{name}", *args])
 
 
 if __name__ == "__main__":  # pragma: no cover

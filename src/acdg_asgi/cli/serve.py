@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -236,18 +236,6 @@ def _run_workers(settings: ServeSettings, bridges: list[BridgeApp]) -> int:
 
     Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
-
-
-def serve_main(app: Callable[[], Any] | Any, *, factory: bool = False,
-               argv: list[str] | None = None) -> int:
-    """``acdg serve`` for an app object: ``python myapp.py --port 8000`` in its
-    ``__main__``. The flags are those of ``acdg serve`` (``argv`` or ``sys.argv[1:]``)."""
-    from . import main
-
-    name = "_acdg_serve_app"
-    setattr(sys.modules["__main__"], name, app() if factory else app)
-    args = sys.argv[1:] if argv is None else argv
-    return main(["serve", f"__main__:{name}", *args])
 
 
 if __name__ == "__main__":  # pragma: no cover
