@@ -6,6 +6,7 @@ plain uvicorn, gunicorn's uvicorn workers and hypercorn: real processes, real si
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 import textwrap
 from pathlib import Path
@@ -409,3 +410,73 @@ async def test_uvicorn_workers_without_a_store_say_each_is_an_instance(tmp_path:
             with anyio.fail_after(20):
                 while proc.log.count("no shared store: each worker is an instance") < 2:  # noqa: ASYNC110
                     await anyio.sleep(0.1)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, as a test bot with ``botAllowSelfSignedCert`` has."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_acdg_serve_speaks_wss_with_its_own_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, key = self_signed(tmp_path)
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "--path", "/audiocodes", "--host", "127.0.0.1",
+                "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        with process(argv, tmp_path / "serve.log", env={"DEEPGRAM_URL": agent.url}) as proc:
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this cert
+            await wait_for_http(f"https://127.0.0.1:{port}/audiocodes", proc)
+            report = await run_call(f"wss://127.0.0.1:{port}/audiocodes",
+                                    CallScript(utterances=(Utterance(),)))
+            trust = ssl.create_default_context(cafile=str(cert))
+            async with httpx.AsyncClient(verify=trust) as http:
+                probe = await http.get(f"https://127.0.0.1:{port}/audiocodes")
+        log = proc.log
+    assert report.ok and report.media_format == "raw/lpcm16", report.connect_error
+    assert (probe.status_code, probe.json()) == (200, PROBE)
+    assert f"wss://127.0.0.1:{port}/audiocodes" in log
+
+
+async def test_acdg_serve_workers_share_the_store_and_drain(
+    tmp_path: Path, redis_url: str,
+) -> None:
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "--path", "/audiocodes", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "2", "--drain-timeout", "1.5"]
+        env = {"DEEPGRAM_URL": agent.url, "ACDG_REDIS_URL": redis_url}
+        with process(argv, tmp_path / "serve.log", env=env) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://{base}/audiocodes/ready", proc)
+            report, _ = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+            status = proc.wait()
+        log = proc.log
+    assert_polite_hangup(report)
+    assert status == 0
+    assert log.count("drain on SIGTERM") == 2  # one per worker process
