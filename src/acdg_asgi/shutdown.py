@@ -66,14 +66,19 @@ class _Hook:
     # --- the signal, as signal.signal or the loop delivers it -------------------------------
 
     def on_signal(self, sig: int, frame: FrameType | None) -> None:
-        self.loop.call_soon_threadsafe(self._handle, sig, frame)
+        if self.loop.is_closed():
+            self._pass_on(sig, frame)
+        else:
+            self.loop.call_soon_threadsafe(self._handle, sig, frame)
 
     def on_loop_signal(self, sig: int) -> None:
         self._handle(sig, None)
 
     def _handle(self, sig: int, frame: FrameType | None) -> None:
         name = signal.Signals(sig).name
-        if not self._draining:
+        if self._forwarded:  # the server is shutting down already: its own handling
+            self._pass_on(sig, frame)
+        elif not self._draining:
             self._draining = True
             calls = sum(len(getattr(b, "calls", ())) for b in self.bridges)
             mode = {b.drain_mode for b in self.bridges}
@@ -100,8 +105,11 @@ class _Hook:
         finally:
             if not self._forwarded:
                 self._forwarded = True
-                forward = self.forward.get(sig) or next(iter(self.forward.values()))
-                forward(sig, frame)
+                self._pass_on(sig, frame)
+
+    def _pass_on(self, sig: int, frame: FrameType | None) -> None:
+        forward = self.forward.get(sig) or next(iter(self.forward.values()))
+        forward(sig, frame)
 
     # --- taking over and giving back ---------------------------------------------------------
 
