@@ -5,6 +5,7 @@ plain uvicorn, gunicorn's uvicorn workers and hypercorn: real processes, real si
 
 from __future__ import annotations
 
+import logging
 import signal
 import ssl
 import sys
@@ -187,10 +188,14 @@ def test_bad_serve_values_exit_2_with_one_line(argv: list[str], says: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPGRAM_API_KEY", "k")
     monkeypatch.delenv("ACDG_REDIS_URL", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # acdg serve configures logging
     try:
         status = main(["serve", *argv])
     except SystemExit as exc:  # argparse
         status = int(exc.code or 0)
+    finally:
+        root.handlers[:], root.level = handlers, level
     err = capfd.readouterr().err
     assert status == 2
     assert says in err.strip().splitlines()[-1], err
@@ -226,7 +231,9 @@ async def call_through_sigterm(proc: Process, url: str, ready: str,
                                sig: signal.Signals = signal.SIGTERM) -> tuple[CallReport, int]:
     """A long call; once it is up, ``sig`` to the server. The report and /ready meanwhile."""
     reports: list[CallReport] = []
-    async with anyio.create_task_group() as tg, httpx.AsyncClient() as http:
+    # A connection per request: with --workers, each may reach another worker.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with anyio.create_task_group() as tg, httpx.AsyncClient(limits=fresh) as http:
 
         async def call() -> None:
             reports.append(await run_call(url, LONG_CALL))
