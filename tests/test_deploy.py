@@ -217,7 +217,7 @@ def named_metrics(expr: str) -> set[str]:
     words = set(re.findall(r"\b[a-z_][a-z0-9_]*\b", expr))
     promql = {"sum", "by", "rate", "increase", "histogram_quantile", "clamp_min", "max",
               "le", "instance", "reason", "cause", "source", "peer", "kind", "direction",
-              "what", "job", "without", "on", "and", "or", "e"}
+              "what", "job", "status", "without", "on", "and", "or", "e"}
     return {w for w in words - promql if not re.fullmatch(r"\d+[smhd]?|e\d+", w)}
 
 

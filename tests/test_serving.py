@@ -214,9 +214,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # --- acdg serve, uvicorn, gunicorn, hypercorn as processes -----------------------------------
 
 
-def bridge_module(tmp_path: Path, agent_url: str, *, drain_timeout_s: float = 1.5) -> Path:
-    """A user's module: a Starlette app with the bridge routed as the README says."""
+def bridge_module(tmp_path: Path, agent_url: str, *, drain_timeout_s: float = 1.5,
+                  log_info: bool = False) -> Path:
+    """A user's module: a Starlette app with the bridge routed as the README says (with
+    ``log_info``, the app logs at INFO, as apps that configure logging do)."""
+    logging_setup = "import logging; logging.basicConfig(level=logging.INFO)" if log_info else ""
     (tmp_path / "voiceapp.py").write_text(textwrap.dedent(f"""\
+        {logging_setup}
         from starlette.applications import Starlette
         from acdg_asgi import AgentSettings, BridgeApp
 
@@ -332,7 +336,7 @@ async def test_examples_run_through_acdg_serve(tmp_path: Path) -> None:
 async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:
     async with standin(PLAIN) as agent:
         port = free_port()
-        cwd = bridge_module(tmp_path, agent.url)
+        cwd = bridge_module(tmp_path, agent.url, log_info=True)
         argv = ["-m", "uvicorn", "voiceapp:app", "--port", str(port)]
         with process(argv, tmp_path / "uvicorn.log", cwd=cwd) as proc:
             base = f"127.0.0.1:{port}"
