@@ -26,7 +26,6 @@ import httpx
 import pytest
 import redis
 import yaml
-from conftest import serve
 from servers import ROOT, Process, free_port, process, wait_for_http
 
 from acdg_asgi.cli import _parser, _serve_overrides
@@ -35,6 +34,7 @@ from acdg_asgi.cli.settings import ServeSettings, load_settings
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.report import CallEvent, CallReport
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio

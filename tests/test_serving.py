@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import serve, standin
 from fastapi import FastAPI
 from litestar import Litestar
+from rig import standin
 from servers import ROOT, Process, free_port, process, wait_for_http
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
@@ -31,6 +31,7 @@ from acdg_asgi.cli.settings import ServeSettings, load_settings, sample_config
 from acdg_asgi.testing.agent import AgentScript, Turn
 from acdg_asgi.testing.report import CallReport
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
