@@ -17,7 +17,6 @@ from acdg_asgi.call import commands as cmd
 from acdg_asgi.call.state import CallShared, ChooseAgent, PendingTransfer, Timer
 from acdg_asgi.config import (
     AgentConfig,
-    CallOptions,
     Limits,
     Participants,
     Playout,
@@ -25,6 +24,7 @@ from acdg_asgi.config import (
     VaicSessionParams,
 )
 from acdg_asgi.errors import ConfigError, LocalProtocolError
+from acdg_asgi.policies import CallOptions
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.protocols import deepgram as dg
 
@@ -559,7 +559,7 @@ def test_backchannels_and_fillers_stay_out_of_turns_history_and_captions() -> No
     assert text.behavior == "backchannel"
     call.agent(dg.ConversationText(role="user", content="hola", languages=("es",)), 2.0)
     assert of(drain(call)[2], ev.ConversationTextEvent)[0].languages == ("es",)
-    assert call.transcript.texts() == [("user", "hola", None)]
+    assert [t[:3] for t in call.transcript.texts()] == [("user", "hola", None)]
     assert call.transcript.turns == 0
 
 

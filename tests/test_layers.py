@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "acdg_asgi"
 IO_LIBRARIES = {"anyio", "asyncio", "uvicorn", "websockets", "starlette", "redis", "socket"}
 
-PURE = ("protocols", "call", "audio", "config", "errors", "events")
+PURE = ("protocols", "call", "audio", "config", "policies", "errors", "events")
 ABOVE_CORE = ("runtime", "transports", "asgi", "cluster", "observability", "app", "serving",
               "cli", "testing", "session")
 RULES: dict[str, tuple[str, ...]] = {
@@ -22,7 +22,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "protocols": ("call", *ABOVE_CORE, "audio", "config", "events"),
     "call": ABOVE_CORE,
     "audio": ("call", *ABOVE_CORE),
-    "config": ("call", *ABOVE_CORE),
+    "config": ("call", "policies", *ABOVE_CORE),
+    "policies": ("call", *ABOVE_CORE),
     "errors": ("call", *ABOVE_CORE, "protocols"),
     "events": ("call", *ABOVE_CORE),
     "transports": ("call", "runtime", "asgi", "cluster", "app", "session", "cli", "testing"),

@@ -37,7 +37,6 @@ from .cluster.store import CallStore, open_store
 from .config import (
     DEFAULT_TRANSFER_FAILED,
     AgentConfig,
-    CallOptions,
     Limits,
     Participants,
     Playout,
@@ -53,6 +52,14 @@ from .observability.logs import log_somewhere, logger
 from .observability.metrics import PrometheusMetrics
 from .observability.observer import Observer, Observers
 from .observability.tracing import call_tracer
+from .policies import (
+    CallOptions,
+    DtmfInput,
+    Interruption,
+    NoInput,
+    SensitiveMode,
+    TelephonyTools,
+)
 from .protocols import deepgram as dg
 from .runtime.app_events import EventHandlers, H
 from .runtime.deps import CallDeps
@@ -119,6 +126,12 @@ class BridgeApp:
         vaic_session: VaicSessionParams | None = None,
         participants: Participants | None = None,
         transfer_failed_message: str | None = DEFAULT_TRANSFER_FAILED,
+        tools: TelephonyTools | None = None,
+        interruption: Interruption | None = None,
+        no_input: NoInput | None = None,
+        dtmf: DtmfInput | None = None,
+        sensitive: SensitiveMode | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
         if isinstance(media_formats, str):
@@ -159,9 +172,19 @@ class BridgeApp:
         self.drain_mode: DrainMode = drain_mode
         self._started = False
         self._warned_no_lifespan = False
+        _expect("tools", tools, TelephonyTools | None, "TelephonyTools(...)")
+        _expect("interruption", interruption, Interruption | None, "Interruption(...)")
+        _expect("no_input", no_input, NoInput | None, "NoInput(...)")
+        _expect("dtmf", dtmf, DtmfInput | None, "DtmfInput(...)")
+        _expect("sensitive", sensitive, SensitiveMode | None, "SensitiveMode(...)")
+        if redact is not None and not callable(redact):
+            raise ConfigError(f"redact must be a function from text to text, not {redact!r}")
         self.options = CallOptions(vaic_session=vaic_session,
                                    participants=participants or Participants(),
-                                   transfer_failed_message=transfer_failed_message)
+                                   transfer_failed_message=transfer_failed_message,
+                                   tools=tools, interruption=interruption or Interruption(),
+                                   no_input=no_input, dtmf=dtmf,
+                                   sensitive=sensitive or SensitiveMode(), redact=redact)
         self.auth = build_auth(auth)
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
         if ops_access not in ("public", "control_auth", "separate"):

@@ -10,7 +10,9 @@ Everything here is pure and decided once, at negotiation.
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -22,6 +24,7 @@ __all__ = [
     "DEFAULT_PREFERENCE",
     "FORMATS",
     "MediaFormat",
+    "is_loud",
     "negotiate",
     "strip_wav_header",
     "wav_header",
@@ -142,3 +145,28 @@ def wav_header(fmt: MediaFormat, data_bytes: int = 0xFFFFFFFF - 36) -> bytes:
         b"data",
         data_bytes,
     )
+
+
+LOUD: Final = 1000  # linear amplitude (of 32767) that counts as voice, about -30 dBFS
+
+
+def _mulaw_magnitude(byte: int) -> int:
+    byte = ~byte & 0xFF
+    exponent, mantissa = (byte >> 4) & 0x07, byte & 0x0F
+    return (((mantissa << 3) + 0x84) << exponent) - 0x84
+
+
+# µ-law bytes louder than LOUD map to 1, the rest are deleted: one C-speed pass per frame.
+_MULAW_QUIET: Final = bytes(b for b in range(256) if _mulaw_magnitude(b) <= LOUD)
+
+
+def is_loud(chunk: bytes, fmt: MediaFormat) -> bool:
+    """Whether ``chunk`` has a sample above :data:`LOUD`: the caller's voice, not line
+    noise or silence."""
+    if fmt.encoding == "mulaw":
+        return bool(chunk.translate(None, _MULAW_QUIET))
+    samples = array.array("h")
+    samples.frombytes(chunk[: len(chunk) - len(chunk) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return bool(samples) and (max(samples) > LOUD or min(samples) < -LOUD)

@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_RESUME_GRACE_S",
     "DEFAULT_TRANSFER_FAILED",
     "AgentConfig",
-    "CallOptions",
     "Limits",
     "Participants",
     "Playout",
@@ -224,10 +223,12 @@ def _unknown_keys(data: Any, info: msgspec.inspect.Type, path: str) -> list[str]
     return []
 
 
-def _check_types(obj: msgspec.Struct) -> None:
+def _check_types(obj: msgspec.Struct, *, skip: tuple[str, ...] = ()) -> None:
     """Each field of ``obj`` holds its declared type (an int where a float goes, a list
-    where a tuple goes, are fine)."""
+    where a tuple goes, are fine); fields in ``skip`` (hooks) are checked by the caller."""
     for field in msgspec.structs.fields(obj):
+        if field.name in skip:
+            continue
         value = getattr(obj, field.name)
         try:
             converted = msgspec.convert(value, field.type, strict=True)
@@ -377,22 +378,3 @@ class Participants(_Checked, frozen=True):
     agent_hears: str = "caller"
     play_to: str | None = None
     target_player: str | None = None
-
-
-class CallOptions(msgspec.Struct, kw_only=True, frozen=True):
-    """How a call behaves where VAIC and Deepgram leave a choice (one per bridge).
-
-    ``transfer_failed_message``: what the agent says when VAIC reports a failed transfer
-    (``{reason}`` becomes e.g. "the line is busy"); ``None`` leaves it to the application's
-    ``transfer_failed`` handler.
-    """
-
-    vaic_session: VaicSessionParams | None = None
-    participants: Participants = Participants()
-    transfer_failed_message: str | None = DEFAULT_TRANSFER_FAILED
-
-    def transfer_failed_text(self, reason_code: str | None, reason: str | None) -> str | None:
-        if self.transfer_failed_message is None:
-            return None
-        said = TRANSFER_REASONS.get(reason_code or "") or reason or "it did not go through"
-        return self.transfer_failed_message.replace("{reason}", said)

@@ -18,6 +18,7 @@ __all__ = [
     "EVENT_NAMES",
     "AgentAudioDoneEvent",
     "AgentConnectedEvent",
+    "AgentInterruptedEvent",
     "AgentReconnectedEvent",
     "AgentThinkingEvent",
     "BridgeErrorEvent",
@@ -25,6 +26,7 @@ __all__ = [
     "CallRecord",
     "ConversationTextEvent",
     "DialoutInitiatedEvent",
+    "DtmfCollectedEvent",
     "DtmfEvent",
     "Event",
     "FrustrationDetectedEvent",
@@ -35,12 +37,14 @@ __all__ = [
     "InboundActivityEvent",
     "LatencyReportEvent",
     "ListenUpdatedEvent",
+    "NoInputActionEvent",
     "NoUserInputEvent",
     "Participant",
     "ParticipantIgnoredEvent",
     "PlayFinishedEvent",
     "PlayUrlFailedEvent",
     "PromptUpdatedEvent",
+    "SensitiveModeEvent",
     "SessionEndEvent",
     "SessionResumedEvent",
     "SessionStartEvent",
@@ -50,9 +54,13 @@ __all__ = [
     "ThinkLiveUpdatedEvent",
     "ThinkProviderMessageEvent",
     "ThinkUpdatedEvent",
+    "ToolCalledEvent",
+    "ToolRequest",
+    "ToolResultEvent",
     "TranscriptLine",
     "TransferAnsweredEvent",
     "TransferFailedEvent",
+    "TransferRecord",
     "TransferStartedEvent",
     "TurnLatency",
     "UserStartedSpeakingEvent",
@@ -81,11 +89,36 @@ class TranscriptLine(msgspec.Struct, frozen=True, omit_defaults=True):
 
     When the caller barged in, ``content`` is what was played before the cut (estimated
     from the audio played against the utterance's length) and ``unheard`` the rest.
+    ``at_s``: when it was said, in seconds since the call began (unknown for turns an
+    instance took over with the call).
     """
 
     role: str
     content: str
     unheard: str | None = None
+    at_s: float | None = None
+
+
+class TransferRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One transfer of the call: where to, how it went (``answered``, ``failed``, or
+    ``unknown`` when VAIC ended the call without saying), and when (seconds since the
+    call began)."""
+
+    destination: str | None
+    outcome: str
+    reason_code: str | None = None
+    at_s: float = 0.0
+
+
+class ToolRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent asked for a telephony tool: ``name`` (``end_call``, ``transfer_call``,
+    ``send_dtmf``, ``play_url``), its ``arguments`` as the agent gave them, and
+    ``target``, what they resolve to (the transfer URI, the prompt URL, the digits)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    target: str | None = None
 
 
 class Participant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -168,6 +201,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     agent_request_ids: tuple[str, ...] = ()  # Deepgram's, one per agent connection
     frustration: int = 0  # FrustrationDetected count
     participants_ignored: tuple[str, ...] = ()  # whose audio never reached the agent
+    transfers: tuple[TransferRecord, ...] = ()
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self)
@@ -199,7 +233,8 @@ class SessionEndEvent(Event, frozen=True, kw_only=True):
     """The call is over; emitted exactly once per call.
 
     ``reason`` is one of ``"caller"`` (VAIC sent ``session.end``), ``"ended"``
-    (``Session.end_session``), ``"transfer"``, ``"timeout"`` (the VAIC socket was lost and
+    (``Session.end_session``, or the agent's ``end_call``), ``"no_input"`` (the
+    ``NoInput`` policy hung up), ``"transfer"``, ``"timeout"`` (the VAIC socket was lost and
     not resumed in time), ``"error"`` (the agent could not go on), ``"shutdown"`` (drain
     deadline), ``"migrated"`` (handed to another instance).
     """
@@ -255,6 +290,20 @@ class UserStartedSpeakingEvent(Event, frozen=True, kw_only=True):
     agent_audio_heard_ms: float = 0.0
     agent_audio_dropped_ms: float = 0.0
     agent_heard_text: str | None = None  # of the interrupted utterance, estimated
+    agent_unheard_text: str | None = None
+    # the agent was speaking but the Interruption policy kept it playing (an utterance
+    # the caller cannot cut, DTMF-only, or speech shorter than min_speech_ms so far)
+    kept_playing: bool = False
+
+
+class AgentInterruptedEvent(Event, frozen=True, kw_only=True):
+    """The agent was cut short other than at the caller's first word: by a key
+    (``by="dtmf"``), or by speech once it lasted ``Interruption.min_speech_ms``."""
+
+    by: str
+    agent_audio_sent_ms: float = 0.0
+    agent_audio_heard_ms: float = 0.0
+    agent_heard_text: str | None = None
     agent_unheard_text: str | None = None
 
 
@@ -377,6 +426,52 @@ class DtmfEvent(Event, frozen=True, kw_only=True):
     digits: str
 
 
+class DtmfCollectedEvent(Event, frozen=True, kw_only=True):
+    """Keys collected as one input (``DtmfInput``): ``ended_by`` is ``key`` (no collection:
+    each DTMF activity), ``max_digits``, ``terminator`` or ``timeout``. In sensitive mode
+    ``digits`` is the mask and ``masked`` is set."""
+
+    digits: str
+    ended_by: str
+    masked: bool = False
+
+
+class ToolCalledEvent(Event, frozen=True, kw_only=True):
+    """The agent asked for a telephony tool (``TelephonyTools``); it runs once the agent's
+    words have played, after the application's ``check`` hook if there is one."""
+
+    request: ToolRequest
+
+
+class ToolResultEvent(Event, frozen=True, kw_only=True):
+    """A telephony tool's outcome: ``status`` is ``done``, ``refused``, ``failed``,
+    ``handled`` (by the application's hook) or ``cancelled`` (the caller kept talking);
+    ``result`` is what the agent was told (its ``FunctionCallResponse``), if anything."""
+
+    id: str
+    name: str
+    status: str
+    result: str | None = None
+
+
+class NoInputActionEvent(Event, frozen=True, kw_only=True):
+    """The ``NoInput`` policy acted: ``action`` is ``reprompt`` or ``hangup``; ``count``
+    the silences in a row; ``source`` ``bridge`` (its own timer) or ``vaic``
+    (``noUserInput``)."""
+
+    action: str
+    count: int
+    source: str
+
+
+class SensitiveModeEvent(Event, frozen=True, kw_only=True):
+    """Sensitive mode began (``on``) or ended; VAIC's recording was paused or resumed
+    with it when ``recording_paused``."""
+
+    on: bool
+    recording_paused: bool = False
+
+
 # VAIC's notifications (each also arrives as an ``activity`` event with the raw object).
 # Most come only when named in the bot's ``sendEventsToBot``.
 
@@ -490,4 +585,10 @@ EVENT_NAMES: Final[dict[str, type[Event]]] = {
     "silence_detected": SilenceDetectedEvent,
     "agent_connected": AgentConnectedEvent,
     "dialout_initiated": DialoutInitiatedEvent,
+    "agent_interrupted": AgentInterruptedEvent,
+    "dtmf_collected": DtmfCollectedEvent,
+    "tool_called": ToolCalledEvent,
+    "tool_result": ToolResultEvent,
+    "no_input_action": NoInputActionEvent,
+    "sensitive_mode": SensitiveModeEvent,
 }

@@ -12,8 +12,13 @@ naming the argument.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .audio import MediaFormat
 from .call import Call
@@ -21,7 +26,7 @@ from .call import commands as cmd
 from .events import CallDetails, ConversationTextEvent
 from .protocols import deepgram as dg
 
-__all__ = ["CallCommands", "Session"]
+__all__ = ["CallCommands", "SensitiveInput", "Session"]
 
 
 class CallCommands:
@@ -38,12 +43,15 @@ class CallCommands:
     # --- the agent (Deepgram) -----------------------------------------------------------
 
     async def send_agent_message(
-        self, content: str, *, behavior: Literal["default", "queue", "interrupt"] | None = None
+        self, content: str, *, behavior: Literal["default", "queue", "interrupt"] | None = None,
+        interruptible: bool = True,
     ) -> None:
         """Make the agent say ``content`` (``InjectAgentMessage``). While the agent is
         speaking, Deepgram's default behaviour refuses it (a ``warning`` event): pass
-        ``behavior="queue"`` or ``"interrupt"``."""
-        await self._run(cmd.SendAgentMessage, content=content, behavior=behavior)
+        ``behavior="queue"`` or ``"interrupt"``. ``interruptible=False``: the caller cannot
+        cut it short (a legal disclosure); it plays in full."""
+        await self._run(cmd.SendAgentMessage, content=content, behavior=behavior,
+                        interruptible=interruptible)
 
     async def send_user_message(self, content: str) -> None:
         """Inject text as if the caller had said it (``InjectUserMessage``)."""
@@ -162,6 +170,67 @@ class CallCommands:
     async def resume_call_recording(self) -> None:
         await self._run(cmd.ResumeCallRecording)
 
+    # --- sensitive mode -------------------------------------------------------------------
+
+    async def enter_sensitive_mode(
+        self, *, pause_recording: bool | None = None, keep_audio_from_agent: bool | None = None,
+        keep_digits_from_agent: bool | None = None,
+    ) -> None:
+        """Sensitive mode on (see :meth:`sensitive`); ``None`` keeps the bridge's
+        ``SensitiveMode`` setting."""
+        await self._run(cmd.EnterSensitiveMode, pause_recording=pause_recording,
+                        keep_audio_from_agent=keep_audio_from_agent,
+                        keep_digits_from_agent=keep_digits_from_agent)
+
+    async def leave_sensitive_mode(self) -> None:
+        """Sensitive mode off: recording resumes, masking stops."""
+        await self._run(cmd.LeaveSensitiveMode)
+
+    def sensitive(self, **mode: bool | None) -> AbstractAsyncContextManager[Any]:
+        """``async with ....sensitive():`` sensitive mode for the block (payment details,
+        identity checks): VAIC's recording pauses, the caller's audio and keys are kept
+        from the agent, and what the caller says or keys is masked in the transcript, the
+        record, the logs and every event; on leaving, all of it is undone. ``mode``: the
+        arguments of :meth:`enter_sensitive_mode`."""
+        return _sensitive_block(self, mode, None)
+
+
+async def _leave(commands: CallCommands) -> None:
+    # the call may have ended inside the block: nothing to undo then
+    with anyio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
+        await commands.leave_sensitive_mode()
+
+
+@asynccontextmanager
+async def _sensitive_block(
+    commands: CallCommands, mode: dict[str, bool | None], keys: SensitiveInput | None
+) -> AsyncIterator[SensitiveInput | None]:
+    await commands.enter_sensitive_mode(**mode)
+    try:
+        yield keys
+    finally:
+        await _leave(commands)
+
+
+class SensitiveInput:
+    """What the caller keys in sensitive mode, for the code inside ``session.sensitive()``
+    only: no event, log line or record carries it."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: MemoryObjectReceiveStream[str]) -> None:
+        self._keys = keys
+
+    async def digits(self, *, timeout_s: float | None = None) -> str | None:
+        """The next input keyed (one ``DTMF`` activity, or what ``DtmfInput`` collected);
+        ``None`` after ``timeout_s`` or when the call ends."""
+        with anyio.move_on_after(timeout_s):
+            try:
+                return await self._keys.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return None
+        return None
+
 
 class CallRunner(Protocol):
     """What a Session needs of its call's runtime: the call, and a way to command it."""
@@ -169,6 +238,10 @@ class CallRunner(Protocol):
     call: Call
 
     async def command(self, fn: Callable[[Call, float], None]) -> None: ...
+
+    def sensitive_keys(self) -> MemoryObjectReceiveStream[str]:
+        """A stream of what the caller keys in sensitive mode, until it is closed."""
+        ...
 
 
 class Session(CallCommands):
@@ -185,6 +258,17 @@ class Session(CallCommands):
     async def run(self, command: cmd.Command) -> None:
         """Run a command on this call (what every command method does)."""
         await self._runtime.command(command.apply)
+
+    def sensitive(self, **mode: bool | None) -> AbstractAsyncContextManager[SensitiveInput]:
+        """``async with session.sensitive() as sensitive:`` as
+        :meth:`CallCommands.sensitive`, and ``await sensitive.digits()`` gives the block
+        what the caller keys::
+
+            async with session.sensitive() as sensitive:
+                await session.send_agent_message("Please key in your card number, then #.")
+                card = await sensitive.digits(timeout_s=60)
+        """
+        return _keys_block(self, mode)
 
     # --- read-only state ---------------------------------------------------------------
 
@@ -223,5 +307,15 @@ class Session(CallCommands):
                 session_id=call.session_id, conversation_id=call.conversation_id, at=0.0,
                 role=role, content=content, unheard=unheard,
             )
-            for role, content, unheard in call.transcript.texts()
+            for role, content, unheard, _ in call.transcript.texts()
         ]
+
+
+@asynccontextmanager
+async def _keys_block(session: Session, mode: dict[str, bool | None]
+                      ) -> AsyncIterator[SensitiveInput]:
+    keys = session._runtime.sensitive_keys()
+    with keys:
+        async with _sensitive_block(session, mode, SensitiveInput(keys)) as block:
+            assert block is not None
+            yield block

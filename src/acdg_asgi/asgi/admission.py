@@ -23,11 +23,12 @@ from ..audio import FORMATS, negotiate
 from ..auth import AuthHook, Connection
 from ..call import Call
 from ..cluster.cluster import Cluster
-from ..config import AgentConfig, CallOptions, Limits, Playout, Reconnect
+from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..errors import AuthError, SessionClosedError
 from ..events import CallDetails
 from ..observability.logs import for_call, logger
 from ..observability.observer import Observers
+from ..policies import CallOptions
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from ..runtime.call_runtime import CallRuntime

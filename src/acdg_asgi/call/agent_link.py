@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from typing import Literal
 
-from ..audio import MediaFormat, strip_wav_header
+from ..audio import MediaFormat
 from ..config import Limits, Reconnect
 from .stats import CallStats
 
@@ -52,7 +53,9 @@ class AgentLink:
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
         self._held_max = fmt.frame_bytes(limits.pre_ready_audio_ms)
-        self._wav = fmt.wav
+        # What the call does to caller audio first (strip a WAV header, count the caller's
+        # voice, keep it from the agent): None while nothing needs to, the usual case.
+        self.tap: Callable[[bytes, float], bytes] | None = None
         self._frame_bytes = fmt.frame_bytes(limits.caller_frame_ms)  # 0: no coalescing
         self._gathered = bytearray()
         self._gathered_at = 0.0  # when the oldest gathered audio came
@@ -95,8 +98,8 @@ class AgentLink:
         stats = self.stats
         stats.caller_frames += 1
         stats.caller_bytes += len(audio)
-        if self._wav:
-            audio = strip_wav_header(audio)
+        if self.tap is not None:
+            audio = self.tap(audio, now)
         if self.state is AgentState.READY:
             if self._frame_bytes:
                 if not self._gathered:

@@ -15,7 +15,7 @@ from .. import events as ev
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .parts import CallParts
-from .state import CallState, CloseAgent, Measure
+from .state import CloseAgent, Measure
 from .transcript import turn_latency
 
 __all__ = ["AGENT_TABLE"]
@@ -56,49 +56,45 @@ def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> N
 def _conversation_text(call: CallParts, msg: dg.ConversationText, now: float) -> None:
     behavior = msg.conversational_behavior
     aside = behavior in _ASIDES
-    index = None if aside else call.transcript.add_text(msg.role, msg.content)
+    content = call.masking.text(msg.role, msg.content)  # as everyone sees it from here
+    index = None if aside else call.transcript.add_text(msg.role, content, now - call.started_at)
     if msg.role == "user":
         if not aside:
-            alt = (ac.Alternative(text=msg.content),)
+            call.barge.caller_spoke()
+            alt = (ac.Alternative(text=content),)
             participant = call.hearing
             call.to_vaic.append(ac.UserStreamSpeechRecognition(alternatives=alt,
                                                                participant=participant))
             call.to_vaic.append(ac.UserStreamSpeechCommitted(participant=participant))
     else:
         call.discard_agent_audio = False
-        call.playout.begin(None if aside else msg.content, index)
-    call.emit(ev.ConversationTextEvent, now, role=msg.role, content=msg.content,
+        call.goodbye_begun()
+        call.no_input.agent_busy(call)
+        cut_by = call.barge.cut_by(msg.content) if not aside else call.barge.by
+        call.playout.begin(None if aside else content, index, cut_by)
+    call.emit(ev.ConversationTextEvent, now, role=msg.role, content=content,
               behavior=behavior, languages=msg.languages)
 
 
 def _user_started_speaking(call: CallParts, msg: dg.UserStartedSpeaking, now: float) -> None:
+    call.masking.caller_started()
+    call.no_input.caller_active(call)
     speaking = call.playout.speaking
-    cut, stop = call.playout.cut(now)
-    if stop is not None and call.state is CallState.ACTIVE:
-        call.to_vaic.append(stop)
-        call.barge_in_at = now
-    heard = unheard = None
-    if speaking:
-        call.stats.barge_ins += 1
-        call.observations.append((Measure.BARGE_IN_TAIL, (cut.sent_ms - cut.heard_ms) / 1000))
-        call.discard_agent_audio = True
-        heard, unheard = call.heard(cut.tag, cut.heard, cut.unplayed)
+    if speaking and not call.barge.started_speaking(call, now):
+        # The policy keeps the utterance playing. Deepgram stops synthesising at the
+        # caller's word: the stream ends with the audio already received.
+        call.playout.end_turn()
+        call.emit(ev.UserStartedSpeakingEvent, now, kept_playing=True)
+        return
+    fields = call.barge.cut(call, now)
     call.to_vaic.append(ac.UserStreamSpeechStarted(participant=call.hearing))
-    call.emit(
-        ev.UserStartedSpeakingEvent,
-        now,
-        interrupted=speaking,
-        agent_audio_sent_ms=cut.sent_ms,
-        agent_audio_heard_ms=cut.heard_ms,
-        agent_audio_dropped_ms=cut.dropped_ms,
-        agent_heard_text=heard,
-        agent_unheard_text=unheard,
-    )
+    call.emit(ev.UserStartedSpeakingEvent, now, interrupted=speaking, **fields)
 
 
 def _agent_turn_start(call: CallParts, msg: dg.AgentThinking | dg.AgentStartedSpeaking, now: float
 ) -> None:
     call.discard_agent_audio = False
+    call.no_input.agent_busy(call)
     if isinstance(msg, dg.AgentThinking):
         call.emit(ev.AgentThinkingEvent, now, content=msg.content)
     else:  # experimental; the record falls back on it when no LatencyReport comes
@@ -142,12 +138,16 @@ def _think_provider(call: CallParts, msg: dg.CustomFromThinkProvider, now: float
 def _agent_audio_done(call: CallParts, msg: dg.AgentAudioDone, now: float) -> None:
     call.playout.end_turn()
     call.pull(now)
+    call.no_input.agent_done(call, now)
     call.emit(ev.AgentAudioDoneEvent, now)
 
 
 def _function_call_request(call: CallParts, msg: dg.FunctionCallRequest, now: float) -> None:
     call.transcript.functions_asked(msg.functions)
-    call.emit(ev.FunctionCallRequestEvent, now, functions=msg.functions)
+    call.no_input.agent_busy(call)
+    rest = call.tools.requested(call, msg.functions, now)  # the telephony tools run here
+    if rest:
+        call.emit(ev.FunctionCallRequestEvent, now, functions=rest)
 
 
 def _server_function_response(
@@ -160,6 +160,7 @@ def _server_function_response(
 def _function_call_cancelled(call: CallParts, msg: dg.FunctionCallCancelled, now: float) -> None:
     ids = tuple(f.id for f in msg.functions)
     call.transcript.functions_withdrawn(ids)
+    call.tools.withdrawn(call, ids, now)
     call.emit(ev.FunctionCallCancelledEvent, now, ids=ids)
 
 
@@ -169,6 +170,8 @@ def _ack(call: CallParts, msg: dg.ServerMessage, now: float) -> None:
 
 def _warning(call: CallParts, msg: dg.Warning | dg.InjectionRefused, now: float) -> None:
     if isinstance(msg, dg.InjectionRefused):
+        call.goodbye_begun()  # a goodbye that will not come: the hangup waits no more
+        call.no_input.agent_done(call, now)  # a reprompt that will not come: time again
         call.warn(now, "INJECTION_REFUSED", msg.message, source="deepgram")
     else:
         call.warn(now, msg.code, msg.description, source="deepgram")

@@ -62,8 +62,11 @@ def _activities(call: Call, now: float, *activities: ac.Activity) -> None:
 class SendAgentMessage(Command, tag="send_agent_message", frozen=True):
     content: str
     behavior: Literal["default", "queue", "interrupt"] | None = None
+    interruptible: bool = True
 
     def apply(self, call: Call, now: float) -> None:
+        if not self.interruptible:
+            call.say_uninterruptible(self.content)
         call.send_to_agent(dg.InjectAgentMessage(message=self.content, behavior=self.behavior),
                            now)
 
@@ -281,12 +284,31 @@ class ResumeCallRecording(Command, tag="resume_call_recording", frozen=True):
         _activities(call, now, _event("resumeCallRecording"))
 
 
+# --- sensitive mode ----------------------------------------------------------------------
+
+
+class EnterSensitiveMode(Command, tag="enter_sensitive_mode", frozen=True):
+    pause_recording: bool | None = None
+    keep_audio_from_agent: bool | None = None
+    keep_digits_from_agent: bool | None = None
+
+    def apply(self, call: Call, now: float) -> None:
+        given = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        call.enter_sensitive(now, msgspec.structs.replace(call.options.sensitive, **given))
+
+
+class LeaveSensitiveMode(Command, tag="leave_sensitive_mode", frozen=True):
+    def apply(self, call: Call, now: float) -> None:
+        call.leave_sensitive(now)
+
+
 CommandUnion = (
     SendAgentMessage | SendUserMessage | UpdatePrompt | UpdateSpeak | UpdateThink
     | UpdateListen | UpdateThinkLive | ForceEndTurn | SendThinkProviderMessage
     | RespondToFunctionCall | Transfer | EndSession | PlayUrl | SendDtmf | SendMetaData
     | AbortPrompts | ExpectAnotherBotMessage | ApplyConfig | SendActivity
     | StartCallRecording | StopCallRecording | PauseCallRecording | ResumeCallRecording
+    | EnterSensitiveMode | LeaveSensitiveMode
 )
 
 COMMANDS: Final[dict[str, type[Command]]] = {

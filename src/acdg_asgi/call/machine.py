@@ -17,6 +17,11 @@ Inputs are methods, each taking ``now`` (seconds on a monotonic clock):
     command methods        what the application asks for (via Session)
     agent_chosen(config)   a per-call factory's answer (asked for with ChooseAgent)
 
+The contact-centre policies (``CallOptions``) are sub-machines of their own, each fed by
+the tables and the call: the agent's telephony tools (:mod:`.tools`), what may interrupt
+the agent (:mod:`.interruption`), the caller's silence (:mod:`.no_input`), keys
+(:mod:`.dtmf`), and sensitive mode with the redaction hook (:mod:`.sensitive`).
+
 A call is ACTIVE, TRANSFERRING (a transfer went to VAIC: the agent connection stays up,
 caller audio does not reach it, and VAIC's ``transferStatus`` decides: ``failed`` back
 to ACTIVE, ``answered`` to ENDING), DETACHED (VAIC's socket lost, a resume awaited; a
@@ -41,17 +46,24 @@ from __future__ import annotations
 import itertools
 from typing import Any, Final
 
+import msgspec
+
 from .. import events as ev
-from ..audio import MediaFormat
-from ..config import AgentConfig, CallOptions, Limits, Playout, Reconnect
+from ..audio import MediaFormat, strip_wav_header
+from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..errors import LocalProtocolError, RemoteProtocolError, SessionClosedError
+from ..policies import CallOptions, SensitiveMode, ToolVerdict
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .agent_link import AgentLink, AgentState
 from .agent_state import AgentUpdate, CurrentAgent
 from .agent_table import AGENT_TABLE
+from .dtmf import DigitInput
+from .interruption import BargeIn
+from .no_input import NoInputWatch
 from .playout import PlayoutClock, split_heard
 from .record import build_record
+from .sensitive import Masking
 from .state import (
     Action,
     CallShared,
@@ -66,6 +78,7 @@ from .state import (
     Timers,
 )
 from .stats import CallStats
+from .tools import ToolRunner
 from .transcript import Transcript
 from .vaic_table import VAIC_TABLE
 
@@ -154,6 +167,20 @@ class Call:
         self.request_ids: list[str] = []
         self.frustration = 0
 
+        # The contact-centre policies, each a sub-machine of its own.
+        options = self.options
+        self.tools = ToolRunner(options.tools)
+        self.barge = BargeIn(options.interruption, media_format, self.tools)
+        self.barge.first = self.barge.first and taken_over is None  # the greeting is past
+        self.no_input = NoInputWatch(options.no_input)
+        self.masking = Masking(options.sensitive, options.redact)
+        self.digits = DigitInput(options.dtmf, barge=self.barge, no_input=self.no_input,
+                                 masking=self.masking)
+        self.masking.on = shared.sensitive
+        self.saying_goodbye = False  # a goodbye was asked for; the hangup waits for it
+        self._silence = bytes([media_format.silence_byte])
+        self.watch_caller_audio()
+
         self.to_vaic.append(ac.SessionAccepted(media_format=media_format.token))
         if taken_over is not None:
             self.transcript.entries.extend(history)
@@ -239,6 +266,7 @@ class Call:
         """The agent socket is open; the handshake starts with its ``Welcome``."""
         self.link.connected(now)
         self._welcomed = self._settings_sent = False
+        self.tools.connected()
 
     def agent(self, msg: dg.ServerMessage, now: float) -> None:
         handler = AGENT_TABLE.get(type(msg))
@@ -303,8 +331,12 @@ class Call:
                 best = other
             if self._deferred_end is not None:  # the goodbye: once heard, or at the latest
                 other = self._deferred_until
-                if not self.playout.speaking:  # else more audio or the stop comes first
+                if self.playout.settled:  # else its audio or AgentAudioDone comes first
                     other = min(other, self.playout.play_head)
+                if best is None or other < best:
+                    best = other
+            elif self.tools.waiting and self.playout.settled:  # tools, once the words played
+                other = self.playout.play_head
                 if best is None or other < best:
                     best = other
         return best
@@ -341,12 +373,23 @@ class Call:
         elif timer is Timer.TRANSFER:
             self._finish(now, "transfer", detail=f"VAIC reported no outcome of the transfer "
                          f"within {self.limits.transfer_timeout_s:g} s")
+        elif timer is Timer.NO_INPUT:
+            self.no_input.due(self, now)
+        elif timer is Timer.DTMF:
+            self.digits.due(self, now)
+        elif timer is Timer.BARGE_IN:
+            self.barge.drop_pending(self)
+        elif timer is Timer.PLAY_URL:
+            self.tools.play_wait_over(self, now)
 
     def pull(self, now: float) -> None:
         if self.state is CallState.ACTIVE or self.state is CallState.ENDING:
             self.playout.pull(now, self.to_vaic)
         if self._deferred_end is not None:
             self._end_when_played(now)
+        elif self.tools.waiting and self.state is CallState.ACTIVE \
+                and self.playout.idle(now):
+            self.tools.run_waiting(self, now)
 
     # --- commands (from Session) -------------------------------------------------------
 
@@ -436,7 +479,7 @@ class Call:
     def _end_when_played(self, now: float) -> None:
         if self._deferred_end is None:
             return
-        played = not self.playout.speaking and self.playout.play_head <= now
+        played = self.playout.idle(now) and not self.saying_goodbye
         if played or now >= self._deferred_until or self.state is not CallState.ACTIVE:
             activity, end_reason, detail = self._deferred_end
             self._deferred_end = None
@@ -494,6 +537,8 @@ class Call:
         self.to_vaic.append(ac.OutboundActivities(activities=(activity,)))
         self.state = CallState.TRANSFERRING
         self.transfer_pending = PendingTransfer(destination=destination)
+        self.transcript.transfers.append(ev.TransferRecord(
+            destination=destination, outcome="unknown", at_s=round(now - self.started_at, 3)))
         self.discard_agent_audio = True  # the agent stays connected, and quiet
         self.timers.set(Timer.TRANSFER, now + self.limits.transfer_timeout_s)
         self.shared_changed()
@@ -514,8 +559,13 @@ class Call:
         transferring = self.state is CallState.TRANSFERRING
         pending = self._transfer_done()
         destination = pending.destination if pending is not None else None
+        transfers = self.transcript.transfers
+        if status in ("answered", "failed") and transfers and transfers[-1].outcome == "unknown":
+            transfers[-1] = msgspec.structs.replace(transfers[-1], outcome=status,
+                                                    reason_code=reason_code)
         if status == "answered":
             self.emit(ev.TransferAnsweredEvent, now, destination=destination)
+            self.tools.transfer_outcome(self, status, reason_code, reason, now)
             if self.state is CallState.TRANSFERRING or self.state is CallState.ACTIVE:
                 self.state = CallState.ENDING
                 self._pending_end = ("transfer", destination)
@@ -535,6 +585,8 @@ class Call:
             self.discard_agent_audio = False
         self.emit(ev.TransferFailedEvent, now, destination=destination,
                   reason_code=reason_code, reason=reason)
+        if self.tools.transfer_outcome(self, status, reason_code, reason, now):
+            return  # the agent asked for it, and has its outcome as the function's result
         text = self.options.transfer_failed_text(reason_code, reason)
         if text is not None and self.is_active:
             self.to_agent_when_ready(dg.InjectAgentMessage(message=text, behavior="interrupt"),
@@ -567,6 +619,7 @@ class Call:
         history = self.transcript.history()
         audio = self.media_format.deepgram_audio()
         settings, leftover = self.configuration.settings(audio, history)
+        settings = self._with_tools(settings, now)
         self.to_agent.append(settings)
         self._settings_sent = True
         self._after_ready[:0] = leftover  # the application's changes first
@@ -584,7 +637,31 @@ class Call:
     def agent_ready(self) -> list[dg.ClientMessage]:
         """``SettingsApplied``: what waited for it."""
         waiting, self._after_ready = self._after_ready, []
-        return waiting
+        return [self._think_with_tools(m) for m in waiting]
+
+    def _with_tools(self, settings: dg.Settings, now: float) -> dg.Settings:
+        """``Settings`` with the telephony tools declared to the agent."""
+        if not self.tools.functions:
+            return settings
+        agent = settings.agent
+        if isinstance(agent, str):
+            self.warn(now, "TOOLS_NOT_DECLARED", "a stored agent configuration cannot be "
+                      "given the telephony tools: declare " + ", ".join(sorted(
+                          self.tools.names)) + " in it (the bridge runs them)")
+            return settings
+        if agent.think is None:
+            self.warn(now, "TOOLS_NOT_DECLARED", "the agent has no think settings to declare "
+                      "the telephony tools in")
+            return settings
+        return msgspec.structs.replace(settings, agent=msgspec.structs.replace(
+            agent, think=self.tools.declare(agent.think)))
+
+    def _think_with_tools(self, msg: dg.ClientMessage) -> dg.ClientMessage:
+        if isinstance(msg, dg.UpdateThink) and self.tools.functions:
+            think = self.tools.declare(msg.think)
+            assert think is not None
+            return dg.UpdateThink(think=think)
+        return msg
 
     def update_agent(self, update: AgentUpdate, now: float) -> None:
         """An ``Update*`` from the application: kept for every connection to come, and
@@ -592,7 +669,7 @@ class Call:
         self.configuration.apply(update)
         self.shared_changed()
         if self.link.ready:
-            self.to_agent.append(update)
+            self.to_agent.append(self._think_with_tools(update))
             self.link.last_send = now
         elif self._settings_sent:
             self._after_ready.append(update)
@@ -691,13 +768,62 @@ class Call:
         return CallShared(
             details=self.details, started=self.session_started,
             agent_updates=tuple(self.configuration.updates), transfer=self.transfer_pending,
-            hearing=self.hearing, cuts=dict(self.transcript.cuts),
+            hearing=self.hearing, cuts=dict(self.transcript.cuts), sensitive=self.masking.on,
         )
 
     @property
     def agent_config(self) -> AgentConfig | None:
         """The agent's configuration as chosen for the call (before updates)."""
         return self.configuration.config
+
+    # --- the contact-centre policies: what the tables and commands reach them by ------
+
+    def watch_caller_audio(self) -> None:
+        """Caller audio on its way to the agent goes through :meth:`_caller_tap` only when
+        something needs it (a WAV header to strip, a barge-in counting the caller's voice,
+        sensitive mode keeping the caller from the agent); otherwise it passes untouched."""
+        needed = self.media_format.wav or self.barge.pending or self.masking.mutes_caller
+        self.link.tap = self._caller_tap if needed else None
+
+    def _caller_tap(self, audio: bytes, now: float) -> bytes:
+        if self.media_format.wav:
+            audio = strip_wav_header(audio)
+        if self.barge.pending and self.barge.heard(audio):
+            self.barge.confirmed(self, now)
+        if self.masking.mutes_caller:
+            audio = self._silence * len(audio)
+        return audio
+
+    def hang_up_saying(self, now: float, goodbye: str | None, reason: str, *,
+                       end_reason: str) -> None:
+        """Have the agent say ``goodbye``, then hang up once it has been heard (or at the
+        latest after the usual wait for last words)."""
+        if goodbye and self.link.state is not AgentState.CLOSED:
+            self.to_agent_when_ready(dg.InjectAgentMessage(message=goodbye), now)
+            self.saying_goodbye = True
+        self.hangup(now, reason, end_reason=end_reason)
+
+    def goodbye_begun(self) -> None:
+        """The agent started an utterance (or refused one): the hangup now waits for what
+        plays."""
+        self.saying_goodbye = False
+
+    def say_uninterruptible(self, content: str) -> None:
+        """``content``, which the agent is about to be asked to say, cannot be cut."""
+        self.barge.protect(content)
+
+    def tool_checked(self, tool_id: str, verdict: ToolVerdict | None, now: float) -> None:
+        """The application's ``TelephonyTools.check`` hook answered."""
+        if self.is_open:
+            self.tools.checked(self, tool_id, verdict, now)
+
+    def enter_sensitive(self, now: float, mode: SensitiveMode | None = None) -> None:
+        self._check_open("sensitive")
+        self.masking.enter(self, now, mode or self.options.sensitive)
+
+    def leave_sensitive(self, now: float) -> None:
+        if self.is_active:
+            self.masking.leave(self, now)
 
     # --- helpers -----------------------------------------------------------------------
 

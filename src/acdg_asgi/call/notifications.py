@@ -27,8 +27,9 @@ _KNOWN: Final = {
 
 
 def on_activity(call: CallParts, raw: dict[str, Any], now: float) -> None:
-    """One activity from VAIC: raw to the application, then typed where it is known."""
-    call.emit(ev.InboundActivityEvent, now, activity=raw)
+    """One activity from VAIC: raw to the application (masked in sensitive mode), then
+    typed where it is known."""
+    call.emit(ev.InboundActivityEvent, now, activity=call.masking.activity(raw))
     name = raw.get("name")
     if raw.get("type", "event") == "event" and isinstance(name, str):
         handler = NOTIFICATIONS.get(name.lower())
@@ -79,7 +80,9 @@ def _start(call: CallParts, raw: dict[str, Any], now: float) -> None:
 
 
 def _dtmf(call: CallParts, raw: dict[str, Any], now: float) -> None:
-    call.emit(ev.DtmfEvent, now, digits=str(raw.get("value") or ""))
+    digits = str(raw.get("value") or "")
+    call.emit(ev.DtmfEvent, now, digits=call.masking.keys(digits))
+    call.digits.pressed(call, digits, now)
 
 
 def _transfer_status(call: CallParts, raw: dict[str, Any], now: float) -> None:
@@ -94,18 +97,21 @@ def _no_user_input(call: CallParts, raw: dict[str, Any], now: float) -> None:
     count = value if isinstance(value, int) and not isinstance(value, bool) else (
         int(value) if isinstance(value, str) and value.isdigit() else None)
     call.emit(ev.NoUserInputEvent, now, count=count)
+    call.no_input.vaic(call, count, now)
 
 
 def _play_url_failed(call: CallParts, raw: dict[str, Any], now: float) -> None:
     value = _value_or_parameters(raw)
     generated = value.get("selfGenerated")
-    call.emit(ev.PlayUrlFailedEvent, now, url=_str(value.get("playUrlUrl")),
-              reason=_str(value.get("reason")),
+    reason = _str(value.get("reason"))
+    call.emit(ev.PlayUrlFailedEvent, now, url=_str(value.get("playUrlUrl")), reason=reason,
               self_generated=generated if isinstance(generated, bool) else None)
+    call.tools.play_finished(call, reason or "VAIC could not play it", now)
 
 
 def _play_finished(call: CallParts, raw: dict[str, Any], now: float) -> None:
     call.emit(ev.PlayFinishedEvent, now, value=raw.get("value"))
+    call.tools.play_finished(call, None, now)
 
 
 def _speech_hypothesis(call: CallParts, raw: dict[str, Any], now: float) -> None:
@@ -114,7 +120,8 @@ def _speech_hypothesis(call: CallParts, raw: dict[str, Any], now: float) -> None
     text = _str(value) if isinstance(value, str) else _str(
         _obj(value).get("text", raw.get("text")))
     participant = _str(params.get("participant", _obj(value).get("participant")))
-    call.emit(ev.SpeechHypothesisEvent, now, text=text, participant=participant)
+    call.emit(ev.SpeechHypothesisEvent, now, text=call.masking.said(text),
+              participant=participant)
 
 
 def _voice(call: CallParts, raw: dict[str, Any], now: float) -> None:

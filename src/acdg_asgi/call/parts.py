@@ -1,94 +1,29 @@
-"""What the message tables and the record may touch of a call: its parts and outboxes.
+"""What the message tables and the record may touch of a call: its parts, outboxes and
+the sub-machines of its policies.
 
 :class:`~acdg_asgi.call.machine.Call` is the one implementation. The tables
-(:mod:`.vaic_table`, :mod:`.agent_table`) and :mod:`.record` are written against this
-interface rather than the class, so the machine imports them and not the other way
-round.
+(:mod:`.vaic_table`, :mod:`.agent_table`, :mod:`.notifications`) and :mod:`.record` are
+written against this interface rather than the class, so the machine imports them and
+not the other way round.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from .. import events as ev
-from ..audio import MediaFormat
-from ..config import CallOptions
-from ..protocols import audiocodes as ac
-from ..protocols import deepgram as dg
-from .agent_link import AgentLink
-from .agent_state import AgentUpdate, CurrentAgent
-from .playout import PlayoutClock
-from .state import Action, CallState, Measure
-from .stats import CallStats
-from .transcript import Transcript
+from .base_parts import CallBase
+from .dtmf import DigitInput
+from .interruption import BargeIn
+from .no_input import NoInputWatch
+from .sensitive import Masking
+from .tools import ToolRunner
 
 __all__ = ["CallParts"]
 
 
-class CallParts(Protocol):
-    conversation_id: str
-    session_id: str
-    initiate: ac.SessionInitiate
-    media_format: MediaFormat
-    configuration: CurrentAgent
-    options: CallOptions
-    state: CallState
-    started_at: float
-    started_wall: float
-    end_reason: tuple[str, str | None, str | None] | None
-
-    link: AgentLink
-    playout: PlayoutClock
-    transcript: Transcript
-    stats: CallStats
-    discard_agent_audio: bool
-    barge_in_at: float | None
-    details: ev.CallDetails | None
-    hearing: str | None
-    ignored: list[str]
-    request_ids: list[str]
-    frustration: int
-
-    to_vaic: list[ac.OutboundMessage]
-    to_agent: list[dg.ClientMessage | bytes]
-    actions: list[Action]
-    observations: list[tuple[Measure, float]]
-
-    def emit(self, cls: type[ev.Event], now: float, **fields: Any) -> None: ...
-
-    def warn(self, now: float, code: str, description: str, *, source: str = ...) -> None: ...
-
-    def error(
-        self, now: float, code: str, message: str, *, source: str = ..., fatal: bool = ...
-    ) -> None: ...
-
-    def pull(self, now: float) -> None: ...
-
-    def hangup(
-        self, now: float, reason: str, *, end_reason: str = ..., wait_for_playout: bool = ...
-    ) -> None: ...
-
-    def agent_lost(self, now: float, reason: str) -> None: ...
-
-    def vaic_ended(self, now: float, reason_code: str | None, reason: str | None) -> None: ...
-
-    def protocol_warning(self, now: float, source: str, description: str) -> None: ...
-
-    def call_started(self, details: ev.CallDetails, now: float) -> None: ...
-
-    def transfer_status(
-        self, status: str | None, reason_code: str | None, reason: str | None, now: float
-    ) -> None: ...
-
-    def heard_from(self, participant: str, now: float, *, audio: bool = ...) -> bool: ...
-
-    def heard(self, cut_tag: int | None, share: float, unplayed: tuple[int, ...]
-              ) -> tuple[str | None, str | None]: ...
-
-    def agent_welcomed(self, request_id: str, now: float) -> None: ...
-
-    def agent_ready(self) -> list[dg.ClientMessage]: ...
-
-    def update_agent(self, update: AgentUpdate, now: float) -> None: ...
-
-    def shared_changed(self) -> None: ...
+class CallParts(CallBase, Protocol):
+    tools: ToolRunner
+    barge: BargeIn
+    no_input: NoInputWatch
+    digits: DigitInput
+    masking: Masking

@@ -29,7 +29,11 @@ from ..audio import MediaFormat, wav_header
 from ..protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
 from .stats import CallStats
 
-__all__ = ["Cut", "PlayoutClock", "split_heard"]
+__all__ = ["BY_DTMF", "BY_SPEECH", "Cut", "PlayoutClock", "split_heard"]
+
+# What may cut an utterance short (a bit each): the caller's speech, a key.
+BY_SPEECH = 1
+BY_DTMF = 2
 
 
 class Cut(msgspec.Struct, frozen=True):
@@ -49,14 +53,17 @@ class Cut(msgspec.Struct, frozen=True):
 
 
 class _Utterance:
-    """One agent utterance in the queue: its text, and where its audio ends once known."""
+    """One agent utterance in the queue: its text, where its audio ends once known, and
+    what may cut it short."""
 
-    __slots__ = ("alt_text", "end", "tag")
+    __slots__ = ("alt_text", "cut_by", "end", "tag")
 
-    def __init__(self, alt_text: str | None, tag: int | None = None) -> None:
+    def __init__(self, alt_text: str | None, tag: int | None = None,
+                 cut_by: int = BY_SPEECH) -> None:
         self.alt_text = alt_text
         self.tag = tag  # the owner's handle on it (the transcript entry)
         self.end: int | None = None  # absolute byte position; None while audio still comes
+        self.cut_by = cut_by
 
 
 def split_heard(text: str, share: float) -> tuple[str, str]:
@@ -121,17 +128,19 @@ class PlayoutClock:
 
     # --- inputs -----------------------------------------------------------------------
 
-    def begin(self, alt_text: str | None, tag: int | None = None) -> None:
+    def begin(self, alt_text: str | None, tag: int | None = None, cut_by: int = BY_SPEECH
+              ) -> None:
         """A new agent utterance starts (its text arrives before its audio). ``alt_text``
-        goes on its play stream; ``tag`` comes back in a :class:`Cut`."""
+        goes on its play stream; ``tag`` comes back in a :class:`Cut`; ``cut_by``: what may
+        cut it short (:data:`BY_SPEECH`, :data:`BY_DTMF`, both or neither)."""
         last = self._queue[-1] if self._queue else None
         if last is not None and last.end is None:
             if self._written > self._utterance_start(last):
                 last.end = self._written  # the agent moved on without AgentAudioDone
-            else:
-                last.alt_text, last.tag = alt_text, tag  # no audio yet: it is this one
+            else:  # no audio yet: it is this one
+                last.alt_text, last.tag, last.cut_by = alt_text, tag, cut_by
                 return
-        self._queue.append(_Utterance(alt_text, tag))
+        self._queue.append(_Utterance(alt_text, tag, cut_by))
 
     def push(self, audio: bytes) -> int:
         """Queue agent audio. Returns how many bytes of older audio were dropped to fit."""
@@ -202,6 +211,20 @@ class PlayoutClock:
     @property
     def speaking(self) -> bool:
         return self.stream_id is not None or self.pending > 0
+
+    def cuttable(self, by: int) -> bool:
+        """May ``by`` (:data:`BY_SPEECH` or :data:`BY_DTMF`) cut the utterance playing?"""
+        return not self._queue or bool(self._queue[0].cut_by & by)
+
+    @property
+    def settled(self) -> bool:
+        """No utterance open or queued: the agent's words are all out (they may still be
+        playing until :attr:`play_head`)."""
+        return not self._queue
+
+    def idle(self, now: float) -> bool:
+        """The agent's words have all been heard by ``now``."""
+        return not self._queue and self.play_head <= now
 
     def next_deadline(self) -> float | None:
         """When :meth:`pull` will have something to send, or ``None`` if only input will."""

@@ -41,8 +41,8 @@ def build_record(call: CallParts, now: float) -> CallRecord:
         reason_code=reason_code,
         detail=detail,
         turns=call.transcript.turns,
-        transcript=tuple(TranscriptLine(role, text, unheard)
-                         for role, text, unheard in call.transcript.texts()),
+        transcript=tuple(TranscriptLine(role, text, unheard, at)
+                         for role, text, unheard, at in call.transcript.texts()),
         function_calls=call.transcript.function_calls,
         agent_latency_p50_ms=p50,
         agent_latency_max_ms=worst,
@@ -59,4 +59,5 @@ def build_record(call: CallParts, now: float) -> CallRecord:
         agent_request_ids=tuple(call.request_ids),
         frustration=call.frustration,
         participants_ignored=tuple(call.ignored),
+        transfers=tuple(call.transcript.transfers),
     )

@@ -7,12 +7,12 @@ import enum
 
 import msgspec
 
-from ..events import CallDetails
+from ..events import CallDetails, ToolRequest
 from ..protocols import deepgram as dg
 
 __all__ = [
-    "Action", "CallShared", "CallState", "ChooseAgent", "CloseAgent", "CloseVaic", "ConnectAgent",
-    "Measure", "PendingTransfer", "Timer", "Timers",
+    "Action", "CallShared", "CallState", "CheckTool", "ChooseAgent", "CloseAgent", "CloseVaic",
+    "ConnectAgent", "Measure", "PendingTransfer", "Timer", "Timers",
 ]
 
 
@@ -47,7 +47,14 @@ class ChooseAgent(msgspec.Struct, frozen=True):
     details: CallDetails | None
 
 
-Action = ConnectAgent | CloseAgent | CloseVaic | ChooseAgent
+class CheckTool(msgspec.Struct, frozen=True):
+    """Run the application's ``TelephonyTools.check`` hook on ``request`` and hand its
+    verdict to :meth:`Call.tool_checked`."""
+
+    request: ToolRequest
+
+
+Action = ConnectAgent | CloseAgent | CloseVaic | ChooseAgent | CheckTool
 
 
 class PendingTransfer(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +77,7 @@ class CallShared(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     transfer: PendingTransfer | None = None
     hearing: str | None = None
     cuts: dict[int, str] = msgspec.field(default_factory=dict)
+    sensitive: bool = False  # sensitive mode is on: keep masking after a take-over
 
 
 class Measure(enum.Enum):
@@ -94,6 +102,10 @@ class Timer(enum.Enum):
     RESUME = "resume"  # VAIC lost its socket: its session.resume is due by then
     START = "start"  # VAIC's start activity (the call's details) is waited for until then
     TRANSFER = "transfer"  # VAIC's transferStatus or session.end is due by then
+    NO_INPUT = "no_input"  # the caller has said nothing since the agent's words played
+    DTMF = "dtmf"  # keys being collected: what was keyed counts as one input then
+    BARGE_IN = "barge_in"  # caller speech shorter than min_speech_ms by then cuts nothing
+    PLAY_URL = "play_url"  # a play_url tool stops waiting for VAIC's playFinished then
 
 
 class Timers:

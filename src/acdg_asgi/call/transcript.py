@@ -8,7 +8,7 @@ heard, and the history and the texts give that part only.
 
 from __future__ import annotations
 
-from ..events import TurnLatency
+from ..events import TransferRecord, TurnLatency
 from ..protocols import deepgram as dg
 
 __all__ = ["Transcript", "turn_latency"]
@@ -35,11 +35,16 @@ class Transcript:
         self._asked: dict[str, dg.FunctionCall] = {}  # client-side calls awaiting an answer
         self._withdrawn: set[str] = set()
         self._calls: dict[str, int] = {}  # function call id -> its entry
+        self.times: dict[int, float] = {}  # entry index -> seconds since the call began
+        self.transfers: list[TransferRecord] = []
 
-    def add_text(self, role: str, content: str) -> int:
-        """A spoken turn; its index (to :meth:`cut` it later)."""
+    def add_text(self, role: str, content: str, at_s: float | None = None) -> int:
+        """A spoken turn (said ``at_s`` into the call); its index (to :meth:`cut` it)."""
         self.entries.append(dg.History(role=role, content=content))
-        return len(self.entries) - 1
+        index = len(self.entries) - 1
+        if at_s is not None:
+            self.times[index] = round(at_s, 3)
+        return index
 
     def cut(self, index: int, heard: str) -> str | None:
         """The caller barged in on entry ``index`` having heard ``heard``; the rest, unheard."""
@@ -122,17 +127,18 @@ class Transcript:
                 out.append(dg.History(role=entry.role, content=heard))
         return tuple(out)
 
-    def texts(self) -> list[tuple[str, str, str | None]]:
-        """``(role, heard, unheard)`` of every spoken turn, in order."""
-        out: list[tuple[str, str, str | None]] = []
+    def texts(self) -> list[tuple[str, str, str | None, float | None]]:
+        """``(role, heard, unheard, at_s)`` of every spoken turn, in order."""
+        out: list[tuple[str, str, str | None, float | None]] = []
         for i, e in enumerate(self.entries):
             if not e.role or e.content is None:
                 continue
             heard = self.cuts.get(i)
+            at = self.times.get(i)
             if heard is None:
-                out.append((e.role, e.content, None))
+                out.append((e.role, e.content, None, at))
             else:
-                out.append((e.role, heard, e.content[len(heard):].strip() or None))
+                out.append((e.role, heard, e.content[len(heard):].strip() or None, at))
         return out
 
     @property

@@ -22,14 +22,16 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure
-from ..call.state import CallShared, ChooseAgent
+from ..call.state import CallShared, CheckTool, ChooseAgent
 from ..cluster.cluster import Cluster
 from ..config import AgentConfig
 from ..errors import AgentClosed, AgentConnectError
-from ..events import CallDetails
+from ..events import CallDetails, ToolRequest
 from ..observability.logs import CallLog, logger
+from ..policies import Refuse
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from ..session import Session
@@ -75,6 +77,7 @@ class CallRuntime:
         self._history_grew = anyio.Event()  # or the call's other shared state changed
         self.persisted = len(call.transcript.entries)  # history entries already shared
         self.persisted_version = call.shared_version  # of the rest of the call's state
+        self._keys: MemoryObjectSendStream[str] | None = None  # to a sensitive() block
 
     def __repr__(self) -> str:
         return f"<CallRuntime {self.call!r}>"
@@ -227,6 +230,9 @@ class CallRuntime:
         if call.observations:
             observations, call.observations = call.observations, []
             self._events.observe(observations)
+        if call.masking.captured:
+            self._hand_keys(call.masking.captured)
+            call.masking.captured = []
         if call.actions:
             self._take_actions()
         if self._cluster is not None and (len(call.transcript.entries) != self.persisted
@@ -247,6 +253,40 @@ class CallRuntime:
                 self._finished()
             elif isinstance(action, ChooseAgent) and self._tg is not None:
                 self._tg.start_soon(self._choose_agent, action.details)
+            elif isinstance(action, CheckTool) and self._tg is not None:
+                self._tg.start_soon(self._check_tool, action.request)
+
+    async def _check_tool(self, request: ToolRequest) -> None:
+        """Run the application's check of a telephony tool; a hook that fails refuses it."""
+        tools = self.call.options.tools
+        assert tools is not None and tools.check is not None
+        try:
+            verdict = await tools.check(self.session, request)
+        except Exception as exc:
+            self.log.exception("the telephony tools' check hook failed on %s", request.name)
+            verdict = Refuse(f"the check failed: {type(exc).__name__}")
+        await self.command(lambda call, now: call.tool_checked(request.id, verdict, now))
+
+    # --- keys keyed in sensitive mode: to the sensitive() block, nowhere else -----------
+
+    def sensitive_keys(self) -> MemoryObjectReceiveStream[str]:
+        send, receive = anyio.create_memory_object_stream[str](32)
+        if self._keys is not None:
+            self._keys.close()
+        self._keys = send
+        return receive
+
+    def _hand_keys(self, keys: list[str]) -> None:
+        if self._keys is None:
+            return
+        for key in keys:
+            try:
+                self._keys.send_nowait(key)
+            except anyio.WouldBlock:
+                self.log.warning("sensitive input not read: dropped")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._keys = None  # the block is over
+                return
 
     async def _choose_agent(self, details: CallDetails | None) -> None:
         """Run the per-call agent factory, now that the call's details are known."""
@@ -269,6 +309,8 @@ class CallRuntime:
             return
         self.finished = True
         self._connect_send.close()
+        if self._keys is not None:
+            self._keys.close()
         self._events.close()
         self.done.set()
         if self._observers:
