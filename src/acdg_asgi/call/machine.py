@@ -331,7 +331,8 @@ class Call:
                 best = other
             if self._deferred_end is not None:  # the goodbye: once heard, or at the latest
                 other = self._deferred_until
-                if self.playout.settled:  # else its audio or AgentAudioDone comes first
+                if self.playout.settled and not self.saying_goodbye:  # else what it waits
+                    # for (its audio, AgentAudioDone, the goodbye's words) comes first
                     other = min(other, self.playout.play_head)
                 if best is None or other < best:
                     best = other

@@ -81,11 +81,13 @@ class _Answer(msgspec.Struct, frozen=True):
 
 
 class _PendingCall:
-    __slots__ = ("content", "done")
+    __slots__ = ("call", "cancelled", "content", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, call: dg.FunctionCall) -> None:
+        self.call = call
         self.done = anyio.Event()
         self.content = ""
+        self.cancelled = False
 
 
 class AgentSession:
@@ -266,6 +268,13 @@ class AgentSession:
         if self._agent_speaking:
             self._record.barge_ins += 1
             self._stop_speech()
+        if self._calls:  # the caller talks again: what the agent asked for is withdrawn
+            pending, self._calls = list(self._calls.values()), {}
+            await self._send(dg.FunctionCallCancelled(functions=tuple(
+                dg.CancelledFunction(id=p.call.id, name=p.call.name) for p in pending)))
+            for p in pending:
+                p.cancelled = True
+                p.done.set()
         if self._script.backchannel is not None:
             # Think Live's "mhmm" once the caller has held the floor this long (audio time)
             self._backchannel_due = float(self._script.backchannel_after_ms)
@@ -357,10 +366,16 @@ class AgentSession:
         await self._send(dg.AgentThinking(content=""))
         reply = turn.reply
         if turn.function is not None:
+            if turn.before is not None:
+                await self._say("assistant", turn.before)
+                await self._speak(turn.before, 0.0)
             call = dg.FunctionCall(
                 id=f"fc_{secrets.token_hex(6)}", name=turn.function, arguments=turn.arguments
             )
-            reply = f"{reply} ({await self._call(call)})"
+            result = await self._call(call)
+            if result is None:
+                return  # withdrawn: the caller's next turn is answered instead
+            reply = f"{reply} ({result})"
         await self._say("assistant", reply)
         think = round(anyio.current_time() - started, 3)
         await self._speak(reply, think)
@@ -378,10 +393,12 @@ class AgentSession:
         if self._conversation.drop_due:
             self.drop()
 
-    async def _call(self, call: dg.FunctionCall) -> str:
-        pending = self._calls[call.id] = _PendingCall()
+    async def _call(self, call: dg.FunctionCall) -> str | None:
+        pending = self._calls[call.id] = _PendingCall(call)
         await self._send(dg.FunctionCallRequest(functions=(call,)))
         await pending.done.wait()
+        if pending.cancelled:
+            return None
         entry = self._conversation.called(call, pending.content)
         if self._history_on:
             await self._send(entry)

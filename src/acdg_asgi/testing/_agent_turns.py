@@ -30,6 +30,7 @@ class Turn(msgspec.Struct, frozen=True):
     heard: str = "caller speech"
     function: str | None = None  # a client-side function to call before replying
     arguments: str = "{}"  # JSON text of the call's arguments
+    before: str | None = None  # said before the function call ("One moment, please.")
     languages: tuple[str, ...] | None = None  # detected in the caller's turn (multilingual)
     frustrated: bool = False  # FrustrationDetected after the caller's turn (Think Live)
 

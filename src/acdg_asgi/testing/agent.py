@@ -15,8 +15,10 @@ Usage::
 
 A caller turn goes: first voiced frame -> ``UserStartedSpeaking``; ``end_of_turn_ms`` of
 silent audio (or no audio at all for that long) -> ``ConversationText(user)``, ``History``,
-``AgentThinking``, an optional client-side ``FunctionCallRequest`` (the reply waits for its
-``FunctionCallResponse`` and quotes its content), ``ConversationText(assistant)``,
+``AgentThinking``, an optional client-side ``FunctionCallRequest`` (after the turn's
+``before`` words, spoken; the reply waits for its ``FunctionCallResponse`` and quotes its
+content; the caller talking meanwhile withdraws it with ``FunctionCallCancelled``),
+``ConversationText(assistant)``,
 ``History``, ``AgentStartedSpeaking``, audio, ``AgentAudioDone``, ``LatencyReport`` (every
 field). A turn scripted ``frustrated`` adds ``FrustrationDetected``; ``backchannel`` makes
 the agent say it (``conversational_behavior: backchannel``) while the caller talks.
