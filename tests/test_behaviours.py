@@ -666,3 +666,40 @@ def test_sensitive_mode_needs_a_live_call() -> None:
     with pytest.raises(RuntimeError):
         cmd.EnterSensitiveMode().apply(call, 2.0)
     cmd.LeaveSensitiveMode().apply(call, 2.0)  # nothing to undo: no error
+
+
+# --- the README's examples, as written ---------------------------------------------------------
+
+
+def readme_blocks() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Contact-centre behaviours"):text.index("## Authentication")]
+    return [part.split("```", 1)[0] for part in section.split("```python\n")[1:]]
+
+
+def test_the_readmes_examples_build_what_they_say() -> None:
+    import ast
+
+    import acdg_asgi
+
+    built: list[dict[str, Any]] = []
+    blocks = readme_blocks()
+    assert len(blocks) >= 6
+    for block in blocks:
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        if "await " in block:
+            continue  # inside a handler: compiled only
+        namespace: dict[str, Any] = {name: getattr(acdg_asgi, name) for name in acdg_asgi.__all__}
+        namespace.update(BridgeApp=lambda **kw: built.append(kw), open_now=lambda: True,
+                         case_id="42")
+        # the names are all there already, and BridgeApp records what it is given
+        exec("\n".join(line for line in block.splitlines()
+                       if not line.startswith("from acdg_asgi import")), namespace)
+        if "check" in namespace:  # the hook example: a tools config that uses it
+            assert isinstance(namespace["tools"], TelephonyTools)
+    tools = built[0]["tools"]
+    assert tools.names == ("end_call", "transfer_call", "send_dtmf", "play_url")
+    assert next(b for b in built if "interruption" in b)["interruption"].greeting is False
+    assert {k for b in built for k in b} >= {"tools", "interruption", "no_input", "dtmf"}
