@@ -33,6 +33,7 @@ from acdg_asgi.policies import (
 )
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.protocols import deepgram as dg
+from acdg_asgi.testing import CallPair
 from acdg_asgi.testing.signals import silence, tone
 
 PCM16 = FORMATS["raw/lpcm16"]
@@ -703,3 +704,59 @@ def test_the_readmes_examples_build_what_they_say() -> None:
     assert tools.names == ("end_call", "transfer_call", "send_dtmf", "play_url")
     assert next(b for b in built if "interruption" in b)["interruption"].greeting is False
     assert {k for b in built for k in b} >= {"tools", "interruption", "no_input", "dtmf"}
+
+
+# --- through the wire's codecs, with CallPair (which also fails a call that asks to be --------
+# --- woken without end) --------------------------------------------------------------------------
+
+
+def test_end_call_over_the_codecs_and_never_a_busy_wake() -> None:
+    pair = CallPair(agent=AGENT, options=CallOptions(tools=TOOLS))
+    pair.agent.ready()
+    assert pair.agent.settings is not None and isinstance(pair.agent.settings.agent,
+                                                          dg.AgentSettings)
+    pair.agent.send(dg.ConversationText(role="assistant", content="Goodbye!"))
+    pair.agent.send(dg.FunctionCallRequest(functions=(dg.FunctionCall(
+        id="fc1", name="end_call"),)))
+    pair.advance(1.0)  # the goodbye's audio has not come: nothing, and no busy wake
+    assert not [a for m in pair.vaic.take() if isinstance(m, ac.OutboundActivities)
+                for a in m.activities]
+    pair.agent.audio(bytes(PCM16.frame_bytes(500)))
+    pair.agent.send(dg.AgentAudioDone())
+    pair.advance(1.0)
+    hangups = [a for m in pair.vaic.take() if isinstance(m, ac.OutboundActivities)
+               for a in m.activities if a.name == "hangup"]
+    assert len(hangups) == 1
+
+
+def test_no_input_and_keys_over_the_codecs() -> None:
+    pair = CallPair(agent=AGENT, options=CallOptions(
+        no_input=NoInput(timeout_s=2, reprompts=0), dtmf=DtmfInput(terminator="#")))
+    pair.agent.ready()
+    pair.vaic.send(ac.Activities(activities=({"type": "event", "name": "DTMF",
+                                              "value": "42#"},)))
+    assert pair.agent.take()[-1] == dg.InjectUserMessage(content="DTMF-42")
+    pair.agent.send(dg.ConversationText(role="assistant", content="Hello!"))
+    pair.agent.audio(bytes(PCM16.frame_bytes(300)))
+    pair.agent.send(dg.AgentAudioDone())
+    pair.advance(3.0)  # silent: the goodbye is asked for, and waited for without polling
+    assert [m for m in pair.agent.take() if isinstance(m, dg.InjectAgentMessage)]
+    pair.advance(5.0)
+    pair.agent.send(dg.ConversationText(role="assistant", content="Goodbye."))
+    pair.agent.audio(bytes(PCM16.frame_bytes(300)))
+    pair.agent.send(dg.AgentAudioDone())
+    pair.advance(1.0)
+    assert pair.call.state is CallState.ENDING
+
+
+def test_sensitive_mode_over_the_codecs() -> None:
+    pair = CallPair(agent=AGENT)
+    pair.agent.ready()
+    pair.command(cmd.EnterSensitiveMode().apply)
+    pair.vaic.send(ac.Activities(activities=({"type": "event", "name": "DTMF",
+                                              "value": CARD},)))
+    pair.vaic.chunk(VOICE)
+    taken = pair.take()
+    assert taken.agent[-1] == bytes(len(VOICE))  # silence, as the agent hears it
+    assert CARD.encode() not in msgspec.json.encode([taken.events, taken.vaic])
+    assert pair.call.masking.captured == [CARD]

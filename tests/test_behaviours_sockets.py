@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import serve, standin
 from deepgram.agent.v1.types import AgentV1Settings
+from rig import standin
 from test_wire_sdk import extras
 from vaic_raw import EventLog, vaic, wait_until
 
@@ -38,6 +38,7 @@ from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing.agent import AgentScript, Turn
 from acdg_asgi.testing.report import CallReport
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio

@@ -18,12 +18,13 @@ import anyio
 import msgspec
 import pytest
 import redis
-from conftest import serve, standin
+from rig import standin
+from servers import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from test_log_hygiene import DIRECT, free_port
+from test_log_hygiene import DIRECT
 from vaic_raw import EventLog, vaic, wait_until
 
 from acdg_asgi import (
@@ -39,6 +40,7 @@ from acdg_asgi.delivery import JsonLines, RecordWebhook
 from acdg_asgi.events import Event
 from acdg_asgi.observability.observer import CallView
 from acdg_asgi.testing.agent import AgentScript, Turn
+from acdg_asgi.testing.server import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -40,7 +40,8 @@ import msgspec
 from .. import events as ev
 from ..audio import FORMATS
 from ..call import Action, Call, CloseAgent, CloseVaic, Measure
-from ..config import AgentConfig, CallOptions, Limits, Playout, Reconnect
+from ..config import AgentConfig, Limits, Playout, Reconnect
+from ..policies import CallOptions
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 
