@@ -66,5 +66,7 @@ def test_commands_travel_as_json_and_come_back_equal() -> None:
             "provider": {"type": "deepgram", "model": "aura-2-thalia-en"}}}).speak),
         cmd.RespondToFunctionCall(id="f1", name="lookup", content={"status": "shipped"}),
         cmd.AbortPrompts(),
+        cmd.EnterSensitiveMode(keep_audio_from_agent=False),
+        cmd.SendAgentMessage(content="This call is recorded.", interruptible=False),
     ):
         assert decoder.decode(msgspec.json.encode(command)) == command

@@ -252,3 +252,25 @@ async def test_by_default_the_agent_hears_silence_and_gets_the_keys_masked() -> 
     assert user_turns == ["[redacted]"]  # the masked keys, as the agent got them
     assert "1234" not in str(record.text_frames)
     assert [e.content for e in log.of("conversation_text")][-1] == "Got your keys."
+
+
+async def test_bridge_control_drives_sensitive_mode_from_outside_the_call() -> None:
+    async with standin(SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(think=THINK, greeting="Hello"),
+                           deepgram_url=agent.url, tracing=False)
+        log = EventLog(bridge)
+        async with serve(bridge) as host, vaic(host) as caller:
+            await caller.initiate()
+            await caller.start_stream()
+            await caller.wait_for("playStream.stop")
+            async with bridge.control(caller.conversation_id).sensitive():
+                await caller.activity(type="event", name="DTMF", value="9876")
+                await log.wait_for("dtmf")
+            await caller.wait_for(lambda r: r.type == "activities" and r.msg[
+                "activities"][0]["name"] == "resumeCallRecording")
+            await caller.end()
+            await log.wait_for("session_end")
+    names = [a["name"] for r in caller.of_type("activities") for a in r.msg["activities"]]
+    assert names == ["pauseCallRecording", "resumeCallRecording"]
+    assert [e.digits for e in log.of("dtmf")] == ["[redacted]"]
+    assert "9876" not in str([e for _, e in log.events])
