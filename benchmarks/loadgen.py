@@ -92,6 +92,9 @@ class LoadResult:
     garbled: int = 0  # echoed audio that is not one of the call's own frames
     latencies_ms: list[float] = field(default_factory=list)  # frames sent in the window
     setup_ms: list[float] = field(default_factory=list)  # connect -> userStream.started
+    # How late the load generator's own timers fired for frames sent in the window: a
+    # busy load side shows here before it shows as latency of the target.
+    send_lag_ms: list[float] = field(default_factory=list)
     call_seconds: float = 0.0  # caller audio streamed inside the window, summed over calls
     barge_ins: list[BargeIn] = field(default_factory=list)
     barge_missed: int = 0  # interruptions that got neither speech.started nor playStream.stop
@@ -113,6 +116,7 @@ class LoadResult:
             "garbled": self.garbled,
             "latency_ms": percentiles(self.latencies_ms),
             "setup_ms": percentiles(self.setup_ms),
+            "send_lag_ms": percentiles(self.send_lag_ms),
             "call_seconds": round(self.call_seconds, 3),
         }
         if self.barge_ins or self.barge_missed:
@@ -228,6 +232,7 @@ class Call(WsClient):
         self.duplicates = 0
         self.garbled = 0
         self.latencies_ms: list[float] = []
+        self.send_lag_ms: list[float] = []
         self.window = (math.inf, math.inf)
         self.t_connect = clock()
         self.setup_ms: float | None = None
@@ -300,6 +305,8 @@ class Call(WsClient):
         # uvloop's timers have 1 ms resolution and may fire a little early: a frame due
         # within EARLY_S goes now rather than after another wake-up.
         due = min(self.total, int((now - self.t0 + EARLY_S) / FRAME_S) + 1)
+        if self.window[0] <= now < self.window[1]:
+            self.send_lag_ms.append(max(0.0, now - self.t0 - self.n * FRAME_S) * 1000)
         while self.n < due:  # more than one only when the loop was late
             if self.barge is None:
                 self.sent_at[self.n] = now
@@ -520,6 +527,7 @@ def _collect(
         result.duplicates += call.duplicates
         result.garbled += call.garbled
         result.latencies_ms.extend(call.latencies_ms)
+        result.send_lag_ms.extend(call.send_lag_ms)
         if call.setup_ms is not None:
             result.setup_ms.append(call.setup_ms)
         if call.t0:

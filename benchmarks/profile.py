@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -59,11 +57,7 @@ def self_times(raw: Path) -> tuple[Counter[str], Counter[str], int]:
     return by_function, by_file, total
 
 
-def short(where: str) -> str:
-    for marker in ("site-packages/", "/src/", "/lib/python3"):
-        if marker in where:
-            return where.split(marker, 1)[1]
-    return where
+short = run.short_path
 
 
 def main() -> int:
@@ -85,19 +79,13 @@ def main() -> int:
         os.sched_setaffinity(0, cores.load)
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp)
-        raw, counted = args.raw or logdir / "profile.raw", logdir / "lines.txt"
-        os.environ["LINECOUNT_OUT"] = str(counted)  # the target inherits it
+        raw = args.raw or logdir / "profile.raw"
         agent, agent_url = run.start_agent("echo", logdir, cores)
-        wrapper = (str(HERE / "linecount.py"),) if args.lines else ()
-        child, port = run.start_target(args.target, agent_url, logdir, cores, wrapper)
-        window: list[float] = []
+        child, port = run.start_target(args.target, agent_url, logdir, cores)
+        url = f"ws://127.0.0.1:{port}/"
         sampler: list[subprocess.Popen[bytes]] = []
 
         def on_start() -> None:
-            window.append(time.monotonic())
-            if args.lines:
-                os.kill(child.pid, signal.SIGUSR1)
-                return
             pid = run.process_tree(child.pid)[-1]  # granian's worker, else the target
             sampler.append(subprocess.Popen(
                 [spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
@@ -105,42 +93,39 @@ def main() -> int:
                  *(["--native"] if args.native else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL))
 
-        def on_end() -> None:
-            window.append(time.monotonic())
-            if args.lines:
-                os.kill(child.pid, signal.SIGUSR2)
-
         try:
             run.wait_agent(agent)
             run.wait_listening(child, port)
-            ramp, warmup = 2.0, 1.0
-            cfg = loadgen.LoadConfig(
-                url=f"ws://127.0.0.1:{port}/", calls=calls, ramp_s=ramp, warmup_s=warmup,
-                duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
-            loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=on_start,
-                                                    on_window_end=on_end))
-            time.sleep(0.5)  # the counts are written
-            if not args.lines and (not sampler or sampler[0].wait() != 0):
-                print("py-spy did not record a profile", file=sys.stderr)
-                return 1
+            if args.lines:
+                counted = run.count_lines(child, url, calls=calls, window_s=args.seconds,
+                                          ramp_s=2.0, warmup_s=1.0)
+                if counted is None:
+                    print(f"{args.target} wrote no line counts", file=sys.stderr)
+                    return 1
+            else:
+                ramp, warmup = 2.0, 1.0
+                cfg = loadgen.LoadConfig(
+                    url=url, calls=calls, ramp_s=ramp, warmup_s=warmup,
+                    duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
+                loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=on_start))
+                if not sampler or sampler[0].wait() != 0:
+                    print("py-spy did not record a profile", file=sys.stderr)
+                    return 1
         finally:
             child.stop()
             agent.stop()
         if args.lines:
-            round_trips = calls * (window[1] - window[0]) / loadgen.FRAME_S
-            report_lines(counted, round_trips, args.target, calls, args.top)
+            report_lines(counted, args.target, calls, args.top)
         else:
             report_samples(raw, args.target, calls, args.top)
     return 0
 
 
-def report_lines(counted: Path, round_trips: float, target: str, calls: int, top: int) -> None:
-    rows = [line.split("\t") for line in counted.read_text().splitlines()]
-    total = sum(int(n) for n, _, _ in rows)
-    print(f"{target}, {calls} calls, ~{round_trips:.0f} round trips: "
-          f"{total / round_trips:.1f} Python lines per round trip\n")
-    for n, function, filename in rows[:top]:
-        print(f"{int(n) / round_trips:7.1f}  {function} ({short(filename)})")
+def report_lines(counted: run.LineCount, target: str, calls: int, top: int) -> None:
+    print(f"{target}, {calls} calls, ~{counted.round_trips:.0f} round trips: "
+          f"{counted.per_round_trip:.1f} Python lines per round trip\n")
+    for n, function, filename in counted.top[:top]:
+        print(f"{n:7.1f}  {function} ({short(filename)})")
 
 
 def report_samples(raw: Path, target: str, calls: int, top: int) -> None:

@@ -1,16 +1,19 @@
 """The benchmark suite: the bridge and its two yardsticks under the same simulated calls.
 
-For every repeat, concurrency and target: start the stand-in agent (echo mode) and the
-target in fresh processes, pin the target to one core and the agent and the load generator
-(this process) to the others, warm the target up, then run the calls and measure the
-target's CPU time over a window where every call is streaming. A barge-in run per target
-follows, against the scripted stand-in agent. Medians with min-max go to a JSON file, a
-PNG plot and a markdown table.
+For every repeat, concurrency and target, in that nesting (targets interleaved: A B C D,
+A B C D, ...), start the stand-in agent (echo mode) and the target in fresh processes,
+pin the target to one core and the agent and the load generator (this process) to the
+others, warm the target up, then run the calls and measure the target's CPU time over a
+window where every call is streaming. After a target's first run, the same process
+counts the Python lines it runs per round trip. A run whose load side did not keep up
+(its processes or its core saturated, or its timers late) gives CPU figures but no
+latency or lost frames. A barge-in run per target follows, against the scripted
+stand-in agent. Medians with min-max go to a JSON file, a PNG plot and a markdown table.
 
 Usage::
 
-    python benchmarks/run.py            # the full suite, a few minutes
-    python benchmarks/run.py --quick    # smoke: 10 calls x 5 s, one repeat
+    python benchmarks/run.py            # the full suite, about 12 minutes
+    python benchmarks/run.py --quick    # smoke: 10 calls x 4.5 s, one repeat
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import select
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,6 +57,10 @@ TARGETS: Final = {
     "bridge-unpaced": ("bridge_uvicorn.py", "--lead-ms", "0"),
 }
 DEFAULT_TARGETS: Final = ("acdg-serve", "bridge", "straightforward", "floor")
+UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
+BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
+CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
+LAG_LIMIT_MS: Final = 3.0  # the load generator's timers this late (p99): it is behind
 TOKEN: Final = "bench-token"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S: Final = 20.0
@@ -70,6 +78,8 @@ class Plan:
     barge_duration_s: float
     out: Path
     quick: bool
+    line_calls: int = 10  # calls while each target's Python lines are counted
+    line_window_s: float = 3.0
 
 
 class TargetFailed(RuntimeError):
@@ -84,6 +94,7 @@ class Child:
     name: str
     popen: subprocess.Popen[str]
     log: TextIO
+    lines_out: Path | None = None  # where linecount.py writes, if the child runs under it
 
     @property
     def pid(self) -> int:
@@ -131,6 +142,15 @@ class Cores:
         return f"target on CPU {sorted(self.target)}, load and agent on CPU {load}"
 
 
+def stop_all(*children: Child) -> None:
+    """Stop processes together: each shuts down while the others do."""
+    for child in children:
+        if child.alive():
+            child.popen.terminate()
+    for child in children:
+        child.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,13 +158,14 @@ def free_port() -> int:
         return port
 
 
-def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None) -> Child:
+def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None,
+          env: dict[str, str] | None = None) -> Child:
     log = open(logdir / f"{name}.log", "w+")  # noqa: SIM115 - closed by Child.stop
     # pinned before exec, so worker processes (granian's) inherit the core
     pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     popen = subprocess.Popen(
         [sys.executable, *args], stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent,
-        preexec_fn=pin,
+        preexec_fn=pin, env=None if env is None else {**os.environ, **env},
     )
     return Child(name, popen, log)
 
@@ -158,14 +179,65 @@ def start_agent(mode: str, logdir: Path, cores: Cores) -> tuple[Child, str]:
     return child, f"ws://127.0.0.1:{port}/v1/agent/converse"
 
 
-def start_target(name: str, agent_url: str, logdir: Path, cores: Cores,
-                 wrapper: tuple[str, ...] = ()) -> tuple[Child, int]:
-    """``wrapper``: a script the target runs under (``linecount.py``)."""
+def start_target(name: str, agent_url: str, logdir: Path, cores: Cores) -> tuple[Child, int]:
+    """The target runs under ``linecount.py``, which costs nothing until switched on
+    (:func:`count_lines`), unless it serves from a worker process."""
     port = free_port()
     script, *extra = TARGETS[name]
-    args = [*wrapper, str(HERE / "targets" / script), *extra, "--port", str(port),
-            "--agent-url", agent_url, "--token", TOKEN]
-    return spawn(name, args, logdir, cores.target), port
+    wrapper = [] if name in UNCOUNTED else [str(HERE / "linecount.py")]
+    args = [*wrapper, str(HERE / "targets" / script), *extra,
+            "--port", str(port), "--agent-url", agent_url, "--token", TOKEN]
+    lines_out = logdir / f"{name}.lines"
+    child = spawn(name, args, logdir, cores.target, {"LINECOUNT_OUT": str(lines_out)})
+    child.lines_out = None if name in UNCOUNTED else lines_out
+    return child, port
+
+
+def short_path(where: str) -> str:
+    """A source file's path from its package on."""
+    for marker in ("site-packages/", "/src/", "/lib/python3"):
+        if marker in where:
+            return where.split(marker, 1)[1]
+    return where
+
+
+@dataclass(frozen=True)
+class LineCount:
+    """Python lines the target ran per round trip (one caller frame in, its echo out),
+    and the functions that ran most of them (lines per round trip, function, file)."""
+
+    per_round_trip: float
+    round_trips: float
+    top: list[tuple[float, str, str]]
+
+
+def count_lines(child: Child, url: str, *, calls: int, window_s: float,
+                ramp_s: float = 0.5, warmup_s: float = 0.5) -> LineCount | None:
+    """Load the target with ``calls`` echo calls and count the lines it runs while all
+    of them stream. Tracing slows the target about tenfold: keep ``calls`` small."""
+    window: list[float] = []
+
+    def switch(sig: int) -> None:
+        window.append(time.monotonic())
+        os.kill(child.pid, sig)
+
+    cfg = loadgen.LoadConfig(url=url, calls=calls, ramp_s=ramp_s, warmup_s=warmup_s,
+                             duration_s=ramp_s + warmup_s + window_s + loadgen.FRAME_S,
+                             token=TOKEN, drain_s=0.3)
+    loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=lambda: switch(signal.SIGUSR1),
+                                            on_window_end=lambda: switch(signal.SIGUSR2)))
+    path = child.lines_out
+    deadline = time.monotonic() + 3
+    while (path is None or not path.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the target writes its counts once it handles the signal
+    if path is None or not path.exists() or len(window) != 2:
+        return None
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    path.unlink()
+    round_trips = calls * (window[1] - window[0]) / loadgen.FRAME_S
+    total = sum(int(n) for n, _, _ in rows)
+    top = [(int(n) / round_trips, function, filename) for n, function, filename in rows]
+    return LineCount(total / round_trips, round_trips, top)
 
 
 def wait_listening(child: Child, port: int) -> None:
@@ -236,6 +308,30 @@ def memory_kb(pid: int, key: str) -> int:
     return total
 
 
+def core_ticks() -> dict[int, tuple[int, int]]:
+    """Busy and total clock ticks of each CPU since boot (``/proc/stat``), whoever ran:
+    on a shared machine other jobs' work shows here and not in our processes' times."""
+    ticks = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *fields = line.split()
+                # user nice system idle iowait irq softirq steal
+                values = [int(v) for v in fields[:8]]
+                ticks[int(name[3:])] = (sum(values) - values[3] - values[4], sum(values))
+    return ticks
+
+
+def core_busy(start: dict[int, tuple[int, int]], end: dict[int, tuple[int, int]],
+              cpus: set[int] | None) -> float | None:
+    """The busiest of ``cpus`` between two readings of :func:`core_ticks`, 0..1."""
+    if not cpus:
+        return None
+    shares = [(end[c][0] - start[c][0]) / (end[c][1] - start[c][1])
+              for c in cpus if c in start and c in end and end[c][1] > start[c][1]]
+    return round(max(shares), 3) if shares else None
+
+
 @dataclass
 class Snapshot:
     at: float
@@ -243,6 +339,7 @@ class Snapshot:
     target_sys: float
     agent_cpu: float
     own_cpu: float
+    cores: dict[int, tuple[int, int]]
 
     @property
     def target_cpu(self) -> float:
@@ -251,7 +348,8 @@ class Snapshot:
 
 def snapshot(target: Child, agent: Child) -> Snapshot:
     user, system = cpu_times(target.pid)
-    return Snapshot(time.monotonic(), user, system, cpu_seconds(agent.pid), time.process_time())
+    return Snapshot(time.monotonic(), user, system, cpu_seconds(agent.pid), time.process_time(),
+                    core_ticks())
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -264,6 +362,7 @@ class Suite:
     logdir: Path
     runs: list[dict[str, Any]] = field(default_factory=list)
     barge: list[dict[str, Any]] = field(default_factory=list)
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> line count
     errors: list[str] = field(default_factory=list)
 
     def warm_up(self, url: str) -> None:
@@ -272,6 +371,22 @@ class Suite:
                                  ramp_s=0.0, warmup_s=0.0, token=TOKEN, drain_s=0.3)
         loadgen.run_blocking(cfg)
         time.sleep(0.3)
+
+    def count(self, target: str, child: Child, url: str) -> None:
+        """After a target's first measured run, in the same process: its Python lines
+        per round trip (deterministic, so once per target is enough)."""
+        if target in self.lines or child.lines_out is None:
+            return
+        plan = self.plan
+        counted = count_lines(child, url, calls=plan.line_calls, window_s=plan.line_window_s,
+                              ramp_s=0.3, warmup_s=0.3)
+        if counted is not None:
+            self.lines[target] = {
+                "per_round_trip": round(counted.per_round_trip, 1),
+                "round_trips": round(counted.round_trips),
+                "calls": plan.line_calls,
+                "top": [[round(n, 2), fn, short_path(where)] for n, fn, where in counted.top[:25]],
+            }
 
     def echo_run(self, target: str, calls: int, repeat: int) -> dict[str, Any]:
         plan = self.plan
@@ -294,10 +409,10 @@ class Suite:
             peak_kb = memory_kb(child.pid, "VmHWM")
             if not child.alive():
                 raise TargetFailed(f"{target} died during the run:\n{child.log_tail()}")
+            self.count(target, child, url)
         finally:
-            child.stop()
-            agent.stop()
-        return measurements(target, calls, repeat, result, snaps, idle_kb, peak_kb)
+            stop_all(child, agent)
+        return measurements(target, calls, repeat, result, snaps, idle_kb, peak_kb, self.cores)
 
     def barge_run(self, target: str) -> dict[str, Any]:
         plan = self.plan
@@ -307,14 +422,14 @@ class Suite:
             wait_agent(agent)
             wait_listening(child, port)
             cfg = loadgen.LoadConfig(url=f"ws://127.0.0.1:{port}/", calls=plan.barge_calls,
-                                     duration_s=plan.barge_duration_s, ramp_s=1.0, warmup_s=0.0,
+                                     duration_s=plan.barge_duration_s,
+                                     ramp_s=0.5 if plan.quick else 1.0, warmup_s=0.0,
                                      token=TOKEN, barge_in=True, drain_s=0.3)
             result = loadgen.run_blocking(cfg)
             if not child.alive():
                 raise TargetFailed(f"{target} died during the barge-in run:\n{child.log_tail()}")
         finally:
-            child.stop()
-            agent.stop()
+            stop_all(child, agent)
         summary = result.summary()
         return {"target": target, "calls": plan.barge_calls, "ok_calls": result.ok_calls,
                 "failures": summary["failures"],
@@ -330,6 +445,7 @@ class Suite:
                     done += 1
                     print(f"[{done}/{total}] {target:15} {calls:4} calls, repeat {repeat + 1}",
                           end="", flush=True)
+                    counted_before = target in self.lines
                     try:
                         run = self.echo_run(target, calls, repeat)
                     except TargetFailed as exc:
@@ -337,9 +453,14 @@ class Suite:
                         print(f"  FAILED: {exc}")
                         continue
                     self.runs.append(run)
+                    counted = None if counted_before else self.lines.get(target, {}).get(
+                        "per_round_trip")
                     print(f"  {run['cpu_ms_per_call_s']:.2f} ms/call-s, "
                           f"p50 {run['latency_ms']['p50']} ms, lost {run['lost']}, "
-                          f"failed calls {run['failed_calls']}", flush=True)
+                          f"failed calls {run['failed_calls']}"
+                          + (f", {counted} lines per round trip" if counted else "")
+                          + "".join(f"; LOAD-BOUND: {why}" for why in run["load_saturated"]),
+                          flush=True)
                     if run["ok_calls"] == 0:
                         self.errors.append(f"{target} at {calls} calls: no call completed "
                                            f"({run['failures']})")
@@ -358,7 +479,7 @@ class Suite:
 
 def measurements(
     target: str, calls: int, repeat: int, result: loadgen.LoadResult,
-    snaps: dict[str, Snapshot], idle_kb: int, peak_kb: int,
+    snaps: dict[str, Snapshot], idle_kb: int, peak_kb: int, cores: Cores,
 ) -> dict[str, Any]:  # fmt: skip
     summary = result.summary()
     record: dict[str, Any] = {"target": target, "calls": calls, "repeat": repeat, **summary}
@@ -384,8 +505,27 @@ def measurements(
         rss_idle_kb=idle_kb,
         rss_peak_kb=peak_kb,
         rss_kb_per_call=round((peak_kb - idle_kb) / calls, 1),
+        target_cpu_total_busy=core_busy(start.cores, end.cores, cores.target)
+        if start and end else None,
+        load_cpu_total_busy=core_busy(start.cores, end.cores, cores.load)
+        if start and end else None,
     )
+    record["load_saturated"] = load_saturation(record)
     return record
+
+
+def load_saturation(run: dict[str, Any]) -> list[str]:
+    """Why the load side may have limited this run, if it did: then the run's latency
+    and lost frames are partly the load side's, and the suite does not report them."""
+    why = []
+    if (run["load_core_busy"] or 0.0) > BUSY_LIMIT:
+        why.append(f"load generator and agent {run['load_core_busy']:.0%} busy")
+    if (run["load_cpu_total_busy"] or 0.0) > CORE_LIMIT:
+        why.append(f"load core {run['load_cpu_total_busy']:.0%} busy with every job on it")
+    lag = run["send_lag_ms"]["p99"]
+    if lag is not None and lag > LAG_LIMIT_MS:
+        why.append(f"load generator's timers {lag:.1f} ms late at p99")
+    return why
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -399,20 +539,26 @@ def spread(values: list[float]) -> dict[str, float] | None:
             "max": round(max(values), 3)}
 
 
-def aggregate(runs: list[dict[str, Any]], targets: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One row per target and concurrency: medians with min-max over the repeats."""
+def aggregate(runs: list[dict[str, Any]], targets: tuple[str, ...],
+              lines: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per target and concurrency: medians with min-max over the repeats.
+
+    Latency and lost frames come only from runs whose load side kept up
+    (:func:`load_saturation`); CPU from every run, since the target's CPU time is its own
+    whoever else is busy."""
     floor_cpu = {(r["calls"], r["repeat"]): r["cpu_ms_per_call_s"]
                  for r in runs if r["target"] == "floor"}
+    lines = lines or {}
     rows = []
     for target in targets:
         for calls in sorted({r["calls"] for r in runs}):
             mine = [r for r in runs if r["target"] == target and r["calls"] == calls]
             if not mine:
                 continue
+            valid = [r for r in mine if not r.get("load_saturated")]
             ratios = [r["cpu_ms_per_call_s"] / floor_cpu[(calls, r["repeat"])]
                       for r in mine if floor_cpu.get((calls, r["repeat"]))]
             cpu = spread([r["cpu_ms_per_call_s"] for r in mine])
-            sent = sum(r["sent"] for r in mine)
             rows.append({
                 "target": target,
                 "calls": calls,
@@ -420,15 +566,23 @@ def aggregate(runs: list[dict[str, Any]], targets: tuple[str, ...]) -> list[dict
                 "cpu_ms_per_call_s": cpu,
                 "ratio_to_floor": spread(ratios),  # per repeat, then the median
                 "calls_per_core": round(1000 / cpu["median"], 1) if cpu and cpu["median"] else None,
-                "latency_p50_ms": spread([r["latency_ms"]["p50"] for r in mine]),
-                "latency_p99_ms": spread([r["latency_ms"]["p99"] for r in mine]),
-                "latency_max_ms": max((r["latency_ms"]["max"] or 0.0) for r in mine),
-                "lost_frames": sum(r["lost"] for r in mine),
-                "sent_frames": sent,
-                "failed_calls": sum(r["failed_calls"] for r in mine),
+                "lines_per_round_trip": lines.get(target, {}).get("per_round_trip"),
+                "latency_p50_ms": spread([r["latency_ms"]["p50"] for r in valid]),
+                "latency_p99_ms": spread([r["latency_ms"]["p99"] for r in valid]),
+                "latency_max_ms": max((r["latency_ms"]["max"] or 0.0 for r in valid),
+                                      default=None),
+                "load_bound_repeats": len(mine) - len(valid),
+                "lost_frames": sum(r["lost"] for r in valid),
+                "sent_frames": sum(r["sent"] for r in valid),
+                "failed_calls": sum(r["failed_calls"] for r in valid),
+                "lost_frames_load_bound": sum(r["lost"] for r in mine if r not in valid),
                 "rss_kb_per_call": spread([r["rss_kb_per_call"] for r in mine]),
                 "target_core_busy": spread([r["target_core_busy"] for r in mine]),
                 "load_core_busy_max": max((r["load_core_busy"] or 0.0) for r in mine),
+                "load_cpu_total_busy_max": max((r.get("load_cpu_total_busy") or 0.0)
+                                               for r in mine),
+                "send_lag_p99_ms_max": max((r.get("send_lag_ms", {}).get("p99") or 0.0)
+                                           for r in mine),
             })  # fmt: skip
     return rows
 
@@ -470,7 +624,7 @@ def code_version() -> str:
 
 def parse_args(argv: list[str] | None) -> Plan:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 10 calls x 5 s, 1 repeat")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 10 calls x 4.5 s, 1 repeat")
     ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                     help=f"comma-separated, of: {', '.join(TARGETS)}")
     ap.add_argument("--calls", default="50,100,200", help="concurrency levels, comma-separated")
@@ -480,6 +634,8 @@ def parse_args(argv: list[str] | None) -> Plan:
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds after the ramp")
     ap.add_argument("--barge-calls", type=int, default=20, help="barge-in run calls; 0 skips")
     ap.add_argument("--barge-duration", type=float, default=8.0)
+    ap.add_argument("--line-window", type=float, default=3.0,
+                    help="seconds of 10 calls over which each target's lines are counted")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     targets = tuple(t for t in args.targets.split(",") if t)
@@ -487,16 +643,16 @@ def parse_args(argv: list[str] | None) -> Plan:
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {list(TARGETS)}")
     if args.quick:
-        return Plan(targets=targets, concurrency=(10,), repeats=1, duration_s=5.0, ramp_s=1.0,
+        return Plan(targets=targets, concurrency=(10,), repeats=1, duration_s=4.5, ramp_s=1.0,
                     warmup_s=0.5, barge_calls=4, barge_duration_s=3.0,
-                    out=args.out / "quick", quick=True)
+                    out=args.out / "quick", quick=True, line_window_s=1.2)
     concurrency = tuple(int(c) for c in args.calls.split(","))
     if args.duration <= args.ramp + args.warmup + 1:
         ap.error("--duration must exceed --ramp + --warmup by more than a second")
     return Plan(targets=targets, concurrency=concurrency, repeats=args.repeats,
                 duration_s=args.duration, ramp_s=args.ramp, warmup_s=args.warmup,
                 barge_calls=args.barge_calls, barge_duration_s=args.barge_duration,
-                out=args.out, quick=False)
+                out=args.out, quick=False, line_window_s=args.line_window)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="acdg-bench-") as logdir:
         suite = Suite(plan, cores, Path(logdir))
         suite.run()
-    rows = aggregate(suite.runs, plan.targets)
+    rows = aggregate(suite.runs, plan.targets, suite.lines)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {
         "created": stamp,
@@ -520,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in plan.__dict__.items()},
         "summary": rows,
         "barge_in": suite.barge,
+        "lines": suite.lines,
         "runs": suite.runs,
         "errors": suite.errors,
     }
