@@ -42,7 +42,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
-from wsclient import WsClient
+from wsclient import MaskedTemplate, WsClient
 
 FRAME_MS: Final = 20
 FRAME_S: Final = FRAME_MS / 1000
@@ -50,6 +50,8 @@ MEDIA_FORMAT: Final = "raw/lpcm16"
 SAMPLE_RATE: Final = 16000
 FRAME_BYTES: Final = SAMPLE_RATE * 2 * FRAME_MS // 1000  # 640
 TAG: Final = struct.Struct("<IH")  # frame number, call tag: 6 bytes = 8 base64 characters
+TAG_B64: Final = 8
+FRAME_B64: Final = (FRAME_BYTES + 2) // 3 * 4  # 856
 BARGE_AFTER_S: Final = 0.3  # interrupt the agent this long after its play stream starts
 EARLY_S: Final = 0.002
 UTTERANCE_FRAMES: Final = 30  # 600 ms of caller speech per utterance
@@ -169,15 +171,16 @@ def _b64(data: bytes) -> bytes:
 
 
 class Templates:
-    """The JSON text of one call's messages, encoded once. Only the frame tag varies."""
+    """One call's messages, encoded once. Caller audio frames are masked WebSocket frames
+    built once (the call's masking key is fixed); only a frame's tag varies."""
 
-    def __init__(self, cid: str) -> None:
+    def __init__(self, cid: str, key: bytes) -> None:
         head = b'{"type":"userStream.chunk","conversationId":"' + cid.encode() + b'","audioChunk":"'
+        tail = b'"}'
         # The tag is 6 bytes, a multiple of 3, so its base64 stands alone before the rest.
-        self.chunk_head = head
-        self.chunk_tail = _b64(SILENT[TAG.size :]) + b'"}'
-        self.silent = head + _b64(SILENT) + b'"}'
-        self.voiced = head + _b64(VOICED) + b'"}'
+        self.chunk = MaskedTemplate(key, head, TAG_B64, _b64(SILENT[TAG.size :]) + tail)
+        self.silent = MaskedTemplate(key, head + _b64(SILENT), 0, tail).frame(b"")
+        self.voiced = MaskedTemplate(key, head + _b64(VOICED), 0, tail).frame(b"")
         self.initiate = json.dumps({
             "type": "session.initiate", "conversationId": cid, "botName": "bench",
             "caller": "+15550100", "expectAudioMessages": True,
@@ -189,7 +192,21 @@ class Templates:
         ).encode()
 
     def tagged(self, n: int, tag: int) -> bytes:
-        return self.chunk_head + _b64(TAG.pack(n, tag)) + self.chunk_tail
+        """The frame of caller audio frame ``n``."""
+        return self.chunk.frame(_b64(TAG.pack(n, tag)))
+
+
+def echoed_tag(payload: bytes) -> bytes | None:
+    """The tag's base64 in a ``playStream.chunk`` of exactly one caller frame, found
+    without decoding the message (most echoes); ``None`` for anything else."""
+    i = payload.find(b'"audioChunk"')
+    if i < 0 or b"playStream.chunk" not in payload[:i]:
+        return None
+    start = payload.find(b'"', i + 12) + 1
+    end = payload.find(b'"', start)
+    if end - start != FRAME_B64 or payload.find(b"\\", start, end) >= 0:
+        return None
+    return payload[start : start + TAG_B64]
 
 
 class _Msg(msgspec.Struct, rename="camel"):
@@ -214,15 +231,75 @@ _decode: Final = msgspec.json.Decoder(_Msg).decode
 # --- one simulated call ----------------------------------------------------------------------
 
 
+SLOT_S: Final = 0.001
+SLOTS: Final = round(FRAME_S / SLOT_S)
+
+
+class Metronome:
+    """One timer for every call's caller audio, instead of one per call and frame.
+
+    The 20 ms period is cut into 1 ms slots (uvloop's timers count whole milliseconds in
+    any case); a call joins the slot of its phase, and each tick sends what the calls of
+    the slots now due owe. A late tick catches up on every slot it missed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: list[dict[Call, None]] = [{} for _ in range(SLOTS)]
+        self.next_tick = 0  # the tick (in slots since the clock's zero) to serve next
+        self.timer: asyncio.TimerHandle | None = None
+
+    def join(self, call: Call, phase: float, now: float) -> float:
+        """Add ``call`` at ``phase`` within the period; when its first frame is due."""
+        slot = round(phase / SLOT_S) % SLOTS
+        tick = math.ceil(now / SLOT_S)
+        tick += (slot - tick) % SLOTS
+        self.slots[slot][call] = None
+        if self.timer is None or tick < self.next_tick:
+            self._arm(tick, now)
+        return tick * SLOT_S
+
+    def leave(self, call: Call) -> None:
+        for slot in self.slots:
+            slot.pop(call, None)
+
+    def _arm(self, tick: int, now: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.next_tick = tick
+        self.timer = self.loop.call_later(max(0.0, tick * SLOT_S - now), self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = clock()
+        tick, slots = self.next_tick, self.slots
+        last = math.floor((now + SLOT_S / 2) / SLOT_S)  # a tick that fired a little early
+        for t in range(tick, max(tick, last) + 1):
+            slot = slots[t % SLOTS]
+            if slot:
+                done = [call for call in list(slot) if not call.tick(now)]
+                for call in done:
+                    del slot[call]
+            if t - tick >= SLOTS:
+                break  # a whole period caught up: every call has sent what it owes
+        tick = max(tick, last) + 1
+        for step in range(SLOTS):  # the next slot with calls in it
+            if slots[(tick + step) % SLOTS]:
+                self._arm(tick + step, now)
+                return
+
+
+
 class Call(WsClient):
     """One VAIC call: handshake, session, real-time caller audio, echo matching."""
 
-    def __init__(self, index: int, cfg: LoadConfig, host: str, path: str) -> None:
+    def __init__(self, index: int, cfg: LoadConfig, host: str, path: str,
+                 metronome: Metronome) -> None:
         super().__init__(host, path, cfg.token)
         self.cfg = cfg
         self.loop = asyncio.get_running_loop()
+        self.metronome = metronome
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.tpl = Templates(f"bench-{index}-{uuid.uuid4().hex[:8]}")
+        self.tpl = Templates(f"bench-{index}-{uuid.uuid4().hex[:8]}", self.mask_key)
         self.tag = (0xAC00 + index) & 0xFFFF
         self.total = round(cfg.duration_s / FRAME_S)
         self.sent_at = [0.0] * self.total
@@ -254,6 +331,9 @@ class Call(WsClient):
 
     def on_text(self, payload: bytes) -> None:
         now = clock()
+        if self.barge is None and not self.rx and (tag := echoed_tag(payload)) is not None:
+            self._match(binascii.a2b_base64(tag), now)  # the usual case: one echoed frame
+            return
         try:
             msg = _decode(payload)
         except msgspec.DecodeError:
@@ -273,8 +353,7 @@ class Call(WsClient):
         elif kind == "userStream.started" and self.state == "starting":
             self.state = "streaming"
             self.setup_ms = (now - self.t_connect) * 1000
-            self.t0 = now + (self.phase - now) % FRAME_S
-            self.timer = self.loop.call_later(self.t0 - now, self._tick)
+            self.t0 = self.metronome.join(self, self.phase, now)
         elif kind in ("session.error", "activities") and self.state != "ending":
             self.fail(f"{kind} from the bot ({msg.why()})")
 
@@ -293,34 +372,40 @@ class Call(WsClient):
     def _finish(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        self.metronome.leave(self)
         if not self.done.done():
             self.done.set_result(None)
 
     # --- caller audio ---
 
-    def _tick(self) -> None:
-        if self.state != "streaming":
-            return
-        now = clock()
+    def tick(self, now: float) -> bool:
+        """Send the frames due by ``now`` (the metronome's call); ``False`` once done."""
+        n = self.n
+        late = now - self.t0 - n * FRAME_S
         # uvloop's timers have 1 ms resolution and may fire a little early: a frame due
         # within EARLY_S goes now rather than after another wake-up.
-        due = min(self.total, int((now - self.t0 + EARLY_S) / FRAME_S) + 1)
+        if late < -EARLY_S or self.state != "streaming":
+            return self.state == "streaming"
         if self.window[0] <= now < self.window[1]:
-            self.send_lag_ms.append(max(0.0, now - self.t0 - self.n * FRAME_S) * 1000)
-        while self.n < due:  # more than one only when the loop was late
-            if self.barge is None:
-                self.sent_at[self.n] = now
-                self.send_text(self.tpl.tagged(self.n, self.tag))
+            self.send_lag_ms.append(late * 1000 if late > 0 else 0.0)
+        due = min(self.total, n + 1 + math.floor((late + EARLY_S) / FRAME_S))
+        barge = self.barge
+        while n < due:  # more than one only when the loop was late
+            if barge is None:
+                self.sent_at[n] = now
+                self.send_frame(self.tpl.tagged(n, self.tag))
             else:
-                self.send_text(self.tpl.voiced if self.barge.voiced(now) else self.tpl.silent)
-            self.n += 1
-        if self.n < self.total:
-            self.timer = self.loop.call_later(self.t0 + self.n * FRAME_S - now, self._tick)
-        elif self.barge is None and self.n_echoed == self.total:
+                self.send_frame(self.tpl.voiced if barge.voiced(now) else self.tpl.silent)
+            n += 1
+        self.n = n
+        if n < self.total:
+            return True
+        if barge is None and self.n_echoed == self.total:
             self._end()
         else:
             self.state = "draining"
             self.timer = self.loop.call_later(self.cfg.drain_s, self._end)
+        return False
 
     def _end(self) -> None:
         if self.state == "ending":
@@ -487,12 +572,14 @@ async def run(cfg: LoadConfig, hooks: Hooks | None = None) -> LoadResult:
                 loop.call_later(at - start, hook)
     calls: list[Call] = []
     connect_failures: list[str] = []
+    metronome = Metronome(loop)
 
     async def one(i: int) -> None:
         await asyncio.sleep(max(0.0, start + i * cfg.ramp_s / cfg.calls - clock()))
         try:
             _, call = await asyncio.wait_for(
-                loop.create_connection(lambda: Call(i, cfg, f"{host}:{port}", path), host, port),
+                loop.create_connection(lambda: Call(i, cfg, f"{host}:{port}", path, metronome),
+                                      host, port),
                 cfg.setup_timeout_s,
             )
         except (OSError, TimeoutError) as exc:

@@ -170,12 +170,16 @@ def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None,
     return Child(name, popen, log)
 
 
-def start_agent(mode: str, logdir: Path, cores: Cores) -> tuple[Child, str]:
+def start_agent(mode: str, logdir: Path, cores: Cores, *extra: str) -> tuple[Child, str]:
+    """``echo``: the lean echo agent (``echo_agent.py``); ``script``: the full stand-in
+    agent's scripted turns (``agent_server.py``); ``standin-echo``: the stand-in echoing."""
     port = free_port()
-    child = spawn(
-        f"agent-{mode}", [str(HERE / "agent_server.py"), "--mode", mode, "--port", str(port)],
-        logdir, cores.load,
-    )  # fmt: skip
+    if mode == "echo":
+        args = [str(HERE / "echo_agent.py"), "--port", str(port), *extra]
+    else:
+        args = [str(HERE / "agent_server.py"), "--mode", mode.removeprefix("standin-"),
+                "--port", str(port)]
+    child = spawn(f"agent-{mode}", args, logdir, cores.load)
     return child, f"ws://127.0.0.1:{port}/v1/agent/converse"
 
 
@@ -375,9 +379,9 @@ class Suite:
     def count(self, target: str, child: Child, url: str) -> None:
         """After a target's first measured run, in the same process: its Python lines
         per round trip (deterministic, so once per target is enough)."""
-        if target in self.lines or child.lines_out is None:
-            return
         plan = self.plan
+        if not plan.line_calls or target in self.lines or child.lines_out is None:
+            return
         counted = count_lines(child, url, calls=plan.line_calls, window_s=plan.line_window_s,
                               ramp_s=0.3, warmup_s=0.3)
         if counted is not None:
