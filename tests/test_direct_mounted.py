@@ -1,0 +1,112 @@
+"""The direct WebSocket protocol under a host app: a ``BridgeApp`` routed inside a
+Starlette, FastAPI or Litestar app still takes VAIC's frames on the direct path (the
+``acdg.direct`` extension survives the host's routing and its copies of the scope), while
+the host's own WebSocket and HTTP routes stay ordinary ASGI on the same server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from conftest import serve, standin
+from vaic_raw import vaic, wait_until
+from websockets.asyncio.client import connect
+
+from acdg_asgi import AgentSettings, BridgeApp
+from acdg_asgi.testing.agent import AgentScript
+from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
+
+pytestmark = pytest.mark.anyio
+
+FRAMEWORKS = ("starlette", "fastapi", "litestar")
+
+
+def host_app(framework: str, bridge: BridgeApp) -> Any:
+    """The bridge under ``/audiocodes``, next to a WebSocket echo and an HTTP route of
+    the host's own, as a user's app would have them."""
+    if framework == "litestar":
+        from litestar import Litestar, WebSocket, get, websocket
+
+        @get("/health", sync_to_thread=False)
+        def health() -> dict[str, int]:
+            return {"calls": len(bridge.calls)}
+
+        @websocket("/echo")
+        async def echo(socket: WebSocket[Any, Any, Any]) -> None:
+            await socket.accept()
+            await socket.send_text(await socket.receive_text())
+            await socket.close()
+
+        from litestar.handlers import asgi
+
+        return Litestar(route_handlers=[health, echo, asgi("/audiocodes", is_mount=True,
+                                                             copy_scope=True)(bridge)],
+                        lifespan=[bridge.lifespan])
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.websockets import WebSocket as StarletteSocket
+
+    async def health_route(request: Any) -> JSONResponse:
+        return JSONResponse({"calls": len(bridge.calls)})
+
+    async def echo_route(socket: StarletteSocket) -> None:
+        await socket.accept()
+        await socket.send_text(await socket.receive_text())
+        await socket.close()
+
+    routes = [Route("/health", health_route), WebSocketRoute("/echo", echo_route),
+              Mount("/audiocodes", bridge)]
+    if framework == "fastapi":
+        from fastapi import FastAPI
+
+        return FastAPI(routes=routes, lifespan=bridge.lifespan)
+    from starlette.applications import Starlette
+
+    return Starlette(routes=routes, lifespan=bridge.lifespan)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_the_bridge_takes_the_direct_path_inside_a_host_app(framework: str) -> None:
+    async with standin(AgentScript(echo=True)) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        app = host_app(framework, bridge)
+        async with serve(app, ws=DirectWebSocketProtocol) as host, \
+                vaic(host, "/audiocodes/") as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            await wait_until(lambda: len(bridge.calls) == 1)
+            (runtime,) = bridge.calls.runtimes()
+            socket = runtime.vaic.socket
+            assert socket is not None and socket.direct is not None, "standard ASGI path taken"
+            assert isinstance(socket.direct, DirectWebSocketProtocol)
+            await caller.start_stream()
+            await caller.speak(voiced_ms=0, silent_ms=200)
+            # the stand-in echoes caller audio: it comes back as the bot's play stream
+            await caller.wait_for(lambda r: r.type == "playStream.chunk", count=10)
+            echoed = sum(len(r.audio) for r in caller.of_type("playStream.chunk"))
+            assert echoed == 10 * 640
+
+            # the host's own routes on the same server: ordinary ASGI
+            async with connect(f"ws://{host}/echo") as ws:
+                await ws.send("plain websocket")
+                assert await ws.recv() == "plain websocket"
+            async with httpx.AsyncClient() as http:
+                health = await http.get(f"http://{host}/health")
+            assert health.json() == {"calls": 1}
+            await caller.end()
+            await caller.wait_closed()
+        assert not bridge.calls
+
+
+async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi() -> None:
+    """The control case: under stock uvicorn the same app has no direct path."""
+    async with standin(AgentScript(echo=True)) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        async with serve(host_app("starlette", bridge)) as host, \
+                vaic(host, "/audiocodes/") as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            await wait_until(lambda: len(bridge.calls) == 1)
+            (runtime,) = bridge.calls.runtimes()
+            assert runtime.vaic.socket is not None and runtime.vaic.socket.direct is None
+            await caller.end()
+            await caller.wait_closed()
