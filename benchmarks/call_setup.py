@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 run.wait_agent(agent)
                 run.wait_listening(child, port)
-                url = f"ws://127.0.0.1:{port}/"
+                url = run.target_url(target, port)
                 with asyncio.Runner(loop_factory=loadgen.new_loop_factory()) as runner:
                     runner.run(measure(url, 2, args.start, args.gap))  # warm-up
                     results = runner.run(measure(url, args.calls, args.start, args.gap))

@@ -82,7 +82,7 @@ def main() -> int:
         raw = args.raw or logdir / "profile.raw"
         agent, agent_url = run.start_agent("echo", logdir, cores)
         child, port = run.start_target(args.target, agent_url, logdir, cores)
-        url = f"ws://127.0.0.1:{port}/"
+        url = run.target_url(args.target, port)
         sampler: list[subprocess.Popen[bytes]] = []
 
         def on_start() -> None:

@@ -170,7 +170,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig, (cpu_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     marked = False
     for i, target in enumerate(targets):
-        mine = sorted((r for r in rows if r["target"] == target), key=lambda r: r["calls"])
+        mine = sorted((r for r in rows if r["target"] == target and r["cpu_ms_per_call_s"]),
+                      key=lambda r: r["calls"])
+        if not mine:
+            continue
         calls = [r["calls"] for r in mine]
         color = f"C{i}"
         med = [r["cpu_ms_per_call_s"]["median"] for r in mine]

@@ -41,9 +41,18 @@ import report
 
 HERE: Final = Path(__file__).resolve().parent
 # name -> script and its extra arguments. The first three run by default.
+MOUNTED: Final = ("mounted_app.py", "--serve")
+UVICORN_STOCK: Final = ("uvicorn", "--ws", "auto", "--loop", "uvloop")
 TARGETS: Final = {
-    "bridge": ("bridge_uvicorn.py",),
     "acdg-serve": ("acdg_serve.py",),
+    # A user's Starlette app with the bridge at /audiocodes: under stock uvicorn + uvloop,
+    # under `acdg serve APP`, under uvicorn with the direct protocol, and as a plain pip
+    # install serves it (no uvloop, no httptools).
+    "bridge": (*MOUNTED, *UVICORN_STOCK),
+    "mounted-acdg": (*MOUNTED, "acdg"),
+    "mounted-direct": (*MOUNTED, "uvicorn", "--ws", "direct", "--loop", "uvloop"),
+    "mounted-plain": (*MOUNTED, "uvicorn", "--ws", "auto", "--loop", "asyncio", "--http", "h11"),
+    "mounted-acdg-factory": (*MOUNTED, "acdg", "--agent-factory"),
     "acdg-serve-40ms": ("acdg_serve.py", "--chunk-ms", "40", "--caller-frame-ms", "40"),
     "acdg-serve-unpaced": ("acdg_serve.py", "--lead-ms", "0"),
     "acdg-serve-nometrics": ("acdg_serve.py", "--no-metrics"),
@@ -54,9 +63,12 @@ TARGETS: Final = {
     )},
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
-    "bridge-unpaced": ("bridge_uvicorn.py", "--lead-ms", "0"),
+    "bridge-unpaced": (*MOUNTED, *UVICORN_STOCK, "--lead-ms", "0"),
 }
-DEFAULT_TARGETS: Final = ("acdg-serve", "bridge", "straightforward", "floor")
+PATHS: Final = {"mounted_app.py": "/audiocodes/"}  # where a target serves VAIC, if not at /
+DEFAULT_TARGETS: Final = ("acdg-serve", "mounted-acdg", "mounted-direct", "bridge",
+                          "straightforward", "floor")
+QUICK_TARGETS: Final = ("acdg-serve", "mounted-acdg", "bridge", "floor")  # CI: under a minute
 UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
 BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
 CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
@@ -244,6 +256,11 @@ def count_lines(child: Child, url: str, *, calls: int, window_s: float,
     return LineCount(total / round_trips, round_trips, top)
 
 
+def target_url(name: str, port: int) -> str:
+    """The URL VAIC calls the target at."""
+    return f"ws://127.0.0.1:{port}{PATHS.get(TARGETS[name][0], '/')}"
+
+
 def wait_listening(child: Child, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -399,7 +416,7 @@ class Suite:
         try:
             wait_agent(agent)
             wait_listening(child, port)
-            url = f"ws://127.0.0.1:{port}/"
+            url = target_url(target, port)
             self.warm_up(url)
             idle_kb = memory_kb(child.pid, "VmRSS")
             snaps: dict[str, Snapshot] = {}
@@ -425,7 +442,7 @@ class Suite:
         try:
             wait_agent(agent)
             wait_listening(child, port)
-            cfg = loadgen.LoadConfig(url=f"ws://127.0.0.1:{port}/", calls=plan.barge_calls,
+            cfg = loadgen.LoadConfig(url=target_url(target, port), calls=plan.barge_calls,
                                      duration_s=plan.barge_duration_s,
                                      ramp_s=0.5 if plan.quick else 1.0, warmup_s=0.0,
                                      token=TOKEN, barge_in=True, drain_s=0.3)
@@ -629,7 +646,7 @@ def code_version() -> str:
 def parse_args(argv: list[str] | None) -> Plan:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 calls x 4.5 s, 1 repeat")
-    ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+    ap.add_argument("--targets", default=None,
                     help=f"comma-separated, of: {', '.join(TARGETS)}")
     ap.add_argument("--calls", default="50,100,200", help="concurrency levels, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
@@ -642,7 +659,8 @@ def parse_args(argv: list[str] | None) -> Plan:
                     help="seconds of 10 calls over which each target's lines are counted")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
-    targets = tuple(t for t in args.targets.split(",") if t)
+    chosen = args.targets or ",".join(QUICK_TARGETS if args.quick else DEFAULT_TARGETS)
+    targets = tuple(t for t in chosen.split(",") if t)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {list(TARGETS)}")
