@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -69,6 +70,7 @@ PATHS: Final = {"mounted_app.py": "/audiocodes/"}  # where a target serves VAIC,
 DEFAULT_TARGETS: Final = ("acdg-serve", "mounted-acdg", "mounted-direct", "bridge",
                           "straightforward", "floor")
 QUICK_TARGETS: Final = ("acdg-serve", "mounted-acdg", "bridge", "floor")  # CI: under a minute
+YARDSTICKS: Final = frozenset({"floor", "straightforward"})  # no bridge code in them
 UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
 BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
 CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
@@ -92,6 +94,7 @@ class Plan:
     quick: bool
     line_calls: int = 10  # calls while each target's Python lines are counted
     line_window_s: float = 3.0
+    base: str | None = None  # also run each bridge target on this commit's sources
 
 
 class TargetFailed(RuntimeError):
@@ -199,14 +202,34 @@ def start_target(name: str, agent_url: str, logdir: Path, cores: Cores) -> tuple
     """The target runs under ``linecount.py``, which costs nothing until switched on
     (:func:`count_lines`), unless it serves from a worker process."""
     port = free_port()
-    script, *extra = TARGETS[name]
-    wrapper = [] if name in UNCOUNTED else [str(HERE / "linecount.py")]
+    kind, _, ref = name.partition("@")
+    script, *extra = TARGETS[kind]
+    wrapper = [] if kind in UNCOUNTED else [str(HERE / "linecount.py")]
     args = [*wrapper, str(HERE / "targets" / script), *extra,
             "--port", str(port), "--agent-url", agent_url, "--token", TOKEN]
     lines_out = logdir / f"{name}.lines"
-    child = spawn(name, args, logdir, cores.target, {"LINECOUNT_OUT": str(lines_out)})
-    child.lines_out = None if name in UNCOUNTED else lines_out
+    env = {"LINECOUNT_OUT": str(lines_out)}
+    if ref:  # the package's sources as of another commit, ahead of the installed ones
+        env["PYTHONPATH"] = str(BASES[ref] / "src")
+    child = spawn(name, args, logdir, cores.target, env)
+    child.lines_out = None if kind in UNCOUNTED else lines_out
     return child, port
+
+
+BASES: dict[str, Path] = {}  # "T@REF" targets: REF's sources, unpacked by export_base
+
+
+def export_base(ref: str, into: Path) -> str:
+    """Unpack ``src/`` as of commit ``ref`` for "T@REF" targets; the commit's short id."""
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, check=True)
+
+    short = git("rev-parse", "--short", ref).stdout.decode().strip()
+    archive = git("archive", ref, "src")
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    BASES[short] = into
+    return short
 
 
 def short_path(where: str) -> str:
@@ -258,7 +281,7 @@ def count_lines(child: Child, url: str, *, calls: int, window_s: float,
 
 def target_url(name: str, port: int) -> str:
     """The URL VAIC calls the target at."""
-    return f"ws://127.0.0.1:{port}{PATHS.get(TARGETS[name][0], '/')}"
+    return f"ws://127.0.0.1:{port}{PATHS.get(TARGETS[name.partition('@')[0]][0], '/')}"
 
 
 def wait_listening(child: Child, port: int) -> None:
@@ -657,6 +680,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     ap.add_argument("--barge-duration", type=float, default=8.0)
     ap.add_argument("--line-window", type=float, default=3.0,
                     help="seconds of 10 calls over which each target's lines are counted")
+    ap.add_argument("--base", metavar="REF",
+                    help="beside each bridge target, the same on commit REF's sources "
+                         "(TARGET@REF, interleaved): a change measured before and after")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     chosen = args.targets or ",".join(QUICK_TARGETS if args.quick else DEFAULT_TARGETS)
@@ -674,7 +700,7 @@ def parse_args(argv: list[str] | None) -> Plan:
     return Plan(targets=targets, concurrency=concurrency, repeats=args.repeats,
                 duration_s=args.duration, ramp_s=args.ramp, warmup_s=args.warmup,
                 barge_calls=args.barge_calls, barge_duration_s=args.barge_duration,
-                out=args.out, quick=False, line_window_s=args.line_window)
+                out=args.out, quick=False, line_window_s=args.line_window, base=args.base)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -687,6 +713,12 @@ def main(argv: list[str] | None = None) -> int:
           f"kernel {info['kernel']}; {info['pinning']}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="acdg-bench-") as logdir:
+        if plan.base:
+            ref = export_base(plan.base, Path(logdir) / "base")
+            info["base"] = ref
+            plan = dataclasses.replace(plan, targets=tuple(
+                name for t in plan.targets
+                for name in ((t,) if t in YARDSTICKS else (t, f"{t}@{ref}"))))
         suite = Suite(plan, cores, Path(logdir))
         suite.run()
     rows = aggregate(suite.runs, plan.targets, suite.lines)

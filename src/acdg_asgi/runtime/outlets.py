@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from ..call import CallStats
 from ..errors import AgentClosed, VaicClosed
@@ -31,6 +31,8 @@ from ..transports.vaic_asgi import DirectProtocol, VaicSocket
 from .scheduler import Kick
 
 __all__ = ["AgentOutlet", "VaicOutlet"]
+
+_EAGER_TRIES = 8  # sends begun at once that had to wait, in a row: then leave it to the writer
 
 
 class VaicOutlet:
@@ -48,6 +50,10 @@ class VaicOutlet:
         self._on_shed = on_shed
         self._on_stop_written = on_stop_written
         self._queue: deque[ac.OutboundMessage] = deque()
+        # A send begun at once that has to wait: the writer finishes it before the queue.
+        self._rest: tuple[VaicSocket, Awaitable[None], ac.OutboundMessage] | None = None
+        self._writing = False  # the writer is in a send
+        self._waited = 0  # sends begun at once that had to wait, in a row
         self._close_code: int | None = None
         self.closed = False  # the writer is done: the call is over
 
@@ -55,6 +61,7 @@ class VaicOutlet:
         """Write to ``socket`` from now on; the socket it replaces, if any."""
         old, self.socket, self._direct = self.socket, socket, socket.direct
         self._drop_queued()
+        self._waited = 0
         return old
 
     def detach(self, socket: VaicSocket) -> bool:
@@ -75,13 +82,39 @@ class VaicOutlet:
                 if msg.__class__ is ac.PlayStreamStop:
                     self._on_stop_written()
             return
-        if self.socket is None:
+        socket = self.socket
+        if socket is None:
             self._dropped(batch)  # detached: the call keeps its audio in the playout
+            return
+        if not (self._queue or self._writing or self._rest) and self._waited < _EAGER_TRIES:
+            self._send_now(socket, batch)
             return
         self._queue.extend(batch)
         if len(self._queue) > self._limit:
             self._shed()
         self._kick.set()
+
+    def _send_now(self, socket: VaicSocket, batch: list[ac.OutboundMessage]) -> None:
+        """Send each message right here, as far as its send goes without waiting; a send
+        that has to wait is the writer's to finish, and what follows it is queued."""
+        for i in range(len(batch)):
+            msg = batch[i]
+            try:
+                rest = socket.send_text_now(ac.encode(msg))
+            except VaicClosed:
+                self._dropped(batch[i:])  # its reader reads what VAIC sent, then reports it
+                return
+            if rest is not None:
+                self._waited += 1
+                self._rest = (socket, rest, msg)
+                self._queue.extend(batch[i + 1 :])
+                if len(self._queue) > self._limit:
+                    self._shed()
+                self._kick.set()
+                return
+            if msg.__class__ is ac.PlayStreamStop:
+                self._on_stop_written()
+        self._waited = 0
 
     def close(self, code: int) -> None:
         """Close the socket once what is queued is written."""
@@ -100,21 +133,39 @@ class VaicOutlet:
         queue = self._queue
         while True:
             await self._kick.wait()
+            if (begun := self._rest) is not None:
+                sent = await self._write(begun[0], begun[1], begun[2])
+                self._rest = None
+                if not sent:
+                    continue  # the loss is counted; a resumed socket kicks the writer again
             while queue and (socket := self.socket) is not None:
                 msg = queue.popleft()
-                try:
-                    await socket.send_text(ac.encode(msg))
-                except VaicClosed:
-                    self._dropped((msg,))  # its reader reads what VAIC sent, then reports it
-                    self._drop_queued()
+                if not await self._write(socket, socket.send_text(ac.encode(msg)), msg):
                     break
-                if msg.__class__ is ac.PlayStreamStop:
-                    self._on_stop_written()
             if self._close_code is not None:
                 self.closed = True
                 if self.socket is not None:
                     await self.socket.close(self._close_code)
                 return
+
+    async def _write(self, socket: VaicSocket, send: Awaitable[None],
+                     msg: ac.OutboundMessage) -> bool:
+        """Await one send to ``socket``; ``False`` if it failed (what it would have
+        written, and the queue if the socket is still this outlet's, counted as dropped:
+        its reader reads what VAIC sent, then reports the loss)."""
+        self._writing = True
+        try:
+            await send
+        except VaicClosed:
+            self._dropped((msg,))
+            if self.socket is socket:  # not already replaced by a resumed socket
+                self._drop_queued()
+            return False
+        finally:
+            self._writing = False
+        if msg.__class__ is ac.PlayStreamStop:
+            self._on_stop_written()
+        return True
 
     def _broken(self, unwritten: list[ac.OutboundMessage]) -> None:
         """A direct write failed: the socket is going; its reader reports the loss."""

@@ -2,13 +2,19 @@
 
 The frame path talks to the ASGI ``receive``/``send`` callables directly; a failed send
 becomes :class:`VaicClosed`, which the runtime turns into a "socket lost" input.
+
+A server's ``send`` usually finishes without waiting (uvicorn's does, unless the socket
+is backed up), so :meth:`VaicSocket.send_text_now` runs it right there, in the callback
+that produced the message, instead of in a writer task woken for it: that saves a task
+switch for every agent audio frame. Only a send that does wait goes on in a task.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
+from typing import Any, Protocol
 
 from starlette.types import Receive, Send
 
@@ -71,6 +77,31 @@ class VaicSocket:
         self.closed = True  # websocket.disconnect
         return None
 
+    def send_text_now(self, data: bytes) -> Awaitable[None] | None:
+        """Send one text frame as far as it goes without waiting: ``None`` once sent,
+        else the rest of the send, for a task to await before anything else is sent.
+        Raises :class:`VaicClosed` as :meth:`send_text` does."""
+        if self.closed or self.broken:
+            raise VaicClosed("socket closed")
+        send = self._send({"type": "websocket.send", "text": data.decode()})
+        if send.__class__ is not CoroutineType and not isinstance(send, Coroutine):
+            return self._guard(send)  # not a coroutine to step: awaited as it is
+        try:
+            first = send.send(None)
+        except StopIteration:
+            return None
+        except Exception as exc:
+            self.broken = True
+            raise VaicClosed(repr(exc)) from None
+        return self._guard(_Rest(send, first))
+
+    async def _guard(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception as exc:
+            self.broken = True
+            raise VaicClosed(repr(exc)) from None
+
     async def send_text(self, data: bytes) -> None:
         if self.closed or self.broken:
             raise VaicClosed("socket closed")
@@ -86,3 +117,30 @@ class VaicSocket:
         self.closed = True
         with contextlib.suppress(Exception):  # already gone: nothing left to tell it
             await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+
+class _Rest:
+    """A coroutine stepped once already, awaitable for the rest: what it yielded first
+    (the future it waits on) goes to the awaiting task, and so on to its end."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self._coro, self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # a cancellation goes to the coroutine, and so on
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
