@@ -200,10 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             agent, agent_url = run.start_agent("echo", logdir, cores, "--delay-ms",
                                                str(args.delay_ms), "--greeting-ms", "100")
-            child, port = run.start_target(target, agent_url, logdir, cores)
             try:
                 run.wait_agent(agent)
-                run.wait_listening(child, port)
+                child, port = run.ready_target(target, agent_url, logdir, cores)
+            except run.TargetFailed as exc:
+                agent.stop()
+                doc["targets"][target] = {"error": str(exc).splitlines()[0]}
+                print(f"{target:16} FAILED: {exc}", flush=True)
+                continue
+            try:
                 url = run.target_url(target, port)
                 with asyncio.Runner(loop_factory=loadgen.new_loop_factory()) as runner:
                     runner.run(measure(url, 2, args.start, args.gap))  # warm-up

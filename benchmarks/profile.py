@@ -81,7 +81,12 @@ def main() -> int:
         logdir = Path(tmp)
         raw = args.raw or logdir / "profile.raw"
         agent, agent_url = run.start_agent("echo", logdir, cores)
-        child, port = run.start_target(args.target, agent_url, logdir, cores)
+        try:
+            run.wait_agent(agent)
+            child, port = run.ready_target(args.target, agent_url, logdir, cores)
+        except run.TargetFailed:
+            agent.stop()
+            raise
         url = run.target_url(args.target, port)
         sampler: list[subprocess.Popen[bytes]] = []
 
@@ -94,8 +99,6 @@ def main() -> int:
                 stdout=subprocess.DEVNULL))
 
         try:
-            run.wait_agent(agent)
-            run.wait_listening(child, port)
             if args.lines:
                 counted = run.count_lines(child, url, calls=calls, window_s=args.seconds,
                                           ramp_s=2.0, warmup_s=1.0)
@@ -112,8 +115,7 @@ def main() -> int:
                     print("py-spy did not record a profile", file=sys.stderr)
                     return 1
         finally:
-            child.stop()
-            agent.stop()
+            run.stop_all(child, agent)
         if args.lines:
             report_lines(counted, args.target, calls, args.top)
         else:

@@ -284,17 +284,69 @@ def target_url(name: str, port: int) -> str:
     return f"ws://127.0.0.1:{port}{PATHS.get(TARGETS[name.partition('@')[0]][0], '/')}"
 
 
+class PortTaken(TargetFailed):
+    """Another process took the port between :func:`free_port` and the target's bind."""
+
+
+def listeners(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (``/proc/net/tcp``, IPv4)."""
+    found = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def owns_port(pid: int, port: int) -> bool:
+    inodes = {f"socket:[{inode}]" for inode in listeners(port)}
+    for member in process_tree(pid):
+        try:
+            fds = os.listdir(f"/proc/{member}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{member}/fd/{fd}") in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def wait_listening(child: Child, port: int) -> None:
+    """Until the target listens on ``port``: the target itself, not whoever else may have
+    taken the port meanwhile on a machine others share."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if not child.alive():
-            raise TargetFailed(f"{child.name} exited at start:\n{child.log_tail()}")
+            tail = child.log_tail()
+            error = PortTaken if "already in use" in tail else TargetFailed
+            raise error(f"{child.name} exited at start:\n{tail}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
         except OSError:
             time.sleep(0.05)
+            continue
+        if owns_port(child.pid, port):
+            return
+        time.sleep(0.05)  # someone else's listener: ours fails to bind and exits
     raise TargetFailed(f"{child.name} did not listen on port {port} in {START_TIMEOUT_S} s")
+
+
+def ready_target(name: str, agent_url: str, logdir: Path, cores: Cores) -> tuple[Child, int]:
+    """:func:`start_target` until it listens, on another port if its port was taken."""
+    for attempt in range(3):
+        child, port = start_target(name, agent_url, logdir, cores)
+        try:
+            wait_listening(child, port)
+            return child, port
+        except PortTaken:
+            child.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def wait_agent(child: Child) -> None:
@@ -435,10 +487,13 @@ class Suite:
     def echo_run(self, target: str, calls: int, repeat: int) -> dict[str, Any]:
         plan = self.plan
         agent, agent_url = start_agent("echo", self.logdir, self.cores)
-        child, port = start_target(target, agent_url, self.logdir, self.cores)
         try:
             wait_agent(agent)
-            wait_listening(child, port)
+            child, port = ready_target(target, agent_url, self.logdir, self.cores)
+        except TargetFailed:
+            agent.stop()
+            raise
+        try:
             url = target_url(target, port)
             self.warm_up(url)
             idle_kb = memory_kb(child.pid, "VmRSS")
@@ -461,10 +516,13 @@ class Suite:
     def barge_run(self, target: str) -> dict[str, Any]:
         plan = self.plan
         agent, agent_url = start_agent("script", self.logdir, self.cores)
-        child, port = start_target(target, agent_url, self.logdir, self.cores)
         try:
             wait_agent(agent)
-            wait_listening(child, port)
+            child, port = ready_target(target, agent_url, self.logdir, self.cores)
+        except TargetFailed:
+            agent.stop()
+            raise
+        try:
             cfg = loadgen.LoadConfig(url=target_url(target, port), calls=plan.barge_calls,
                                      duration_s=plan.barge_duration_s,
                                      ramp_s=0.5 if plan.quick else 1.0, warmup_s=0.0,
