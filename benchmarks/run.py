@@ -64,13 +64,14 @@ TARGETS: Final = {
     )},
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
+    "predecessor": ("predecessor.py",),  # needs $PREDECESSOR_CHECKOUT
     "bridge-unpaced": (*MOUNTED, *UVICORN_STOCK, "--lead-ms", "0"),
 }
 PATHS: Final = {"mounted_app.py": "/audiocodes/"}  # where a target serves VAIC, if not at /
 DEFAULT_TARGETS: Final = ("acdg-serve", "mounted-acdg", "mounted-direct", "bridge",
                           "straightforward", "floor")
 QUICK_TARGETS: Final = ("acdg-serve", "mounted-acdg", "bridge", "floor")  # CI: under a minute
-YARDSTICKS: Final = frozenset({"floor", "straightforward"})  # no bridge code in them
+YARDSTICKS: Final = frozenset({"floor", "straightforward", "predecessor"})  # none of our code
 UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
 BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
 CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
