@@ -58,17 +58,34 @@ async def test_the_vaic_writer_counts_what_a_closed_socket_never_took() -> None:
     stats = CallStats()
     shed: list[int] = []
     outlet = vaic_outlet(stats, shed)
-    socket = VaicSocket(never, closed_send, client="test", max_frame_bytes=1 << 20)  # type: ignore[arg-type]
+    closing = anyio.Event()
+
+    async def backed_up_then_closed(message: object) -> None:
+        await closing.wait()
+        raise OSError("connection reset")
+
+    socket = VaicSocket(never, backed_up_then_closed, client="test", max_frame_bytes=1 << 20)  # type: ignore[arg-type]
     outlet.attach(socket)
-    outlet.offer([CHUNK, STOP])
-    outlet.offer([CHUNK, CHUNK, CHUNK])  # two over the limit: the two oldest chunks go
-    assert shed == [2] and stats.play_bytes_dropped == 2 * 640
+    outlet.offer([CHUNK, STOP])  # the chunk's send begins and waits; the stop queues behind it
+    outlet.offer([CHUNK, CHUNK, CHUNK])  # one over the limit: the oldest queued chunk goes
+    assert shed == [1] and stats.play_bytes_dropped == 640
     async with anyio.create_task_group() as tg:
         tg.start_soon(outlet.run)
-        await anyio.sleep(0.01)  # every send fails
+        closing.set()  # the waiting send fails: the socket is gone
+        await anyio.sleep(0.01)
         outlet.close(1000)
     assert stats.play_bytes_dropped == 4 * 640  # shed, and what the closed socket did not take
     assert outlet.detach(socket) and stats.play_bytes_dropped == 4 * 640  # not twice
+
+
+async def test_a_send_that_fails_at_once_counts_what_it_did_not_write() -> None:
+    stats = CallStats()
+    outlet = vaic_outlet(stats)
+    socket = VaicSocket(never, closed_send, client="test", max_frame_bytes=1 << 20)  # type: ignore[arg-type]
+    outlet.attach(socket)
+    outlet.offer([CHUNK, STOP])
+    outlet.offer([CHUNK, CHUNK])
+    assert socket.broken and stats.play_bytes_dropped == 3 * 640
 
 
 async def test_audio_for_a_vaic_that_is_gone_is_counted() -> None:
