@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import serve, standin
+from rig import standin
 from vaic_raw import vaic, wait_until
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp
 from acdg_asgi.testing.agent import AgentScript
+from acdg_asgi.testing.server import serve
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
 
 pytestmark = pytest.mark.anyio
