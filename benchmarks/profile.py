@@ -125,7 +125,10 @@ def main() -> int:
 
 def report_lines(counted: run.LineCount, target: str, calls: int, top: int) -> None:
     print(f"{target}, {calls} calls, ~{counted.round_trips:.0f} round trips: "
-          f"{counted.per_round_trip:.1f} Python lines per round trip\n")
+          f"{counted.per_round_trip:.1f} Python lines per round trip"
+          + ("" if counted.steady else f" (approximate: the traced target fell behind, "
+                                       f"p99 {counted.p99_ms} ms; try again on a quieter "
+                                       "machine or with fewer --calls)") + "\n")
     for n, function, filename in counted.top[:top]:
         print(f"{n:7.1f}  {function} ({short(filename)})")
 

@@ -54,6 +54,12 @@ def _latency(row: dict[str, Any]) -> str:
     return text + (f" ({bound} of {repeats} load-bound)" if bound else "")
 
 
+def _lines(row: dict[str, Any]) -> str:
+    """Lines per round trip; "≈" when the traced target fell behind (see run.LineCount)."""
+    text = _num(row.get("lines_per_round_trip"))
+    return text if row.get("lines_steady", True) or text == "-" else f"≈{text}"
+
+
 def _lost(row: dict[str, Any]) -> str:
     if row.get("load_bound_repeats", 0) == row["repeats"]:
         return "load-bound"
@@ -78,7 +84,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {row['target']} | {row['calls']} | {_spread(row['cpu_ms_per_call_s'])} "
             f"| {_spread(row['ratio_to_floor'])} | {_num(row['calls_per_core'], 0)} "
-            f"| {_num(row.get('lines_per_round_trip'))} | {_latency(row)} | {_lost(row)} "
+            f"| {_lines(row)} | {_latency(row)} | {_lost(row)} "
             f"| {_num(_median(row['rss_kb_per_call']), 0)} "
             f"| {_num(busy * 100 if busy is not None else None, 0)}%{flag} |"
         )

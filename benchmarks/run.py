@@ -75,6 +75,7 @@ YARDSTICKS: Final = frozenset({"floor", "straightforward", "predecessor"})  # no
 UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
 BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
 CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
+STEADY_P99_MS: Final = 20.0  # a line count's traced calls slower than this: approximate
 LAG_LIMIT_MS: Final = 3.0  # the load generator's timers this late (p99): it is behind
 TOKEN: Final = "bench-token"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
@@ -249,6 +250,14 @@ class LineCount:
     per_round_trip: float
     round_trips: float
     top: list[tuple[float, str, str]]
+    p99_ms: float | None  # the traced calls' latency: high when the slowed target fell behind
+
+    @property
+    def steady(self) -> bool:
+        """The traced target kept up: frames came one at a time, as untraced. Behind,
+        frames pile up and take other paths (partial reads, the playout's buffer), and
+        the count moves with the machine's load."""
+        return self.p99_ms is not None and self.p99_ms < STEADY_P99_MS
 
 
 def count_lines(child: Child, url: str, *, calls: int, window_s: float,
@@ -264,8 +273,9 @@ def count_lines(child: Child, url: str, *, calls: int, window_s: float,
     cfg = loadgen.LoadConfig(url=url, calls=calls, ramp_s=ramp_s, warmup_s=warmup_s,
                              duration_s=ramp_s + warmup_s + window_s + loadgen.FRAME_S,
                              token=TOKEN, drain_s=0.3)
-    loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=lambda: switch(signal.SIGUSR1),
-                                            on_window_end=lambda: switch(signal.SIGUSR2)))
+    result = loadgen.run_blocking(cfg, loadgen.Hooks(
+        on_window_start=lambda: switch(signal.SIGUSR1),
+        on_window_end=lambda: switch(signal.SIGUSR2)))
     path = child.lines_out
     deadline = time.monotonic() + 3
     while (path is None or not path.exists()) and time.monotonic() < deadline:
@@ -277,7 +287,7 @@ def count_lines(child: Child, url: str, *, calls: int, window_s: float,
     round_trips = calls * (window[1] - window[0]) / loadgen.FRAME_S
     total = sum(int(n) for n, _, _ in rows)
     top = [(int(n) / round_trips, function, filename) for n, function, filename in rows]
-    return LineCount(total / round_trips, round_trips, top)
+    return LineCount(total / round_trips, round_trips, top, result.summary()["latency_ms"]["p99"])
 
 
 def target_url(name: str, port: int) -> str:
@@ -480,6 +490,8 @@ class Suite:
         if counted is not None:
             self.lines[target] = {
                 "per_round_trip": round(counted.per_round_trip, 1),
+                "steady": counted.steady,
+                "traced_p99_ms": counted.p99_ms,
                 "round_trips": round(counted.round_trips),
                 "calls": plan.line_calls,
                 "top": [[round(n, 2), fn, short_path(where)] for n, fn, where in counted.top[:25]],
@@ -670,6 +682,7 @@ def aggregate(runs: list[dict[str, Any]], targets: tuple[str, ...],
                 "ratio_to_floor": spread(ratios),  # per repeat, then the median
                 "calls_per_core": round(1000 / cpu["median"], 1) if cpu and cpu["median"] else None,
                 "lines_per_round_trip": lines.get(target, {}).get("per_round_trip"),
+                "lines_steady": lines.get(target, {}).get("steady", True),
                 "latency_p50_ms": spread([r["latency_ms"]["p50"] for r in valid]),
                 "latency_p99_ms": spread([r["latency_ms"]["p99"] for r in valid]),
                 "latency_max_ms": max((r["latency_ms"]["max"] or 0.0 for r in valid),
