@@ -17,8 +17,10 @@ and otherwise queues for its writer. So a frame can be handled inside a socket's
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -67,7 +69,10 @@ class CallRuntime:
         self._scheduled = math.inf
         self._gathers = call.limits.caller_frame_ms > 0
         self._connect_send, self._connect_requests = anyio.create_memory_object_stream[int](8)
-        self._tg: TaskGroup | None = None
+        # Tasks asked for in socket and timer callbacks start from inside a task: anyio
+        # starts tasks only from one, and under uvicorn a callback runs in none.
+        self._spawn_send, self._spawn_requests = anyio.create_memory_object_stream[
+            Callable[[], Coroutine[Any, Any, None]]](math.inf)
         self._observers = deps.observers
         self._events = EventDispatch(self.session, call, deps.handlers, deps.observers,
                                      self.log, queue=call.limits.event_queue)
@@ -92,7 +97,7 @@ class CallRuntime:
             self._observers.call_started(self.call)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                tg.start_soon(self._spawner, tg)
                 tg.start_soon(self._agent_loop)
                 tg.start_soon(self.vaic.run)
                 tg.start_soon(self.agent.run)
@@ -251,10 +256,10 @@ class CallRuntime:
                 # "migrated": no session.end, so VAIC resumes on another instance
                 self.vaic.close(1012 if action.reason == "migrated" else 1000)
                 self._finished()
-            elif isinstance(action, ChooseAgent) and self._tg is not None:
-                self._tg.start_soon(self._choose_agent, action.details)
-            elif isinstance(action, CheckTool) and self._tg is not None:
-                self._tg.start_soon(self._check_tool, action.request)
+            elif isinstance(action, ChooseAgent):
+                self._spawn(functools.partial(self._choose_agent, action.details))
+            elif isinstance(action, CheckTool):
+                self._spawn(functools.partial(self._check_tool, action.request))
 
     async def _check_tool(self, request: ToolRequest) -> None:
         """Run the application's check of a telephony tool; a hook that fails refuses it."""
@@ -346,10 +351,20 @@ class CallRuntime:
 
     def _fail(self, where: str) -> None:
         self.log.exception("call failed inside the bridge, handling %s", where)
-        if self._tg is not None and not self.finished:
-            self._tg.start_soon(self._abort, "internal error")
+        if not self.finished:
+            self._spawn(functools.partial(self._abort, "internal error"))
+
+    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``job`` in the call's task group (see ``_spawner``)."""
+        with contextlib.suppress(anyio.ClosedResourceError):
+            self._spawn_send.send_nowait(job)
 
     # --- the call's own tasks ------------------------------------------------------------
+
+    async def _spawner(self, tg: TaskGroup) -> None:
+        async with self._spawn_requests:
+            async for job in self._spawn_requests:
+                tg.start_soon(job)
 
     async def _agent_loop(self) -> None:
         deps, call = self.deps, self.call
