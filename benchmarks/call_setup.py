@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 child, port = run.ready_target(target, agent_url, logdir, cores)
             except run.TargetFailed as exc:
                 agent.stop()
-                doc["targets"][target] = {"error": str(exc).splitlines()[0]}
+                doc["targets"][target] = {"error": (str(exc) or repr(exc)).splitlines()[0]}
                 print(f"{target:16} FAILED: {exc}", flush=True)
                 continue
             try:
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['first_audio_ms']['p50']:.2f} ms = agent {s['agent_ms']['p50']:.2f} + "
                       f"bridge {s['bridge_ms']['p50']:.2f} ms", flush=True)
             except (run.TargetFailed, RuntimeError, TimeoutError) as exc:
-                doc["targets"][target] = {"error": str(exc).splitlines()[0]}
+                doc["targets"][target] = {"error": (str(exc) or repr(exc)).splitlines()[0]}
                 print(f"{target:16} FAILED: {exc}", flush=True)
             finally:
                 run.stop_all(child, agent)
