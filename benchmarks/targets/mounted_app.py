@@ -27,7 +27,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from acdg_asgi import AgentSettings, BridgeApp, CallInfo, Playout
 
@@ -51,9 +51,8 @@ def build(agent_url: str, token: str | None, lead_ms: int, factory: bool) -> Sta
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"calls": len(bridge.calls)})
 
-    routes = [Route("/health", health)]
-    routes += bridge.routes(PATH) if hasattr(bridge, "routes") else [Mount(PATH, bridge)]
-    return Starlette(routes=routes, lifespan=bridge.lifespan)
+    return Starlette(routes=[Route("/health", health), *bridge.routes(PATH)],
+                     lifespan=bridge.lifespan)
 
 
 def app() -> Starlette:
@@ -92,20 +91,7 @@ def serve_with_acdg(args: argparse.Namespace) -> None:
                       BENCH_LEAD_MS=str(args.lead_ms),
                       BENCH_FACTORY="1" if args.agent_factory else "0")
     from acdg_asgi.cli import main as acdg
-    from acdg_asgi.cli import serve as cli
 
-    if not hasattr(cli, "load_app"):  # an acdg serve that takes no APP yet: its defaults
-        import uvicorn
-
-        from acdg_asgi.serving import DrainingServer
-
-        built = app()
-        bridges = [r.app for r in built.routes if isinstance(r, Mount)]
-        config = uvicorn.Config(built, host=args.host, port=args.port, ws=WS["direct"],
-                                loop="uvloop", http="httptools", log_level="warning",
-                                access_log=False, lifespan="on")
-        DrainingServer(config, bridges=bridges).run()
-        return
     sys.exit(acdg(["serve", "mounted_app:app", "--factory", "--app-dir",
                    str(Path(__file__).parent), "--host", args.host, "--port", str(args.port),
                    "--log-level", "warning"]))
