@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -168,7 +169,17 @@ def stop_all(*children: Child) -> None:
         child.stop()
 
 
+_ports: Iterator[int] | None = None  # --port-base: ports in turn instead of free ones
+
+
+def use_ports(base: int | None) -> None:
+    global _ports
+    _ports = None if base is None else iter(range(base, 65536))
+
+
 def free_port() -> int:
+    if _ports is not None:
+        return next(_ports)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -756,7 +767,13 @@ def parse_args(argv: list[str] | None) -> Plan:
                     help="beside each bridge target, the same on commit REF's sources "
                          "(TARGET@REF, interleaved): a change measured before and after")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--port-base", type=int, metavar="PORT",
+                    help="give the agents and the bridges ports PORT, PORT+1, ... in turn "
+                         "(default: free ones), e.g. where only a range is open")
     args = ap.parse_args(argv)
+    if args.port_base is not None and not 1024 <= args.port_base <= 60000:
+        ap.error("--port-base must be between 1024 and 60000")
+    use_ports(args.port_base)
     chosen = args.targets or ",".join(QUICK_TARGETS if args.quick else DEFAULT_TARGETS)
     targets = tuple(t for t in chosen.split(",") if t)
     unknown = [t for t in targets if t not in TARGETS]

@@ -27,8 +27,11 @@ pytestmark = pytest.mark.anyio
 async def test_demo_shows_a_whole_call_and_saves_its_audio(tmp_path: Path) -> None:
     out = io.StringIO()
     wav = tmp_path / "call.wav"
-    assert await demo(wav, out) == 0
+    port = _free_port()  # --port: the bridge there, the stand-in agent on the next one
+    assert await demo(wav, out, port) == 0
     text = out.getvalue()
+    assert f"bridge on ws://127.0.0.1:{port}/, stand-in Deepgram agent on " \
+           f"ws://127.0.0.1:{port + 1}/" in text, text[:200]
     for expected in ("playStream.start", "function lookup_order", "caller pressed 1",
                      "barge-in", "hangup", "session_end: ended", "reply latency",
                      "conformance: clean"):
@@ -55,7 +58,7 @@ async def test_acdg_call_reports_a_clean_run_against_the_bridge(
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("demo", "serve", "call"):
+    for command in ("demo", "serve", "doctor", "call"):
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0

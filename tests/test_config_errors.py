@@ -160,7 +160,7 @@ def test_a_partial_toml_agent_keeps_the_defaults(tmp_path: Path) -> None:
 
 
 def test_a_bad_toml_value_is_refused_with_its_place(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"max_calls must be 1 or more.*\$\.limits"):
+    with pytest.raises(ConfigError, match=r"acdg\.toml \[limits\]: .*max_calls must be 1 or more"):
         load_settings(toml(tmp_path, "[limits]\nmax_calls = -1\n"), {})
 
 
@@ -171,4 +171,4 @@ def test_acdg_serve_answers_a_bad_file_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
-        f"""acdg: {path}: unknown key 'agent.greting' (did you mean "greeting"?)"""]
+        f"""acdg serve: error: {path}: unknown key 'agent.greting' (did you mean "greeting"?)"""]

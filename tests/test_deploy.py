@@ -29,12 +29,11 @@ import yaml
 from servers import ROOT, Process, free_port, process, wait_for_http
 
 from acdg_asgi.cli import _parser, _serve_overrides
-from acdg_asgi.cli.serve import build_app, prepare
+from acdg_asgi.cli.serve import build_app
 from acdg_asgi.cli.settings import ServeSettings, load_settings
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.report import CallEvent, CallReport
 from acdg_asgi.testing.script import CallScript, Utterance
-from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
@@ -83,20 +82,31 @@ def nginx_config(tmp: Path, listen: int, upstreams: list[int]) -> Path:
     return main
 
 
+class Bridge:
+    """One ``acdg serve`` of the compose file: its process, its bot port and ops port."""
+
+    def __init__(self, proc: Process, port: int, ops: int) -> None:
+        self.proc, self.port, self.ops = proc, port, ops
+
+    @property
+    def ready(self) -> str:
+        return f"http://127.0.0.1:{self.ops}/ready"
+
+
 @contextmanager
-def bridges(tmp: Path, agent_url: str, redis_url: str) -> Iterator[list[tuple[Process, int]]]:
+def bridges(tmp: Path, agent_url: str, redis_url: str) -> Iterator[list[Bridge]]:
     """bridge-a and bridge-b as compose runs them (its command), on loopback ports."""
     with ExitStack() as stack:
         running = []
         for name in ("bridge-a", "bridge-b"):
             service = COMPOSE["services"][name]
-            port = free_port()
+            port, ops = free_port(), free_port()
             argv = ["-m", "acdg_asgi.cli", *service["command"], "--host", "127.0.0.1",
-                    "--port", str(port)]
+                    "--port", str(port), "--ops-port", str(ops)]
             env = {"ACDG_REDIS_URL": redis_url, "DEEPGRAM_URL": agent_url,
                    "DEEPGRAM_API_KEY": "", "ACDG_TOKEN": ""}
             proc = stack.enter_context(process(argv, tmp / f"{name}.log", env=env))
-            running.append((proc, port))
+            running.append(Bridge(proc, port, ops))
         yield running
 
 
@@ -118,10 +128,10 @@ async def test_a_call_through_the_shipped_nginx_survives_a_drop_and_a_migrate_dr
                          ms_per_word=60)
     async with StandInAgent(script=script) as agent:
         with bridges(tmp_path, agent.url, redis_url) as running:
-            for proc, port in running:
-                await wait_for_http(f"http://127.0.0.1:{port}/audiocodes/ready", proc)
+            for bridge in running:
+                await wait_for_http(bridge.ready, bridge.proc)
             lb = free_port()
-            conf = nginx_config(tmp_path, lb, [port for _, port in running])
+            conf = nginx_config(tmp_path, lb, [bridge.port for bridge in running])
             with process([nginx, "-p", str(tmp_path), "-c", str(conf)],
                          tmp_path / "nginx.out") as lb_proc:
                 await wait_for_http(f"http://127.0.0.1:{lb}/audiocodes", lb_proc)
@@ -132,7 +142,7 @@ async def test_a_call_through_the_shipped_nginx_survives_a_drop_and_a_migrate_dr
                     hidden = [(await http.get(f"http://127.0.0.1:{lb}{path}")).status_code
                               for path in ("/audiocodes/metrics", "/audiocodes/calls/x/y")]
                     probe = await http.get(f"http://127.0.0.1:{lb}/audiocodes")
-            logs = {proc.log_path.stem: proc.log for proc, _ in running}
+            logs = {b.proc.log_path.stem: b.proc.log for b in running}
         lb_log = (tmp_path / "access.log").read_text()
         seeded = agent.connections[-1].settings
     # Both moves went through nginx, and the call carried on to its end, with its history.
@@ -151,8 +161,7 @@ async def test_a_call_through_the_shipped_nginx_survives_a_drop_and_a_migrate_dr
     assert hidden == [404, 404] and probe.status_code == 200
 
 
-async def call_drop_and_drain(url: str, running: list[tuple[Process, int]]
-                              ) -> tuple[CallReport, Process]:
+async def call_drop_and_drain(url: str, running: list[Bridge]) -> tuple[CallReport, Process]:
     """A call through ``url`` that drops its socket (resume through the same URL); after
     that resume, SIGTERM to the instance that holds the call (VAIC resumes again)."""
     accepted = anyio.Event()
@@ -181,14 +190,13 @@ async def call_drop_and_drain(url: str, running: list[tuple[Process, int]]
     return reports[0], holder
 
 
-async def instance_with_the_call(running: list[tuple[Process, int]]) -> Process:
+async def instance_with_the_call(running: list[Bridge]) -> Process:
     async with httpx.AsyncClient() as http:
         with anyio.fail_after(10):
             while True:
-                calls = [(await http.get(f"http://127.0.0.1:{port}/audiocodes/ready")).json()
-                         ["calls"] for _, port in running]
+                calls = [(await http.get(b.ready)).json()["calls"] for b in running]
                 if sorted(calls) == [0, 1]:
-                    return running[calls.index(1)][0]
+                    return running[calls.index(1)].proc
                 await anyio.sleep(0.05)
 
 
@@ -252,12 +260,16 @@ def test_prometheus_scrapes_the_route_that_serves_metrics() -> None:
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "acdg"  # the alert rules and dashboard select job="acdg"
     targets = job["static_configs"][0]["targets"]
-    assert targets == [f"{name}:8000" for name in ("bridge-a", "bridge-b")]
     assert set(COMPOSE["services"]) >= {"redis", "bridge-a", "bridge-b", "nginx",
                                         "prometheus", "grafana"}
+    for name, target in zip(("bridge-a", "bridge-b"), targets, strict=True):
+        server = serve_settings(COMPOSE["services"][name]["command"]).server
+        # Metrics where the bridge serves them: on the ops port alone, or below its path.
+        where = (server.ops_port, "/metrics") if server.ops_port is not None else (
+            server.port, f"{server.path}/metrics")
+        assert (target, job["metrics_path"]) == (f"{name}:{where[0]}", where[1])
     for name in ("bridge-a", "bridge-b"):
         settings = serve_settings(COMPOSE["services"][name]["command"])
-        assert job["metrics_path"] == f"{settings.server.path}/metrics"
         assert settings.server.drain == "migrate"
         assert COMPOSE["services"][name]["environment"]["ACDG_REDIS_URL"].startswith("redis://")
 
@@ -266,9 +278,8 @@ def test_prometheus_scrapes_the_route_that_serves_metrics() -> None:
 
 
 async def test_kubernetes_manifests_agree_and_point_at_routes_that_exist(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, redis_url: str,
 ) -> None:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", "not-used")
     deployment = manifest("Deployment")
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -277,8 +288,8 @@ async def test_kubernetes_manifests_agree_and_point_at_routes_that_exist(
     env = {e["name"]: e for e in container["env"]}
     assert env["ACDG_HOST"]["value"] == "0.0.0.0" and "ACDG_REDIS_URL" in env
     assert env["DEEPGRAM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "acdg-secrets"
-    (port,) = container["ports"]
-    assert port["containerPort"] == server.port and port["name"] == "http"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": server.port, "ops": server.ops_port}
     # Grace period: the drain, the hang-ups after it, and a margin.
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     assert server.drain_timeout_s is not None
@@ -288,34 +299,60 @@ async def test_kubernetes_manifests_agree_and_point_at_routes_that_exist(
     assert "kill -TERM 1" in pre_stop
     ready = container["readinessProbe"]["httpGet"]
     live = container["livenessProbe"]["httpGet"]
-    assert ready["port"] == live["port"] == "http"
+    assert (ready["port"], live["port"]) == ("ops", "http")
     annotations = pod["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(server.port)
-    # Selectors and backends match what they select.
+    assert annotations["prometheus.io/port"] == str(ports["ops"])
+    # The startup check is acdg serve --check with the bridge's own arguments and environment.
+    (check,) = pod["spec"]["initContainers"]
+    assert check["image"] == container["image"] and check["env"] == container["env"]
+    assert check["args"][:2] == ["serve", "--check"]
+    assert [a for a in check["args"] if a != "--check"] == container["args"]
+    assert check["securityContext"] == container["securityContext"]
+    # Selectors and backends match what they select; the ops port is not exposed.
     labels = pod["metadata"]["labels"]
     for kind in ("Service", "PodDisruptionBudget"):
         spec = manifest(kind)["spec"]
         selector = spec["selector"].get("matchLabels", spec["selector"])
         assert selector.items() <= labels.items(), kind
     assert manifest("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
-    service_ports = {p["name"] for p in manifest("Service")["spec"]["ports"]}
+    service = manifest("Service")["spec"]["ports"]
+    assert [p["targetPort"] for p in service] == ["http"]
     ingress_paths = []
     for rule in manifest("Ingress")["spec"]["rules"]:
         for path in rule["http"]["paths"]:
             backend = path["backend"]["service"]
-            assert backend["name"] == "acdg" and backend["port"]["name"] in service_ports
+            assert backend["name"] == "acdg" and backend["port"]["name"] == service[0]["name"]
             ingress_paths.append(path["path"])
     assert env["ACDG_REDIS_URL"]["value"].startswith("redis://redis:")
     assert manifest("Service", "redis")["spec"]["ports"][0]["port"] == 6379
-    # A bridge run from these args answers the probes, Prometheus' path and the ingress's.
-    settings.server.drain = "wait"  # no Redis in this check
-    app, _ = prepare(settings)
-    async with serve(app) as host, httpx.AsyncClient(follow_redirects=False) as http:
-        answers = {path: (await http.get(f"http://{host}{path}")).status_code
-                   for path in (ready["path"], live["path"], annotations["prometheus.io/path"],
-                                *ingress_paths)}
+    # Both containers run from these args, on loopback ports: the check passes, and the
+    # bridge answers the probes, Prometheus and the ingress where they ask, and keeps
+    # readiness and metrics off the bot's port.
+    local = {"http": free_port(), "ops": free_port()}
+    moved = ["--host", "127.0.0.1", "--port", str(local["http"]), "--ops-port", str(local["ops"])]
+    async with StandInAgent() as agent:
+        run_env = {"ACDG_REDIS_URL": redis_url, "DEEPGRAM_URL": agent.url,
+                   "DEEPGRAM_API_KEY": "", "ACDG_TOKEN": ""}
+        with process(["-m", "acdg_asgi.cli", *check["args"], *moved], tmp_path / "check.log",
+                     env=run_env) as checked:
+            checked_status = await anyio.to_thread.run_sync(checked.wait)  # the agent answers
+        with process(["-m", "acdg_asgi.cli", *container["args"], *moved],
+                     tmp_path / "serve.log", env=run_env) as proc:
+            await wait_for_http(f"http://127.0.0.1:{local['ops']}/ready", proc)
+            async with httpx.AsyncClient(follow_redirects=False) as http:
+                asked = [(ready["port"], ready["path"]), (live["port"], live["path"]),
+                         ("ops", annotations["prometheus.io/path"]),
+                         *(("http", path) for path in ingress_paths)]
+                answers = {(name, path): (await http.get(
+                    f"http://127.0.0.1:{local[name]}{path}")).status_code
+                    for name, path in asked}
+                hidden = [(await http.get(f"http://127.0.0.1:{local['http']}{server.path}{p}")
+                           ).status_code for p in ("/ready", "/metrics")]
+    assert checked_status == 0, checked.log
+    assert [line.split()[:2] for line in checked.log.splitlines()] == [
+        ["OK", "agent"], ["OK", "store"], ["OK", "listen"], ["OK", "ops"], ["OK", "tls"]]
     assert set(answers.values()) == {200}, answers
-    assert ready["path"] == f"{server.path}/ready"
+    assert hidden == [404, 404]
 
 
 def test_dockerfile_runs_acdg_serve_as_a_user_on_all_interfaces() -> None:

@@ -26,10 +26,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def doctor(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
+async def doctor(env: dict[str, str], *args: str, command: tuple[str, ...] = ("doctor",),
+                 cwd: Path | None = None) -> tuple[int, list[str]]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ACDG_", "DEEPGRAM_"))}
-    done = await anyio.run_process([sys.executable, "-m", "acdg_asgi.cli", "doctor", *args],
-                                   env={**clean, **env}, check=False)
+    done = await anyio.run_process([sys.executable, "-m", "acdg_asgi.cli", *command, *args],
+                                   env={**clean, **env}, check=False, cwd=cwd)
     out = done.stdout.decode()
     assert done.stderr.decode() == "", done.stderr.decode()
     return done.returncode, out.splitlines()
@@ -86,3 +87,37 @@ async def test_a_wrong_path_fails_the_check() -> None:
             str(free_port()))
     assert code == 1
     assert lines[0].startswith("FAIL  agent ") and "HTTP 404" in lines[0]
+
+
+APP = """\
+from starlette.applications import Starlette
+from acdg_asgi import AgentSettings, BridgeApp
+
+bridge = BridgeApp(agent=AgentSettings(greeting="Thanks for calling the app."))
+app = Starlette(routes=bridge.routes("/audiocodes"), lifespan=bridge.lifespan)
+"""
+
+
+async def test_serve_check_checks_what_serve_would_serve(tmp_path: Path) -> None:
+    """``acdg serve APP --check``: the app's own bridge (its agent settings), both ports;
+    nothing is served, and the ports are free again after."""
+    (tmp_path / "voiceapp.py").write_text(APP)
+    port, ops = free_port(), free_port()
+    async with StandInAgent(api_key=API_KEY) as agent:
+        env = {"DEEPGRAM_URL": agent.url, "DEEPGRAM_API_KEY": API_KEY}
+        code, lines = await doctor(env, "voiceapp:app", "--check", "--port", str(port),
+                                   "--ops-port", str(ops), command=("serve",), cwd=tmp_path)
+        settings = agent.connections[0].settings
+        wrong, failed = await doctor({**env, "DEEPGRAM_API_KEY": "wrong"}, "voiceapp:app",
+                                     "--check", "--port", str(port), command=("serve",),
+                                     cwd=tmp_path)
+    assert code == 0, lines
+    assert [line.split()[:2] for line in lines] == [
+        ["OK", "agent"], ["OK", "store"], ["OK", "listen"], ["OK", "ops"], ["OK", "tls"]]
+    assert f":{ops}: free" in lines[3]
+    assert settings is not None and not isinstance(settings.agent, str)
+    assert settings.agent.greeting == "Thanks for calling the app."
+    for taken in (port, ops):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", taken))  # nothing listens there: the check served nothing
+    assert wrong == 1 and failed[0].startswith("FAIL  agent ") and "HTTP 401" in failed[0]

@@ -208,3 +208,55 @@ def test_bridge_lines_get_time_and_level_where_the_app_configured_no_logging() -
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING acdg_asgi\.call: "
                         r"before the app configured logging", lines[0])
     assert lines[1] == "APP WARNING after"  # once the app has a handler, only there
+
+
+HANDLERS_APP = """
+import logging
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from acdg_asgi import BridgeApp, ServerLogFilter
+
+bridge = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse")
+
+
+def handlers(request):
+    loggers = [logging.getLogger(), *(logger for logger in
+               logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger))]
+    logging.getLogger("acdg_asgi.call").info("a bridge line")
+    return JSONResponse([[logger.name, type(h).__name__,
+                          any(isinstance(f, ServerLogFilter) for f in h.filters)]
+                         for logger in loggers for h in logger.handlers])
+
+
+app = Starlette(routes=[Route("/handlers", handlers), *bridge.routes("/audiocodes")],
+                lifespan=bridge.lifespan)
+"""
+
+
+async def test_acdg_serve_writes_every_line_through_one_filtered_handler(tmp_path: Path) -> None:
+    """Under ``acdg serve APP`` the app's module, uvicorn and the bridge all log through the
+    one handler ``acdg serve`` installs, with ServerLogFilter on it: no other handler
+    anywhere, and the bridge's lines (the drain's included) with time and level."""
+    (tmp_path / "handlersapp.py").write_text(HANDLERS_APP)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "DEEPGRAM_API_KEY": "k", "ACDG_PORT": str(port)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220  # the server runs beside this loop
+            [sys.executable, "-m", "acdg_asgi.cli", "serve", "handlersapp:app"], cwd=tmp_path,
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        await wait_for_http(f"http://127.0.0.1:{port}/audiocodes", proc, log)
+        async with httpx.AsyncClient() as http:
+            handlers = (await http.get(f"http://127.0.0.1:{port}/handlers")).json()
+        proc.terminate()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    text = log.read_text()
+    assert handlers == [["root", "StreamHandler", True]]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    "
+    assert re.search(stamp + r"acdg_asgi\.call: a bridge line", text), text
+    assert re.search(stamp + r"acdg_asgi\.serve: SIGTERM received: draining", text), text
+    assert re.search(stamp + r"acdg_asgi\.serve: drained: no calls left", text), text

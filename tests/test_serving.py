@@ -5,7 +5,7 @@ plain uvicorn, gunicorn's uvicorn workers and hypercorn: real processes, real si
 
 from __future__ import annotations
 
-import logging
+import re
 import signal
 import ssl
 import sys
@@ -171,37 +171,6 @@ def test_every_serve_flag_has_its_toml_key(tmp_path: Path) -> None:
     assert (server.drain, server.drain_timeout_s, server.workers) == ("migrate", 12.5, 2)
 
 
-@pytest.mark.parametrize(("argv", "says"), [
-    (["--port", "99999"], "not a port number"),
-    (["--drain", "later"], "invalid choice"),
-    (["--drain-timeout", "soon"], "give seconds"),
-    (["--workers", "0"], "1 or more"),
-    (["--path", "/audio codes"], "invalid bridge path"),
-    (["--ssl-certfile", "/nonexistent.pem", "--ssl-keyfile", "/nonexistent.pem"],
-     "no such file"),
-    (["--ssl-certfile", __file__], "needs both"),
-    (["nosuchmodule:app"], "cannot load the app"),
-    (["json:dumps"], "no BridgeApp found in json:dumps"),
-    (["--workers", "2"], "each worker process is an instance"),
-])
-def test_bad_serve_values_exit_2_with_one_line(argv: list[str], says: str,
-                                               capfd: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPGRAM_API_KEY", "k")
-    monkeypatch.delenv("ACDG_REDIS_URL", raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # acdg serve configures logging
-    try:
-        status = main(["serve", *argv])
-    except SystemExit as exc:  # argparse
-        status = int(exc.code or 0)
-    finally:
-        root.handlers[:], root.level = handlers, level
-    err = capfd.readouterr().err
-    assert status == 2
-    assert says in err.strip().splitlines()[-1], err
-
-
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from acdg_asgi import __version__
 
@@ -215,13 +184,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # --- acdg serve, uvicorn, gunicorn, hypercorn as processes -----------------------------------
 
 
-def bridge_module(tmp_path: Path, agent_url: str, *, drain_timeout_s: float = 1.5,
-                  log_info: bool = False) -> Path:
-    """A user's module: a Starlette app with the bridge routed as the README says (with
-    ``log_info``, the app logs at INFO, as apps that configure logging do)."""
-    logging_setup = "import logging; logging.basicConfig(level=logging.INFO)" if log_info else ""
+def bridge_module(tmp_path: Path, agent_url: str, *, drain_timeout_s: float = 1.5) -> Path:
+    """A user's module: a Starlette app with the bridge routed as the README says, and no
+    logging configured."""
     (tmp_path / "voiceapp.py").write_text(textwrap.dedent(f"""\
-        {logging_setup}
         from starlette.applications import Starlette
         from acdg_asgi import AgentSettings, BridgeApp
 
@@ -289,6 +255,55 @@ async def test_acdg_serve_path_takes_bare_and_slashed_urls(tmp_path: Path) -> No
     assert f"ws://127.0.0.1:{port}/audiocodes " in log
 
 
+async def test_acdg_serve_ops_port_serves_ready_and_metrics_alone(tmp_path: Path) -> None:
+    """``--ops-port``: ``/ready`` and ``/metrics`` there and not on the bot URL; a call on the
+    bot's port shows in both; readiness turns 503 there when SIGTERM starts the drain."""
+    async with standin(PLAIN) as agent:
+        port, ops = free_port(), free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "--path", "/audiocodes", "--host", "127.0.0.1",
+                "--port", str(port), "--ops-port", str(ops), "--drain-timeout", "1.5"]
+        with process(argv, tmp_path / "serve.log", env={"DEEPGRAM_URL": agent.url}) as proc:
+            base = f"127.0.0.1:{port}"
+            await wait_for_http(f"http://127.0.0.1:{ops}/ready", proc)
+            first = await run_call(f"ws://{base}/audiocodes", CallScript(utterances=(Utterance(),)))
+            async with httpx.AsyncClient() as http:
+                public = [(await http.get(f"http://{base}/audiocodes{p}")).status_code
+                          for p in ("", "/ready", "/metrics")]
+                metrics = await http.get(f"http://127.0.0.1:{ops}/metrics")
+                elsewhere = await http.get(f"http://127.0.0.1:{ops}/audiocodes")
+            upgrade = await run_call(f"ws://127.0.0.1:{ops}/audiocodes", CallScript())
+            report, ready = await call_through_sigterm(
+                proc, f"ws://{base}/audiocodes", f"http://127.0.0.1:{ops}/ready")
+            status = proc.wait()
+        log = proc.log
+    assert first.ok, first.violations
+    assert public == [200, 404, 404]
+    assert metrics.status_code == 200 and "acdg_calls_started_total 1.0" in metrics.text
+    assert elsewhere.status_code == 404
+    assert upgrade.connect_error is not None and "403" in upgrade.connect_error
+    assert_polite_hangup(report)
+    assert ready == 503 and status == 0
+    assert f"on the ops port only: http://127.0.0.1:{ops}/ready" in log
+    assert "ERROR" not in log and "Traceback" not in log
+
+
+async def test_acdg_serve_app_with_an_ops_port(tmp_path: Path) -> None:
+    """With APP the app's bridge moves its /ready and /metrics to the ops port too."""
+    async with standin(SCRIPT) as agent:
+        port, ops = free_port(), free_port()
+        argv = ["-m", "acdg_asgi.cli", "serve", "examples.fastapi_app:build_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--ops-port", str(ops)]
+        env = {"DEEPGRAM_URL": agent.url, "ACDG_TOKEN": ""}
+        with process(argv, tmp_path / "serve.log", env=env) as proc:
+            await wait_for_http(f"http://127.0.0.1:{port}/health", proc)
+            async with httpx.AsyncClient() as http:
+                public = (await http.get(f"http://127.0.0.1:{port}/audiocodes/ready")).status_code
+                health = (await http.get(f"http://127.0.0.1:{port}/health")).status_code
+                ready = await http.get(f"http://127.0.0.1:{ops}/ready")
+    assert (public, health) == (404, 200)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
 async def test_acdg_serve_app_with_handlers_drains_on_sigterm(tmp_path: Path) -> None:
     """The FastAPI example as `acdg serve examples.fastapi_app:build_app --factory`: its
     function handler answers, and SIGTERM hangs the call up politely at the deadline."""
@@ -337,7 +352,7 @@ async def test_examples_run_through_acdg_serve(tmp_path: Path) -> None:
 async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:
     async with standin(PLAIN) as agent:
         port = free_port()
-        cwd = bridge_module(tmp_path, agent.url, log_info=True)
+        cwd = bridge_module(tmp_path, agent.url)
         argv = ["-m", "uvicorn", "voiceapp:app", "--port", str(port)]
         with process(argv, tmp_path / "uvicorn.log", cwd=cwd) as proc:
             base = f"127.0.0.1:{port}"
@@ -349,8 +364,13 @@ async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:
     assert_polite_hangup(report)
     assert ready == 503
     assert status in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
-    assert "drain on SIGTERM: calls get up to 2 s, then a polite hang-up (server uvicorn" in log
-    assert "SIGTERM received: draining" in log
+    # The app configured no logging: the bridge's lines come with time and level, at
+    # uvicorn's level (INFO), beside uvicorn's own.
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    acdg_asgi\.serve: "
+    assert re.search(stamp + r"drain on SIGTERM: calls get up to 2 s, then a polite hang-up "
+                     r"\(server uvicorn", log), log
+    assert re.search(stamp + "SIGTERM received: draining", log), log
+    assert "INFO:     Started server process" in log
 
 
 async def test_gunicorn_uvicorn_workers_drain_on_sigterm(tmp_path: Path) -> None:

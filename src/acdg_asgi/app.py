@@ -187,11 +187,7 @@ class BridgeApp:
                                    sensitive=sensitive or SensitiveMode(), redact=redact)
         self.auth = build_auth(auth)
         self.control_auth = build_auth(control_auth) if control_auth is not None else None
-        if ops_access not in ("public", "control_auth", "separate"):
-            raise ConfigError(f"ops_access must be 'public', 'control_auth' or 'separate', "
-                              f"not {ops_access!r}")
-        if ops_access == "control_auth" and self.control_auth is None:
-            raise ConfigError("ops_access='control_auth' needs control_auth= (a token or hook)")
+        _check_ops_access(ops_access, self.control_auth)
         self.cluster = Cluster(open_store(store), instance_id=instance_id,
                                lease_ttl_s=lease_ttl_s)
         protect_server_logs()  # uvicorn's debug lines would show VAIC's token
@@ -227,6 +223,18 @@ class BridgeApp:
         self.ops_app = self._routes.ops_app
         """``/ready`` and ``/metrics`` as an ASGI app of their own, to serve on another port
         (with ``ops_access="separate"`` the bot's URL no longer answers them)."""
+
+    @property
+    def ops_access(self) -> OpsAccess:
+        """Who may read ``/ready`` and ``/metrics`` on the bot's URL: ``"public"``,
+        ``"control_auth"``, or nobody (``"separate"``: only :attr:`ops_app` serves them).
+        ``acdg serve --ops-port`` sets ``"separate"``."""
+        return self._routes.ops
+
+    @ops_access.setter
+    def ops_access(self, value: OpsAccess) -> None:
+        _check_ops_access(value, self.control_auth)
+        self._routes.ops = value
 
     def __repr__(self) -> str:
         return (
@@ -450,6 +458,14 @@ def _name(fn: object) -> str:
 def _expect(name: str, value: object, kinds: Any, what: str) -> None:
     if not isinstance(value, kinds):
         raise ConfigError(f"{name} must be {what}, not {value!r}")
+
+
+def _check_ops_access(value: object, control_auth: object) -> None:
+    if value not in ("public", "control_auth", "separate"):
+        raise ConfigError(f"ops_access must be 'public', 'control_auth' or 'separate', "
+                          f"not {value!r}")
+    if value == "control_auth" and control_auth is None:
+        raise ConfigError("ops_access='control_auth' needs control_auth= (a token or hook)")
 
 
 def _check_agent_url(url: object) -> None:

@@ -59,7 +59,7 @@ class HttpRoutes:
         self._metrics = metrics
         self._control_auth = control_auth
         self._control = control
-        self._ops = ops
+        self.ops = ops
         self.ops_app = OpsApp(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,8 +70,8 @@ class HttpRoutes:
             await respond(send, 405, b'{"error":"method not allowed"}')
         elif path == "/":
             await respond(send, 200, PROBE_BODY)
-        elif path in ("/ready", "/metrics") and self._ops != "separate":
-            if self._ops == "control_auth" and not await self._allowed(scope, path):
+        elif path in ("/ready", "/metrics") and self.ops != "separate":
+            if self.ops == "control_auth" and not await self._allowed(scope, path):
                 await respond(send, 401, b'{"error":"unauthorized"}')
             else:
                 await self.ops_route(path, send)
@@ -140,6 +140,9 @@ class OpsApp:
         self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # refused (403) with no complaint in the log
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             return
         if scope["method"] not in ("GET", "HEAD"):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 
 from .. import __version__
+from ..asgi.mount import normalise_path
 from ..errors import ConfigError
+from . import values
 
 __all__ = ["main", "serve_main"]
 
@@ -24,31 +27,45 @@ Bridge AudioCodes VoiceAI Connect (Bot API, streaming mode) to a Deepgram Voice 
   acdg doctor                check the agent, the store, the address and TLS before serving
 """
 VERSION = f"acdg-asgi {__version__}"
+T = TypeVar("T")
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
-    return int(text)
+class Parser(argparse.ArgumentParser):
+    """argparse with every error on one line (``acdg serve: error: ...``), never the usage
+    block first; ``--help`` is argparse's own. Subcommands are kept by name, so that an
+    unknown flag is answered by its subcommand with the nearest flag it has."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Parser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def unrecognized(self, extras: list[str]) -> NoReturn:
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        for extra in extras:
+            if extra.startswith("-"):
+                name = extra.split("=", 1)[0]
+                near = difflib.get_close_matches(name, flags, n=1)
+                self.error(f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near
+                                                     else f"; {self.prog} --help lists them"))
+        self.error(f"unexpected argument {extras[0]!r}; {self.prog} --help shows what it takes")
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
-    return int(text)
+def _typed(read: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from a reader of :mod:`.values`: its message, as it is."""
+
+    def convert(text: str) -> T:
+        try:
+            return read(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give seconds, 0 or more")
-    return value
-
-
-def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+def _add_serve_arguments(serve: argparse.ArgumentParser, *, doctor: bool = False) -> None:
     serve.add_argument("app", nargs="?", metavar="APP",
                        help="your ASGI app (Starlette, FastAPI, Litestar) or BridgeApp as "
                        "module:attribute, e.g. myapp:app; without it, a bridge built from "
@@ -59,17 +76,30 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", type=Path, metavar="FILE.toml",
                        help="TOML file with [server], [bridge], [playout], [limits], "
                        "[reconnect], [agent] (see --print-config)")
-    serve.add_argument("--print-config", action="store_true",
-                       help="print a sample acdg.toml with every key and its default, then exit")
-    serve.add_argument("--version", action="version", version=VERSION)
+    if not doctor:
+        serve.add_argument("--check", action="store_true",
+                           help="check what would be served (the agent with one handshake, "
+                           "the store, the addresses, the TLS files), print OK or the fix "
+                           "for each and exit 0, or 1 if any failed, without serving: "
+                           "a startup check (the same as acdg doctor)")
+        serve.add_argument("--print-config", action="store_true",
+                           help="print a sample acdg.toml with every key and its default, "
+                           "then exit")
+        serve.add_argument("--version", action="version", version=VERSION)
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 in "
                        "a container)")
-    serve.add_argument("--port", type=_port, help="port to listen on (default 8000)")
-    serve.add_argument("--path", help="URL path of the bridge when no APP is given (default /)"
-                       "; /audiocodes serves /audiocodes and /audiocodes/")
-    serve.add_argument("--ssl-certfile", metavar="FILE.pem",
+    serve.add_argument("--port", type=_typed(values.port),
+                       help="port to listen on (default 8000)")
+    serve.add_argument("--ops-port", type=_typed(values.port), metavar="PORT",
+                       help="serve /ready and /metrics on this port only, off the bot URL "
+                       "(e.g. 9090, for probes and Prometheus)")
+    serve.add_argument("--path", type=_typed(normalise_path),
+                       help="URL path of the bridge when no APP is given (default /); "
+                       "/audiocodes (or audiocodes) serves /audiocodes and /audiocodes/")
+    serve.add_argument("--ssl-certfile", type=_typed(values.existing_file), metavar="FILE.pem",
                        help="serve wss:// with this certificate (chain); with --ssl-keyfile")
-    serve.add_argument("--ssl-keyfile", metavar="FILE.pem", help="the certificate's key")
+    serve.add_argument("--ssl-keyfile", type=_typed(values.existing_file), metavar="FILE.pem",
+                       help="the certificate's key")
     serve.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction,
                        help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips "
                        "(default on)")
@@ -79,18 +109,21 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--drain", choices=("wait", "migrate"),
                        help="on SIGTERM: wait for calls, then hang up politely (default), "
                        "or migrate them to another instance (needs ACDG_REDIS_URL)")
-    serve.add_argument("--drain-timeout", type=_seconds, metavar="SECONDS",
+    serve.add_argument("--drain-timeout", type=_typed(values.seconds), metavar="SECONDS",
                        help="how long calls may go on after SIGTERM before a polite hang-up "
                        "(default 20; keep it below the grace period, e.g. Kubernetes' 30 s)")
-    serve.add_argument("--workers", type=_count,
+    serve.add_argument("--workers", type=_typed(values.count), metavar="N",
                        help="worker processes (default 1); each is an instance, so more "
                        "than one needs a shared store (ACDG_REDIS_URL)")
-    serve.add_argument("--deepgram-url", help="agent endpoint (default Deepgram's public one)")
-    serve.add_argument("--lead-ms", type=int,
+    serve.add_argument("--deepgram-url", metavar="URL",
+                       help="agent endpoint (default Deepgram's public one)")
+    serve.add_argument("--lead-ms", type=_typed(values.millis), metavar="MS",
                        help="how far agent audio may run ahead of real time (default 100)")
-    serve.add_argument("--chunk-ms", type=int, help="audio per playStream.chunk (default 20)")
-    serve.add_argument("--max-calls", type=int, help="refuse calls beyond this many")
-    serve.add_argument("--caller-frame-ms", type=int,
+    serve.add_argument("--chunk-ms", type=_typed(values.chunk_millis), metavar="MS",
+                       help="audio per playStream.chunk (default 20)")
+    serve.add_argument("--max-calls", type=_typed(values.count), metavar="N",
+                       help="refuse calls beyond this many (default 1000)")
+    serve.add_argument("--caller-frame-ms", type=_typed(values.millis), metavar="MS",
                        help="send caller audio to the agent in frames of this many ms "
                        "(default 0: as VAIC sends it)")
     serve.add_argument("--log-format", choices=("text", "json"), help="log line format")
@@ -104,7 +137,8 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
 def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return {
         "server": {"app": args.app, "factory": args.factory, "app_dir": args.app_dir,
-                   "host": args.host, "port": args.port, "path": args.path,
+                   "host": args.host, "port": args.port, "ops_port": args.ops_port,
+                   "path": args.path,
                    "ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
                    "proxy_headers": args.proxy_headers,
                    "forwarded_allow_ips": args.forwarded_allow_ips, "drain": args.drain,
@@ -117,8 +151,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> Parser:
+    parser = Parser(
         prog="acdg", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=VERSION)
@@ -133,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--save-audio", type=Path, metavar="FILE.wav",
                       help="write both sides of the call to a stereo WAV file")
+    demo.add_argument("--port", type=_typed(values.port), default=0,
+                      help="the bridge on this port and the stand-in agent on the next "
+                      "(default: free ports)")
 
     serve = sub.add_parser(
         "serve", help="run the bridge, or your app with its bridges, under uvicorn",
@@ -142,23 +179,21 @@ def _parser() -> argparse.ArgumentParser:
         "(see --config, --print-config), then ACDG_HOST, ACDG_PORT, ACDG_PATH, DEEPGRAM_URL, "
         "then these flags. Secrets come only from the environment: DEEPGRAM_API_KEY, "
         "ACDG_TOKEN for the bearer token that VAIC / Live Hub sends (without it, every "
-        "upgrade is accepted) and ACDG_REDIS_URL for the shared store.",
+        "upgrade is accepted) and ACDG_REDIS_URL for the shared store. A bad value exits "
+        "with status 2 and one line naming it.",
     )
     _add_serve_arguments(serve)
 
     doctor = sub.add_parser(
         "doctor", help="check a deployment: agent handshake, store, address, TLS files",
-        description="With the settings acdg serve would use: one real handshake with the "
-        "agent (URL, DEEPGRAM_API_KEY, the [agent] settings), the shared store "
-        "(ACDG_REDIS_URL), the listening address and the TLS files. Each is reported OK or "
-        "with what to fix; exit status 1 if any failed (a Kubernetes startup check).",
+        description="acdg serve --check: with what acdg serve would serve (APP, or the "
+        "bridge from the settings; the same flags): one real handshake with each bridge's "
+        "agent (URL, DEEPGRAM_API_KEY, the agent settings), the shared store "
+        "(ACDG_REDIS_URL), the listening addresses and the TLS files. Each is reported OK "
+        "or with what to fix; exit status 1 if any failed (a Kubernetes startup check), 2 "
+        "for settings that acdg serve would refuse.",
     )
-    doctor.add_argument("--config", type=Path, metavar="FILE.toml", help="as for acdg serve")
-    doctor.add_argument("--host", help="interface acdg serve will listen on")
-    doctor.add_argument("--port", type=_port, help="port acdg serve will listen on")
-    doctor.add_argument("--deepgram-url", help="agent endpoint")
-    doctor.add_argument("--ssl-certfile", metavar="FILE.pem", help="certificate to check")
-    doctor.add_argument("--ssl-keyfile", metavar="FILE.pem", help="its private key")
+    _add_serve_arguments(doctor, doctor=True)
 
     from .call import add_arguments as add_call_arguments
 
@@ -169,39 +204,39 @@ def _parser() -> argparse.ArgumentParser:
         "2 when it could not be reached.",
     )
     add_call_arguments(call)
+    parser.commands = {"demo": demo, "serve": serve, "doctor": doctor, "call": call}
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.commands[args.command].unrecognized(extras)
     try:
         if args.command == "demo":
             from .demo import demo
 
-            return anyio.run(demo, args.save_audio)
-        if args.command == "serve":
+            return anyio.run(demo, args.save_audio, sys.stdout, args.port)
+        if args.command in ("serve", "doctor"):
             from .settings import load_settings, sample_config
 
-            if args.print_config:
+            if getattr(args, "print_config", False):
                 sys.stdout.write(sample_config())
                 return 0
+            settings = load_settings(args.config, _serve_overrides(args))
+            if args.command == "doctor" or args.check:
+                from .doctor import run as run_doctor
+
+                return run_doctor(settings)
             from .serve import run
 
-            return run(load_settings(args.config, _serve_overrides(args)))
-        if args.command == "doctor":
-            from .doctor import run as run_doctor
-            from .settings import load_settings
-
-            overrides = {"server": {"host": args.host, "port": args.port},
-                         "bridge": {"deepgram_url": args.deepgram_url}}
-            settings = load_settings(args.config, overrides)
-            return run_doctor(settings, args.ssl_certfile or settings.server.ssl_certfile,
-                              args.ssl_keyfile or settings.server.ssl_keyfile)
+            return run(settings)
         from .call import run as run_call_command
 
         return run_call_command(args)
     except ConfigError as exc:
-        print(f"acdg: {exc}", file=sys.stderr)
+        print(f"acdg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ from typing import TextIO
 from .. import events as ev
 from ..app import BridgeApp
 from ..config import Playout
+from ..errors import ConfigError
 from ..protocols import deepgram as dg
 from ..session import Session
 from ..testing.agent import AgentScript, StandInAgent, Turn
@@ -25,6 +26,7 @@ from ..testing.report import CallEvent, CallReport
 from ..testing.script import CallScript, Utterance
 from ..testing.server import serve
 from ..testing.vaic import run_call
+from .checks import bind
 
 TURNS = (
     Turn("Let me look that up for you.", heard="Hi, where is my order A one two three?",
@@ -154,11 +156,19 @@ def save_audio(report: CallReport, path: Path) -> None:
         wav.writeframes(bytes(frames))
 
 
-async def demo(save: Path | None = None, out: TextIO = sys.stdout) -> int:
+async def demo(save: Path | None = None, out: TextIO = sys.stdout, port: int = 0) -> int:
+    """The call; with ``port``, the bridge listens there and the stand-in agent on the
+    next port (:class:`ConfigError` if either is taken), else both on free ports."""
+    if port >= 65535:
+        raise ConfigError(f"--port {port}: the stand-in agent takes the next port; use a "
+                          "lower one")
+    agent_port = port + 1 if port else 0
+    for taken in {port, agent_port} - {0}:
+        bind("127.0.0.1", taken).close()  # one line now, rather than a server's traceback
     script = AgentScript(turns=TURNS, ms_per_word=180)
-    async with StandInAgent(script=script) as agent:
+    async with StandInAgent(script=script, port=agent_port) as agent:
         bridge = build_bridge(agent.url, out)
-        async with serve(bridge, lifespan="on") as host:
+        async with serve(bridge, port=port, lifespan="on") as host:
             url = f"ws://{host}/"
             out.write(f"bridge on {url}, stand-in Deepgram agent on {agent.url}\n\n")
             report = await run_call(url, CALLER, on_event=lambda e: _show(out, e),

@@ -1,10 +1,13 @@
-"""``acdg doctor``: check a deployment before it takes calls.
+"""``acdg doctor`` (``acdg serve --check``): check a deployment before it takes calls.
 
-One real handshake with the configured agent endpoint and settings (connect, ``Welcome``,
-``Settings``, ``SettingsApplied``), the shared store, the listening address and the TLS
-files; each is reported OK or with what to fix, and the exit status is 1 when anything
-failed, so it serves as a Kubernetes startup check (an init container, or a
-``startupProbe`` running ``acdg doctor``).
+For exactly what ``acdg serve`` would serve with the same arguments (``APP``, or the
+bridge built from the settings): one real handshake with each bridge's agent endpoint and
+settings (connect, ``Welcome``, ``Settings``, ``SettingsApplied``), the shared store, the
+listening addresses (the bot's port and ``--ops-port``) and the TLS files; each is
+reported OK or with what to fix, and the exit status is 1 when anything failed, so it
+serves as a Kubernetes startup check (an init container running ``acdg serve --check``
+with the container's arguments: the port must still be free, so not a probe inside the
+running container).
 
     OK    agent   wss://agent.deepgram.com/v1/agent/converse: settings applied in 0.42 s
     FAIL  store   RedisStore('redis://redis:6379/0'): redis: Error 111 connecting ...
@@ -12,10 +15,7 @@ failed, so it serves as a Kubernetes startup check (an init container, or a
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
-import ssl
 import time
 
 import anyio
@@ -23,10 +23,11 @@ import msgspec
 
 from ..app import BridgeApp
 from ..audio import FORMATS
-from ..errors import AgentClosed, AgentConnectError
+from ..errors import AgentClosed, AgentConnectError, ConfigError
 from ..protocols import deepgram as dg
 from ..transports.agent_base import AgentConnection, shown_url
-from .serve import build_app
+from . import checks
+from .serve import prepare
 from .settings import ServeSettings
 
 __all__ = [
@@ -95,43 +96,23 @@ async def check_store(bridge: BridgeApp) -> Finding:
                    "ACDG_REDIS_URL (or store=) and that Redis answers from here")
 
 
-def check_listen(host: str, port: int) -> Finding:
+def check_listen(host: str, port: int, what: str = "listen") -> Finding:
     """Whether ``host:port`` can be bound now (it is released at once)."""
-    where = f"{host}:{port}"
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-    except socket.gaierror as exc:
-        return Finding("listen", False, f"{where}: {host!r} is not an address ({exc.strerror}):"
-                       " use 0.0.0.0, 127.0.0.1 or an address of this machine")
-    except OSError as exc:
-        fixes = {
-            errno.EADDRINUSE: "another process listens there: stop it or choose another port",
-            errno.EADDRNOTAVAIL: "not an address of this machine: use 0.0.0.0 or one of its own",
-            errno.EACCES: "ports below 1024 need privileges: use a higher port",
-        }
-        fix = fixes.get(exc.errno or 0, exc.strerror or str(exc))
-        return Finding("listen", False, f"{where}: {exc.strerror}: {fix}")
-    return Finding("listen", True, f"{where}: free")
+        checks.bind(host, port).close()
+    except ConfigError as exc:
+        return Finding(what, False, str(exc))
+    return Finding(what, True, f"{host}:{port}: free")
 
 
 def check_tls(certfile: str | None, keyfile: str | None) -> Finding:
-    if not certfile and not keyfile:
+    try:
+        context = checks.load_tls(certfile, keyfile)
+    except ConfigError as exc:
+        return Finding("tls", False, str(exc))
+    if context is None:
         return Finding("tls", True, "no TLS files: plain ws:// (terminate TLS in front, or "
                        "give a certificate and its key)")
-    if not certfile or not keyfile:
-        return Finding("tls", False, "a certificate needs its key, and a key its certificate")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as exc:
-        return Finding("tls", False, f"{exc.filename}: no such file")
-    except ssl.SSLError as exc:
-        return Finding("tls", False, f"{certfile} and {keyfile}: {exc.reason or exc}: they must "
-                       "be PEM files, the key the certificate's own")
     return Finding("tls", True, f"{certfile}: certificate and key load")
 
 
@@ -139,18 +120,24 @@ def render(findings: list[Finding]) -> str:
     return "\n".join(f"{'OK' if f.ok else 'FAIL':5} {f.what:7} {f.detail}" for f in findings)
 
 
-async def diagnose(
-    bridge: BridgeApp, host: str, port: int, certfile: str | None, keyfile: str | None
-) -> list[Finding]:
-    return [await check_agent(bridge), await check_store(bridge), check_listen(host, port),
-            check_tls(certfile, keyfile)]
+async def diagnose(settings: ServeSettings, bridges: list[BridgeApp]) -> list[Finding]:
+    """The findings for what ``acdg serve`` would serve with ``settings``."""
+    server = settings.server
+    findings = [await check_agent(bridge) for bridge in bridges]
+    stores: dict[str, BridgeApp] = {repr(b.cluster.store): b for b in bridges}
+    findings += [await check_store(bridge) for bridge in stores.values()]
+    findings.append(check_listen(server.bind_host, server.port))
+    if server.ops_port is not None:
+        findings.append(check_listen(server.bind_host, server.ops_port, "ops"))
+    findings.append(check_tls(server.ssl_certfile, server.ssl_keyfile))
+    return findings
 
 
-def run(settings: ServeSettings, certfile: str | None = None, keyfile: str | None = None) -> int:
-    """``acdg doctor``: print each finding; 0 when all are OK, else 1."""
+def run(settings: ServeSettings) -> int:
+    """``acdg doctor``, ``acdg serve --check``: print each finding; 0 when all are OK, else
+    1. Settings that ``acdg serve`` would refuse raise :class:`ConfigError` (exit 2)."""
     logging.disable(logging.CRITICAL)  # each finding says it all, once
-    bridge = build_app(settings)
-    findings = anyio.run(diagnose, bridge, settings.server.bind_host, settings.server.port,
-                         certfile, keyfile)
+    _, bridges = prepare(settings)
+    findings = anyio.run(diagnose, settings, bridges)
     print(render(findings))
     return 0 if all(f.ok for f in findings) else 1

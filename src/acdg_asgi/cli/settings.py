@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..audio import DEFAULT_PREFERENCE
 from ..config import AgentConfig, Limits, Playout, Reconnect, Secret, check_keys
 from ..errors import ConfigError
 from ..protocols import deepgram as dg
+from . import values
 
 __all__ = ["ServeSettings", "in_container", "load_settings", "sample_config"]
 
@@ -60,6 +62,7 @@ class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     app_dir: str = "."
     host: str | None = None
     port: int = 8000
+    ops_port: int | None = None  # /ready and /metrics here only, off the bot URL
     path: str = "/"
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -78,8 +81,14 @@ class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         self.path = normalise_path(self.path)
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is out of range: use 1-65535")
+        for key in ("port", "ops_port"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= 65535:
+                raise ConfigError(f"{key} {value} is out of range: use 1-65535 (0 picks a "
+                                  "free one)")
+        if self.ops_port is not None and self.ops_port == self.port != 0:
+            raise ConfigError(f"ops_port {self.ops_port} is the bot's port too: give "
+                              "/ready and /metrics a port of their own, e.g. 9090")
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, "
@@ -90,15 +99,6 @@ class Server(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"drain_timeout_s must be 0 or more, not {self.drain_timeout_s}")
         if self.app is not None and ":" not in self.app:
             raise ConfigError(f"app {self.app!r}: use module:attribute, e.g. myapp:app")
-
-    def check_tls_files(self) -> None:
-        """Both TLS files or neither, and there (``acdg doctor`` also loads them)."""
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
-        for name in ("ssl_certfile", "ssl_keyfile"):
-            file = getattr(self, name)
-            if file is not None and not Path(file).is_file():
-                raise ConfigError(f"{name} {file!r}: no such file")
 
     @property
     def bind_host(self) -> str:
@@ -139,6 +139,15 @@ class ServeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return Secret(value) if value else None
 
 
+# Environment variables acdg serve reads (the secrets apart), each checked as it is read.
+_ENV: tuple[tuple[str, tuple[str, str], Callable[[str], object]], ...] = (
+    ("ACDG_HOST", ("server", "host"), str.strip),
+    ("ACDG_PORT", ("server", "port"), values.port),
+    ("ACDG_PATH", ("server", "path"), normalise_path),
+    ("DEEPGRAM_URL", ("bridge", "deepgram_url"), str.strip),
+)
+
+
 def load_settings(path: Path | None, overrides: dict[str, dict[str, Any]]) -> ServeSettings:
     """Merge the TOML file (if any), ``ACDG_*`` environment variables and flag overrides."""
     data: dict[str, Any] = {}
@@ -147,27 +156,34 @@ def load_settings(path: Path | None, overrides: dict[str, dict[str, Any]]) -> Se
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
-    env = {
-        ("server", "host"): os.environ.get("ACDG_HOST"),
-        ("server", "port"): os.environ.get("ACDG_PORT"),
-        ("server", "path"): os.environ.get("ACDG_PATH"),
-        ("bridge", "deepgram_url"): os.environ.get("DEEPGRAM_URL"),
-    }
-    for (section, key), value in env.items():
-        if value:
-            if key == "port" and not value.strip().isdigit():
-                raise ConfigError(f"ACDG_PORT={value!r} is not a port number")
-            data.setdefault(section, {})[key] = int(value) if key == "port" else value
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
-    check_keys(data, ServeSettings, str(path) if path is not None else "settings")
+    for variable, (section, key), read in _ENV:
+        text = os.environ.get(variable)
+        if text:
+            try:
+                data.setdefault(section, {})[key] = read(text)
+            except ConfigError as exc:
+                raise ConfigError(f"{variable}: {exc}") from None
+    for section, given in overrides.items():
+        data.setdefault(section, {}).update({k: v for k, v in given.items() if v is not None})
+    where = str(path) if path is not None else "settings"
+    check_keys(data, ServeSettings, where)
     if isinstance(data.get("agent"), dict):
         data["agent"] = merged(msgspec.to_builtins(DEFAULT_AGENT), data["agent"],
                                msgspec.inspect.type_info(dg.AgentSettings))
     try:
         return msgspec.convert(data, ServeSettings)
     except (msgspec.ValidationError, ConfigError) as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+        raise ConfigError(_located(str(exc), path)) from None
+
+
+def _located(message: str, path: Path | None) -> str:
+    """msgspec's ``... - at `$.server.port``` as ``acdg.toml [server] port: ...``."""
+    text, _, at = message.rpartition(" - at `$.")
+    if not text:
+        return f"{path}: {message}" if path is not None else message
+    section, _, key = at.rstrip("`").partition(".")
+    place = f"[{section}]" + (f" {key}" if key else "")
+    return f"{path} {place}: {text}" if path is not None else f"{place}: {text}"
 
 
 def merged(default: Any, given: Any, info: msgspec.inspect.Type) -> Any:
@@ -204,6 +220,8 @@ _KEYS: dict[str, str] = {
     "app_dir": "directory put first on the import path for app",
     "host": "interface to listen on; default 127.0.0.1, or 0.0.0.0 in a container",
     "port": "TCP port",
+    "ops_port": "serve /ready and /metrics on this port only, not on the bot's (probes, "
+                "Prometheus)",
     "path": "URL path of the bridge (without APP): /audiocodes serves /audiocodes and "
             "/audiocodes/",
     "ssl_certfile": "serve wss:// with this certificate chain (PEM); with ssl_keyfile",
@@ -231,7 +249,7 @@ _KEYS: dict[str, str] = {
 }
 _EXAMPLES: dict[str, object] = {
     "app": "myapp:app", "host": "0.0.0.0", "ssl_certfile": "/etc/acdg/tls/tls.crt",
-    "ssl_keyfile": "/etc/acdg/tls/tls.key", "forwarded_allow_ips": "10.0.0.0/8",
+    "ssl_keyfile": "/etc/acdg/tls/tls.key", "ops_port": 9090, "forwarded_allow_ips": "10.0.0.0/8",
     "drain_timeout_s": DEFAULT_DRAIN_TIMEOUT_S, "records": "/var/log/acdg/calls.jsonl",
     "tags": ["acme"], "mip_opt_out": True, "max_calls": 1000,
 }

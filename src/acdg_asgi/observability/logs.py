@@ -67,6 +67,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
+    """``acdg serve``'s logging: one handler on the root logger, to stderr, that every
+    logger (the bridge's, uvicorn's, websockets') writes through, with
+    :class:`ServerLogFilter` on it. It replaces whatever was there, the bridge's
+    fallback (:func:`log_somewhere`) included."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -76,6 +80,8 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    ours = logging.getLogger("acdg_asgi")
+    ours.handlers[:] = [h for h in ours.handlers if not isinstance(h, _Fallback)]
 
 
 class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
@@ -87,15 +93,37 @@ class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
 
 
-def log_somewhere() -> None:
-    """Give the bridge's lines time and level where the host app configured no logging.
+# Servers that set up logging of their own before they import the app.
+_SERVER_LOGGERS = ("uvicorn.error", "hypercorn.error")
 
-    Once the app (or its server) sets up the root logger, this steps aside and the lines
-    go there as usual; the level stays the app's (WARNING by Python's default)."""
+
+def log_somewhere() -> None:
+    """Give the bridge's lines time and level where the host configured no logging.
+
+    Called when a bridge is made. If the root logger has a handler then (the app's
+    logging, ``acdg serve``'s), the lines go there as usual, at the app's level, and
+    nothing is added. Otherwise the bridge's logger gets a handler to stderr that writes
+    while the root logger has none, at the level of the server's own log where the server
+    set one up first (``uvicorn app:app --log-level``: INFO by default, so the drain and
+    call lines show), else Python's WARNING."""
     ours = logging.getLogger("acdg_asgi")
-    if any(isinstance(h, _Fallback) for h in ours.handlers):
+    if logging.getLogger().handlers or any(isinstance(h, _Fallback) for h in ours.handlers):
         return
     handler = _Fallback(sys.stderr)
     handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(ServerLogFilter())
     ours.addHandler(handler)
+    for name in _SERVER_LOGGERS:
+        server = logging.getLogger(name)
+        if ours.level == logging.NOTSET and _has_handlers(server):
+            ours.setLevel(server.getEffectiveLevel())
+
+
+def _has_handlers(logger: logging.Logger) -> bool:
+    """Whether records of ``logger`` reach a handler below the root logger."""
+    current: logging.Logger | None = logger
+    while current is not None and current is not logging.getLogger():
+        if current.handlers:
+            return True
+        current = current.parent if current.propagate else None
+    return False

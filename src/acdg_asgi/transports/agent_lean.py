@@ -71,7 +71,7 @@ class LeanConnector:
             raise AgentConnectError(f"not a WebSocket URL: {shown_url(url)!r}", retryable=False)
         host, port = parts.hostname, parts.port or (443 if secure else 80)
         context = (self.ssl or ssl_module.create_default_context()) if secure else None
-        proxy = self._proxy_for(url)
+        proxy = self.proxy_for(url)
         conn = LeanConnection(self.max_frame_bytes)
         try:
             if proxy is None:
@@ -94,7 +94,9 @@ class LeanConnector:
             raise
         return conn
 
-    def _proxy_for(self, url: str) -> str | None:
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a connection to ``url`` goes through, if any; :class:`ConfigError`
+        for one this connector cannot use (``acdg serve`` asks at startup)."""
         if self.proxy is None:
             return None
         proxy = self.proxy if isinstance(self.proxy, str) else get_proxy(parse_uri(url))
