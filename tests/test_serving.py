@@ -498,15 +498,16 @@ async def test_acdg_serve_workers_share_the_store_and_drain(
     tmp_path: Path, redis_url: str,
 ) -> None:
     async with standin(PLAIN) as agent:
-        port = free_port()
+        port, ops = free_port(), free_port()  # each worker serves the ops port too
         argv = ["-m", "acdg_asgi.cli", "serve", "--path", "/audiocodes", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "2", "--drain-timeout", "1.5"]
+                "--port", str(port), "--ops-port", str(ops), "--workers", "2",
+                "--drain-timeout", "1.5"]
         env = {"DEEPGRAM_URL": agent.url, "ACDG_REDIS_URL": redis_url}
         with process(argv, tmp_path / "serve.log", env=env) as proc:
             base = f"127.0.0.1:{port}"
-            await wait_for_http(f"http://{base}/audiocodes/ready", proc)
+            await wait_for_http(f"http://127.0.0.1:{ops}/ready", proc)
             report, _ = await call_through_sigterm(
-                proc, f"ws://{base}/audiocodes", f"http://{base}/audiocodes/ready")
+                proc, f"ws://{base}/audiocodes", f"http://127.0.0.1:{ops}/ready")
             status = proc.wait()
         log = proc.log
     assert_polite_hangup(report)
