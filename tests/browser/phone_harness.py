@@ -219,6 +219,7 @@ class Served:
     feed: EventFeed
     sessions: list[Session] = field(default_factory=list)
     ended: list[Any] = field(default_factory=list)  # SessionEndEvent
+    any_ended: anyio.Event = field(default_factory=anyio.Event)
     dtmf: list[str] = field(default_factory=list)
 
     @property
@@ -243,6 +244,7 @@ async def serve_phone(
         @bridge.on("session_end")
         def ended(event: Any) -> None:
             served.ended.append(event)
+            served.any_ended.set()
 
         @bridge.on("dtmf")
         def keyed(event: Any) -> None:
