@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from .asgi.admission import Admission, AgentFactory, AgentSource, AgentSpec, CallInfo
 from .asgi.mount import BridgeRoute, litestar_handler
+from .asgi.phone import PhonePage
 from .asgi.registry import CallRegistry
 from .asgi.routes import HttpRoutes, OpsAccess
 from .audio import DEFAULT_PREFERENCE, FORMATS
@@ -48,6 +49,7 @@ from .config import (
 from .delivery import RecordFeed, RecordSink
 from .errors import ConfigError
 from .events import Event
+from .observability.live import LiveEvents
 from .observability.logs import log_somewhere, logger
 from .observability.metrics import PrometheusMetrics
 from .observability.observer import Observer, Observers
@@ -98,6 +100,10 @@ class BridgeApp:
     On shutdown (SIGTERM) the bridge drains: ``drain_mode="wait"`` lets calls run up to
     ``drain_timeout_s`` and then hangs up politely; ``"migrate"`` (with a shared
     ``store``) moves them to another instance at once.
+
+    In development, ``phone=True`` serves a browser phone at ``<mount>/phone``: a VAIC in
+    a web page that calls the bridge, with the call's events from ``<mount>/live/events``
+    (``live=True`` serves only the events). Both are authenticated like the bot URL.
     """
 
     def __init__(
@@ -132,6 +138,8 @@ class BridgeApp:
         dtmf: DtmfInput | None = None,
         sensitive: SensitiveMode | None = None,
         redact: Callable[[str], str] | None = None,
+        phone: bool = False,
+        live: bool | LiveEvents = False,
     ) -> None:
         choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
         if isinstance(media_formats, str):
@@ -209,6 +217,15 @@ class BridgeApp:
         self.records = tuple(records)
         if self.records:
             watchers.append(RecordFeed(self.records))
+        self.live = LiveEvents() if live is True or (phone and live is False) else live or None
+        live_auth = [self.auth] if phone else []
+        if self.control_auth is not None:
+            live_auth.append(self.control_auth)
+        if self.live is not None:
+            if not live_auth:
+                raise ConfigError("live= needs control_auth= (or phone=True) to authenticate "
+                                  "who reads the events")
+            watchers.append(self.live)
         self.observers = Observers(watchers)
         self._background: AsyncExitStack | None = None
         self._admission = Admission(
@@ -219,7 +236,8 @@ class BridgeApp:
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
                                   control_auth=self.control_auth, control=self.control,
-                                  ops=ops_access)
+                                  ops=ops_access, live=self.live, live_auth=live_auth,
+                                  phone=PhonePage() if phone else None)
         self.ops_app = self._routes.ops_app
         """``/ready`` and ``/metrics`` as an ASGI app of their own, to serve on another port
         (with ``ops_access="separate"`` the bot's URL no longer answers them)."""
@@ -277,6 +295,8 @@ class BridgeApp:
         shared store, this instance's control channel and heartbeat; the delivery of call
         records."""
         self.calls.draining = False
+        if self.live is not None:
+            self.live.open()
         if not self._started:
             self._started = True
             hook_signals(self)
@@ -349,6 +369,8 @@ class BridgeApp:
         await calls.wait_for_no_calls(self.limits.hangup_timeout_s + 1)
         for runtime in calls.runtimes():
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
+        if self.live is not None:
+            self.live.close()  # the calls are over: nothing more to watch
 
     async def stop(self) -> None:
         """End every call at once: hang up politely where VAIC is there, no resume grace."""
@@ -361,6 +383,8 @@ class BridgeApp:
         await calls.wait_for_no_calls(1.0)
         for runtime in calls.runtimes():
             await runtime.command(lambda call, now: call.end(now, "shutdown"))
+        if self.live is not None:
+            self.live.close()
 
     def control(self, conversation_id: str, *, timeout_s: float = 5.0) -> CallControl:
         """Call-control methods for a call on this or (with a shared store) any instance."""

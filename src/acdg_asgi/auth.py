@@ -9,6 +9,11 @@
 * an async callable ``hook(conn: Connection) -> bool``: anything else (OAuth 2.0 JWTs,
   IP allow-lists). Return ``False`` or raise :class:`~acdg_asgi.errors.AuthError` to
   refuse; the refusal is an HTTP 401 (or the error's status) before the upgrade.
+
+Browsers cannot set headers on a WebSocket, so a token may also come as the subprotocols
+``acdg.bearer, <token>`` (what the browser phone sends): it counts as
+``Authorization: Bearer <token>``, and the upgrade is answered with ``acdg.bearer``, never
+the token.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import msgspec
 from .config import Secret
 from .errors import ConfigError
 
-__all__ = ["AuthHook", "BearerToken", "Connection", "build_auth"]
+__all__ = ["BEARER_SUBPROTOCOL", "AuthHook", "BearerToken", "Connection", "build_auth"]
+
+BEARER_SUBPROTOCOL = "acdg.bearer"
 
 
 class Connection(msgspec.Struct, frozen=True):
@@ -32,6 +39,7 @@ class Connection(msgspec.Struct, frozen=True):
     headers: Mapping[str, str]  # lower-cased names; repeated headers joined with ", "
     client: tuple[str, int] | None
     query_string: str = ""
+    subprotocol: str | None = None  # to answer the upgrade with: acdg.bearer if offered
 
     @property
     def bearer_token(self) -> str | None:
@@ -45,12 +53,19 @@ class Connection(msgspec.Struct, frozen=True):
         for raw_name, raw_value in scope.get("headers", ()):
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        offered = list(scope.get("subprotocols", ()))
+        subprotocol = None
+        if offered[:1] == [BEARER_SUBPROTOCOL]:
+            subprotocol = BEARER_SUBPROTOCOL
+            if len(offered) > 1 and "authorization" not in headers:
+                headers["authorization"] = f"Bearer {offered[1]}"
         client = scope.get("client")
         return cls(
             path=path,
             headers=headers,
             client=(str(client[0]), int(client[1])) if client else None,
             query_string=scope.get("query_string", b"").decode("latin-1"),
+            subprotocol=subprotocol,
         )
 
 

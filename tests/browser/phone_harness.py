@@ -2,8 +2,9 @@
 
 The page runs in Debian's headless Chromium (``/usr/bin/chromium``), driven by
 playwright-python through ``executable_path``: no browser download. Chromium's fake
-capture device plays a WAV file as the microphone. The page is served next to the real
-``BridgeApp``, which talks to the stand-in Deepgram agent, all on loopback.
+capture device plays a WAV file as the microphone. The page, its event stream and the
+call are all the real ``BridgeApp(phone=True)``'s, which talks to the stand-in Deepgram
+agent, all on loopback.
 """
 
 from __future__ import annotations
@@ -12,26 +13,20 @@ import math
 import os
 import struct
 import wave
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Mount, WebSocketRoute
 
 from acdg_asgi import BridgeApp, Session
-from acdg_asgi.events import EVENT_NAMES, Event
 from acdg_asgi.testing.server import serve
 
-WEB = Path(__file__).resolve().parents[2] / "src" / "acdg_asgi" / "web"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = Path(os.environ.get("ACDG_CHROMIUM", "/usr/bin/chromium"))
 
@@ -48,13 +43,6 @@ BASE_FLAGS = (
     "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
 )
-
-ASSETS = {
-    "phone.js": "text/javascript",
-    "phone-worklet.js": "text/javascript",
-    "phone.css": "text/css",
-}
-
 
 def chromium_flags(wav: Path) -> list[str]:
     return [*BASE_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"]
@@ -103,112 +91,12 @@ def caller_wav(path: Path, bursts: Sequence[tuple[float, float]], total_s: float
 # --- the servers ----------------------------------------------------------------------------
 
 
-@dataclass
-class EventFeed:
-    """The bridge's events per conversation, replayed to each event-stream client.
-
-    This is the contract the page expects of a server's event stream: GET with
-    ``?call=<conversationId>``; each event ``event: <name>`` and ``data: <JSON>``.
-    """
-
-    calls: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
-    closed: bool = False
-    _changed: anyio.Event = field(default_factory=anyio.Event)
-
-    def record(self, name: str, event: Event) -> None:
-        self.calls.setdefault(event.conversation_id, []).append((name, msgspec.json.encode(event)))
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def stream(self, call: str) -> AsyncIterator[bytes]:
-        sent = 0
-        yield b": events for one call\n\n"
-        while not self.closed:
-            items = self.calls.get(call, [])
-            for name, data in items[sent:]:
-                yield b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-                if name == "session_end":
-                    return
-            sent = len(items)
-            with anyio.move_on_after(1):
-                await self._changed.wait()
-
-    def close(self) -> None:
-        self.closed = True
-        self._changed.set()
-
-
-def listen(bridge: BridgeApp, feed: EventFeed) -> None:
-    def forward(name: str) -> Callable[[Event], None]:
-        return lambda event: feed.record(name, event)
-
-    for name in EVENT_NAMES:
-        bridge.on(name)(forward(name))
-
-
-class BearerSubprotocol:
-    """What the server side must do for the page's token (browsers cannot set headers).
-
-    A WebSocket offering subprotocols ``acdg.bearer, <token>`` reaches ``app`` with
-    ``Authorization: Bearer <token>`` instead, and is accepted with ``acdg.bearer``
-    (never the token) as its subprotocol: Chromium fails a handshake that offered
-    subprotocols and got none back. (A class, as Starlette treats a bare function given
-    to a route as an endpoint, not as an ASGI app.)
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        offered = list(scope.get("subprotocols", ())) if scope["type"] == "websocket" else []
-        if len(offered) < 2 or offered[0] != "acdg.bearer":
-            await self.app(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
-        headers.append((b"authorization", b"Bearer " + offered[1].encode()))
-
-        async def accept_with_subprotocol(message: Message) -> None:
-            if message["type"] == "websocket.accept":
-                message = {**message, "subprotocol": "acdg.bearer"}
-            await send(message)
-
-        inner = {**scope, "headers": headers, "subprotocols": offered[2:]}
-        await self.app(inner, receive, accept_with_subprotocol)
-
-
-def phone_app(
-    bridge: BridgeApp, feed: EventFeed, extra: Sequence[Any] = (),
-    wrap: Callable[[ASGIApp], ASGIApp] | None = None,
-) -> Starlette:
-    """The bridge at /audiocodes, the page at /audiocodes/phone, its events at /events."""
-    bot: ASGIApp = wrap(bridge) if wrap is not None else bridge
-
-    async def page(request: Request) -> Response:
-        return FileResponse(WEB / "phone.html", media_type="text/html")
-
-    async def asset(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in ASSETS:
-            return Response("not found", status_code=404)
-        return FileResponse(WEB / name, media_type=ASSETS[name])
-
-    async def events(request: Request) -> Response:
-        call = request.query_params.get("call", "")
-        headers = {"Cache-Control": "no-store"}
-        return StreamingResponse(feed.stream(call), media_type="text/event-stream",
-                                 headers=headers)
-
-    async def slash(request: Request) -> Response:
-        return RedirectResponse("/audiocodes/phone")  # its relative links need no slash
-
+def phone_app(bridge: BridgeApp, extra: Sequence[Any] = ()) -> Starlette:
+    """The bridge at /audiocodes as the README mounts it: the page at /audiocodes/phone."""
     return Starlette(routes=[
-        Route("/audiocodes/phone", page),
-        Route("/audiocodes/phone/", slash),
-        Route("/audiocodes/phone/{name}", asset),
-        Route("/events", events),
         *extra,
-        WebSocketRoute("/audiocodes", bot),
-        Mount("/audiocodes", bot),
+        WebSocketRoute("/audiocodes", bridge),
+        Mount("/audiocodes", bridge),
     ])
 
 
@@ -216,7 +104,6 @@ def phone_app(
 class Served:
     host: str
     bridge: BridgeApp
-    feed: EventFeed
     sessions: list[Session] = field(default_factory=list)
     ended: list[Any] = field(default_factory=list)  # SessionEndEvent
     any_ended: anyio.Event = field(default_factory=anyio.Event)
@@ -228,14 +115,10 @@ class Served:
 
 
 @asynccontextmanager
-async def serve_phone(
-    bridge: BridgeApp, extra: Sequence[Any] = (),
-    wrap: Callable[[ASGIApp], ASGIApp] | None = None,
-) -> AsyncIterator[Served]:
-    feed = EventFeed()
-    listen(bridge, feed)
-    async with serve(phone_app(bridge, feed, extra, wrap)) as host:
-        served = Served(host, bridge, feed)
+async def serve_phone(bridge: BridgeApp, extra: Sequence[Any] = ()) -> AsyncIterator[Served]:
+    """Serve ``bridge`` (made with ``phone=True``) and what the tests compare the page with."""
+    async with serve(phone_app(bridge, extra)) as host:
+        served = Served(host, bridge)
 
         @bridge.on("session_start")
         def started(session: Session, event: Any) -> None:
@@ -250,10 +133,7 @@ async def serve_phone(
         def keyed(event: Any) -> None:
             served.dtmf.append(event.digits)
 
-        try:
-            yield served
-        finally:
-            feed.close()
+        yield served
 
 
 # --- the browser ------------------------------------------------------------------------------

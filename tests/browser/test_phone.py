@@ -29,7 +29,6 @@ from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 
 from .phone_harness import (
     ARTIFACTS,
-    BearerSubprotocol,
     caller_wav,
     chromium,
     require_browser,
@@ -97,7 +96,8 @@ async def state(page: Any) -> dict[str, Any]:
 
 def agent_bridge(agent: StandInAgent) -> BridgeApp:
     """The bridge as an application would set it up: greeting, a function, a goodbye."""
-    bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting=GREETING))
+    bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting=GREETING),
+                       phone=True)
 
     @bridge.on("function_call_request")
     async def answer(session: Session, event: FunctionCallRequestEvent) -> None:
@@ -116,7 +116,7 @@ def agent_bridge(agent: StandInAgent) -> BridgeApp:
 async def test_a_whole_call_through_the_bridge(page: Any) -> None:
     script = AgentScript(turns=TURNS, ms_per_word=150, end_of_turn_ms=300)
     async with StandInAgent(script=script) as agent, serve_phone(agent_bridge(agent)) as srv:
-        await page.goto(f"{srv.page_url}?events=/events&caller=%2B15550123")
+        await page.goto(f"{srv.page_url}?caller=%2B15550123")
         await page.click("#call")
         await wait_for(page, "acdgPhone.state === 'in-call'", 10, "session.accepted")
 
@@ -194,11 +194,12 @@ async def test_caller_hangs_up_in_mulaw_with_validate_and_no_event_stream(
 
 
 async def test_token_rides_as_a_subprotocol(page: Any, console: list[str]) -> None:
-    """The page's half of the token contract; the server half is a shim for now."""
+    """The token goes as the subprotocols ``acdg.bearer, <token>``, and to the event stream
+    as a header; a wrong one gets neither the call nor the events."""
     async with StandInAgent(script=AgentScript(turns=TURNS, ms_per_word=150)) as agent:
         bridge = BridgeApp(deepgram_url=agent.url, auth="s3cret",
-                           agent=AgentSettings(greeting=GREETING))
-        async with serve_phone(bridge, wrap=BearerSubprotocol) as srv:
+                           agent=AgentSettings(greeting=GREETING), phone=True)
+        async with serve_phone(bridge) as srv:
             await page.goto(f"{srv.page_url}?token=wrong")
             await page.click("#call")
             await wait_for(page, "acdgPhone.state === 'ended'", 10, "the refused upgrade")
@@ -207,20 +208,24 @@ async def test_token_rides_as_a_subprotocol(page: Any, console: list[str]) -> No
             await page.goto(f"{srv.page_url}?token=s3cret")
             await page.click("#call")
             await wait_for(page, "acdgPhone.playedMs > 300", 10, "the greeting to play")
+            await wait_for(page, "acdgPhone.events.some(e => e.type === 'session_start')", 10,
+                           "session_start on the event stream")
             await page.click("#hangup")
             await wait_for(page, "acdgPhone.state === 'ended'", 10, "the call to end")
             phone = await state(page)
 
     assert refused["endReason"].startswith("could not connect (is the token right")
+    assert not any(e["dir"] == "sse" for e in refused["events"])  # 401 for the events too
     assert phone["verdict"] == "OK", phone["violations"]
-    console[:] = [line for line in console if "WebSocket" not in line]  # the refused one
+    # the refused socket, and the events stream that answered 401
+    console[:] = [line for line in console if "WebSocket" not in line and "401" not in line]
 
 
 async def test_barge_in_when_the_marker_comes_before_the_stop(page: Any) -> None:
     """The bridge stops its stream before userStream.speech.started; this bot after it."""
     from brokenbot import app as broken_bot  # tests/brokenbot.py: one flaw per path
 
-    unused = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse")
+    unused = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse", phone=True)
     async with serve_phone(unused, extra=[Mount("/broken", broken_bot)]) as srv:
         bot = quote(f"ws://{srv.host}/broken/good?answer_ms=4000&hangup_after=2", safe="")
         await page.goto(f"{srv.page_url}?url={bot}")
@@ -262,7 +267,7 @@ BROKEN = [
 async def test_verdict_names_the_rule_a_bot_broke(page: Any, mode: str, code: str | None) -> None:
     from brokenbot import app as broken_bot  # tests/brokenbot.py: one flaw per path
 
-    unused = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse")
+    unused = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse", phone=True)
     async with serve_phone(unused, extra=[Mount("/broken", broken_bot)]) as srv:
         await page.goto(f"{srv.page_url}?url=ws://{srv.host}/broken/{mode}")
         await page.evaluate("acdgPhone.call()")

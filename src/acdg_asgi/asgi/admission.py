@@ -107,7 +107,10 @@ class Admission:
             logger.warning("upgrade refused (%d) from %s", status, conn.client)
             await deny(scope, send, status, "unauthorized")
             return
-        await send({"type": "websocket.accept"})
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if conn.subprotocol is not None:
+            accept["subprotocol"] = conn.subprotocol  # browsers fail a handshake without it
+        await send(accept)
         client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
         direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
         vaic = VaicSocket(receive, send, client=client,

@@ -4,6 +4,10 @@
     GET  <mount>/ready                 200 while taking calls, 503 while draining; the body
                                        says how many, and the shared store's state
     GET  <mount>/metrics               Prometheus text (with metrics=True)
+    GET  <mount>/live/events?call=ID   one call's events as Server-Sent Events (with a live
+                                       feed: phone=True or live=True); authenticated like
+                                       the bot URL, or with control_auth's credentials
+    GET  <mount>/phone                 the browser phone (with phone=True)
     POST <mount>/calls/{id}/{method}   run a Session method on a call, wherever it is
                                        (with control_auth=; JSON body = keyword arguments):
                                        200 done, 400 bad request, 401, 404 no such call,
@@ -16,7 +20,7 @@ bot's URL, for :meth:`HttpRoutes.ops_app` to serve on a port of their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -34,7 +38,10 @@ from ..errors import (
     ControlError,
     ControlTimeout,
 )
+from ..observability.live import LiveEvents
 from ..observability.metrics import CONTENT_TYPE, PrometheusMetrics
+from .live import live_events
+from .phone import PhonePage
 from .registry import CallRegistry
 from .responses import respond, route_path
 
@@ -53,6 +60,8 @@ class HttpRoutes:
         self, calls: CallRegistry, cluster: Cluster, *, metrics: PrometheusMetrics | None,
         control_auth: AuthHook | None, control: Callable[[str], CallControl],
         ops: OpsAccess = "public",
+        live: LiveEvents | None = None, live_auth: Sequence[AuthHook] = (),
+        phone: PhonePage | None = None,
     ) -> None:
         self._calls = calls
         self._cluster = cluster
@@ -61,6 +70,9 @@ class HttpRoutes:
         self._control = control
         self.ops = ops
         self.ops_app = OpsApp(self)
+        self._live = live
+        self._live_auth = tuple(live_auth)
+        self._phone = phone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = route_path(scope), scope["method"]
@@ -75,6 +87,13 @@ class HttpRoutes:
                 await respond(send, 401, b'{"error":"unauthorized"}')
             else:
                 await self.ops_route(path, send)
+        elif path == "/live/events" and self._live is not None:
+            if await _any_allows(self._live_auth, Connection.from_scope(scope, path)):
+                await live_events(scope, receive, send, self._live)
+            else:
+                await respond(send, 401, b'{"error":"unauthorized"}')
+        elif self._phone is not None and self._phone.handles(path):
+            await self._phone.serve(scope, send, path)
         else:
             await respond(send, 404, b'{"error":"not found"}')
 
@@ -149,6 +168,16 @@ class OpsApp:
             await respond(send, 405, b'{"error":"method not allowed"}')
         else:
             await self._routes.ops_route(route_path(scope), send)
+
+
+async def _any_allows(hooks: Sequence[AuthHook], conn: Connection) -> bool:
+    for hook in hooks:
+        try:
+            if await hook(conn):
+                return True
+        except AuthError:
+            continue
+    return False
 
 
 def _error(exc: Exception) -> bytes:

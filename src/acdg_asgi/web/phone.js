@@ -27,13 +27,6 @@
     ...MAY_CROSS_HANGUP, "session.accepted", "session.error", "playStream.start",
     "playStream.chunk", "activities",
   ]);
-  // Bridge events the optional event stream may carry (EventSource needs their names).
-  const SSE_EVENTS = [
-    "session_start", "session_end", "session_resumed", "conversation_text",
-    "user_started_speaking", "agent_thinking", "agent_audio_done", "function_call_request",
-    "function_call_cancelled", "prompt_updated", "speak_updated", "think_updated",
-    "agent_reconnected", "warning", "activity", "dtmf", "error", "latency",
-  ];
 
   // --- media formats -----------------------------------------------------------------
 
@@ -219,7 +212,9 @@
     $("cfg-caller").value = q.get("caller") || "+15550100";
     $("cfg-format").value = OFFERED.includes(q.get("format")) ? q.get("format") : OFFERED[0];
     $("cfg-only").checked = q.get("only") === "1";
-    $("cfg-events").value = q.get("events") || (meta && meta.content) || "";
+    // The server's own event stream only carries calls to the server: not for ?url=.
+    const own = q.get("url") ? "" : meta && meta.content;
+    $("cfg-events").value = q.get("events") || own || "";
     $("cfg-validate").checked = q.get("validate") === "1";
     $("cfg-processing").checked = q.get("processing") !== "0";
   }
@@ -749,9 +744,13 @@
 
   // --- optional event stream from the server ----------------------------------------------
 
+  // The bridge's events for this call (text/event-stream), read with fetch rather than
+  // EventSource so that the token can go in an Authorization header. The stream replays
+  // the call from its start and ends after session_end; a dropped one resumes after the
+  // last event id. It never disturbs the call: after a few failures it is given up.
   function openEvents(c) {
     const base = c.config.events;
-    if (!base || typeof EventSource === "undefined") return;
+    if (!base || typeof fetch === "undefined") return;
     let url;
     try {
       url = new URL(base, location.href);
@@ -759,33 +758,76 @@
       return log("local", "events", `not a URL: ${base}`);
     }
     url.searchParams.set("call", phone.conversationId);
+    const abort = new AbortController();
+    c.sse = { close: () => abort.abort() };
+    const headers = { Accept: "text/event-stream" };
+    if (c.config.token) headers.Authorization = `Bearer ${c.config.token}`;
+    let lastId = null;
     let failures = 0;
-    const sse = (c.sse = new EventSource(url.href));
-    sse.onerror = () => {
-      // Never let the side channel disturb the call: give up quietly after a few tries.
-      if (++failures === 3 || sse.readyState === EventSource.CLOSED) {
-        sse.close();
-        log("local", "events", "event stream unavailable");
-      }
-    };
-    const onEvent = (name) => (e) => {
-      if (c !== call_) return;
+    const onEvent = (name, text, id) => {
+      if (c !== call_) return false;
+      if (id) lastId = id;
       failures = 0;
       let data;
       try {
-        data = JSON.parse(e.data);
+        data = JSON.parse(text);
       } catch {
-        data = { text: e.data };
+        data = { text };
       }
       try {
         showEvent(name, data);
       } catch (err) {
         log("local", "events", `could not show ${name}: ${err}`);
       }
-      if (name === "session_end") setTimeout(() => sse.close(), 0);
+      return name === "session_end";
     };
-    for (const name of SSE_EVENTS) sse.addEventListener(name, onEvent(name));
-    sse.onmessage = (e) => onEvent("message")(e);
+    (async () => {
+      while (c === call_ && !abort.signal.aborted) {
+        try {
+          if (lastId !== null) headers["Last-Event-ID"] = lastId;
+          const res = await fetch(url.href, { headers, signal: abort.signal, cache: "no-store" });
+          if (res.status >= 400 && res.status < 500) failures = 2; // will not get better
+          if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+          if (await readEvents(res.body, onEvent)) return;
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          if (++failures === 3) return log("local", "events", "event stream unavailable");
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    })();
+  }
+
+  // Server-Sent Events from a response body: onEvent(name, data, id) for each event;
+  // resolves true once onEvent says the stream is complete, false if the body ended first.
+  async function readEvents(body, onEvent) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message", id = null;
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (!line || line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") name = text;
+          else if (field === "data") data.push(text);
+          else if (field === "id") id = text;
+        }
+        if (data.length && onEvent(name, data.join("\n"), id)) {
+          reader.cancel().catch(() => {});
+          return true;
+        }
+      }
+    }
   }
 
   function showEvent(name, data) {
