@@ -13,7 +13,9 @@ refreshes docs/phone.png from the main test's final screenshot.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -294,3 +296,42 @@ async def screenshot(page: Any, name: str, *, docs: bool = False) -> Path:
         shutil.copyfile(path, DOCS_SCREENSHOT)
     return path
 
+
+
+async def test_acdg_demo_browser_lets_a_person_place_a_call(page: Any) -> None:
+    """``acdg demo --browser`` as a person runs it: open the printed URL, press Call."""
+    env = {k: v for k, v in os.environ.items() if k != "DEEPGRAM_API_KEY"}
+    command = [sys.executable, "-m", "acdg_asgi.cli", "demo", "--browser", "--port", "0"]
+    async with await anyio.open_process(command, env=env) as demo:
+        try:
+            assert demo.stdout is not None
+            printed = b""
+            with anyio.fail_after(20):
+                while b"/phone" not in printed:
+                    printed += await demo.stdout.receive()
+            url = re.search(rb"http://\S+/phone", printed)
+            assert url is not None, printed
+            await page.goto(url.group().decode())
+            await page.click("#call")
+            await wait_for(page, "acdgPhone.state === 'in-call'", 10, "session.accepted")
+            await wait_for(page, "acdgPhone.transcript.some(l => l.role === 'caller')", 15,
+                           "the caller's question")
+            await wait_for(page, "acdgPhone.functionCalls.length > 0", 10, "lookup_order")
+            await page.click("#hangup")
+            await wait_for(page, "acdgPhone.state === 'ended'", 10, "the call to end")
+            phone = await state(page)
+            await screenshot(page, "acdg-demo-browser")
+        finally:
+            demo.terminate()
+        with anyio.fail_after(15):
+            await demo.wait()
+        assert demo.stdout is not None
+        with anyio.move_on_after(2):
+            async for chunk in demo.stdout:
+                printed += chunk
+
+    assert phone["verdict"] == "OK", phone["violations"]
+    assert phone["transcript"][0]["text"] == "Hello! You've reached Acme. How can I help?"
+    assert [f["name"] for f in phone["functionCalls"]] == ["lookup_order"]
+    assert b"function lookup_order" in printed  # the demo's own trace of the call
+    assert demo.returncode == 0

@@ -22,9 +22,11 @@ DESCRIPTION = """\
 Bridge AudioCodes VoiceAI Connect (Bot API, streaming mode) to a Deepgram Voice Agent.
 
   acdg demo                  a whole call on this machine: no key, no network
+  acdg demo --browser        the same bridge with a browser phone: you are the caller
   acdg serve [myapp:app]     run the bridge, or your app with its bridges in it
   acdg call ws://host/path   place a simulated VAIC call to any bot and check conformance
   acdg doctor                check the agent, the store, the address and TLS before serving
+  acdg phone ws://host/path  the browser phone on its own, calling any bot
 """
 VERSION = f"acdg-asgi {__version__}"
 T = TypeVar("T")
@@ -167,9 +169,14 @@ def _parser() -> Parser:
     )
     demo.add_argument("--save-audio", type=Path, metavar="FILE.wav",
                       help="write both sides of the call to a stereo WAV file")
-    demo.add_argument("--port", type=_typed(values.port), default=0,
+    demo.add_argument("--port", type=_typed(values.port), default=None,
                       help="the bridge on this port and the stand-in agent on the next "
-                      "(default: free ports)")
+                      "(default: free ports; with --browser, 8000)")
+    demo.add_argument("--browser", action="store_true",
+                      help="serve the bridge with its browser phone at /phone and wait for "
+                      "you to call (Deepgram's agent with DEEPGRAM_API_KEY, else the stand-in)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="with --browser: interface to listen on (default 127.0.0.1)")
 
     serve = sub.add_parser(
         "serve", help="run the bridge, or your app with its bridges, under uvicorn",
@@ -204,7 +211,18 @@ def _parser() -> Parser:
         "2 when it could not be reached.",
     )
     add_call_arguments(call)
-    parser.commands = {"demo": demo, "serve": serve, "doctor": doctor, "call": call}
+
+    from .phone import add_arguments as add_phone_arguments
+
+    phone = sub.add_parser(
+        "phone", help="serve the browser phone, calling any bot",
+        description="Serve the browser phone (a VAIC in a web page: microphone in, the "
+        "bot's play streams out, transcripts, DTMF keys and a protocol verdict) on a "
+        "local port, set to call URL.",
+    )
+    add_phone_arguments(phone)
+    parser.commands = {"demo": demo, "serve": serve, "doctor": doctor, "call": call,
+                       "phone": phone}
     return parser
 
 
@@ -215,9 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.commands[args.command].unrecognized(extras)
     try:
         if args.command == "demo":
-            from .demo import demo
+            from .demo import browser_demo, demo
 
-            return anyio.run(demo, args.save_audio, sys.stdout, args.port)
+            if args.browser:
+                return anyio.run(browser_demo, args.host,
+                                 8000 if args.port is None else args.port)
+            return anyio.run(demo, args.save_audio, sys.stdout, args.port or 0)
+        if args.command == "phone":
+            from .phone import run as run_phone
+
+            return run_phone(args)
         if args.command in ("serve", "doctor"):
             from .settings import load_settings, sample_config
 

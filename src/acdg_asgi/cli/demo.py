@@ -5,21 +5,31 @@ and the simulated VAIC placing a call. The caller listens to the greeting, asks 
 order (the agent calls the demo's ``lookup_order`` function), presses a key, talks over
 the agent's long answer (barge-in), says goodbye; the agent calls ``end_call`` and the
 application hangs up once the goodbye has played.
+
+``acdg demo --browser`` serves the same bridge with its browser phone instead, and you
+are the caller: with ``DEEPGRAM_API_KEY`` set it talks to Deepgram's agent (an LLM with
+the same two functions), without it to the stand-in agent.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import wave
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import anyio
+import uvicorn
 
 from .. import events as ev
 from ..app import BridgeApp
 from ..config import Playout
 from ..errors import ConfigError
 from ..protocols import deepgram as dg
+from ..serving import DrainingServer
 from ..session import Session
 from ..testing.agent import AgentScript, StandInAgent, Turn
 from ..testing.report import CallEvent, CallReport
@@ -59,11 +69,35 @@ def _line(out: TextIO, who: str, text: str) -> None:
     out.flush()
 
 
-def build_bridge(agent_url: str, out: TextIO) -> BridgeApp:
+GREETING = "Hello! You've reached Acme. How can I help?"
+
+# Deepgram's agent for the browser demo: what the stand-in plays from its script.
+LIVE_AGENT = dg.AgentSettings(
+    listen=dg.ListenSettings(provider={"type": "deepgram", "model": "nova-3"}),
+    think=dg.ThinkSettings(
+        provider={"type": "open_ai", "model": "gpt-4o-mini"},
+        prompt="You are the phone agent of Acme, a small online shop. Keep every answer to "
+        "one or two short sentences. When the caller asks about an order, call "
+        "lookup_order. When the caller is done, say goodbye, then call end_call.",
+        functions=(
+            dg.Function(name="lookup_order", description="Look up an order by its number",
+                        parameters={"type": "object", "required": ["order_id"],
+                                    "properties": {"order_id": {"type": "string"}}}),
+            dg.Function(name="end_call", description="Hang up after saying goodbye"),
+        ),
+    ),
+    speak=dg.SpeakSettings(provider={"type": "deepgram", "model": "aura-2-thalia-en"}),
+    greeting=GREETING,
+)
+
+
+def build_bridge(agent_url: str | None, out: TextIO, *, agent: dg.AgentSettings | None = None,
+                 **bridge_kwargs: Any) -> BridgeApp:
     bridge = BridgeApp(
-        agent=dg.AgentSettings(greeting="Hello! You've reached Acme. How can I help?"),
-        deepgram_url=agent_url,
+        agent=agent or dg.AgentSettings(greeting=GREETING),
+        deepgram_url=agent_url or dg.DEFAULT_URL,
         playout=Playout(lead_ms=100),
+        **bridge_kwargs,
     )
     ending: set[str] = set()
 
@@ -156,6 +190,9 @@ def save_audio(report: CallReport, path: Path) -> None:
         wav.writeframes(bytes(frames))
 
 
+SCRIPT = AgentScript(turns=TURNS, ms_per_word=180)
+
+
 async def demo(save: Path | None = None, out: TextIO = sys.stdout, port: int = 0) -> int:
     """The call; with ``port``, the bridge listens there and the stand-in agent on the
     next port (:class:`ConfigError` if either is taken), else both on free ports."""
@@ -165,8 +202,7 @@ async def demo(save: Path | None = None, out: TextIO = sys.stdout, port: int = 0
     agent_port = port + 1 if port else 0
     for taken in {port, agent_port} - {0}:
         bind("127.0.0.1", taken).close()  # one line now, rather than a server's traceback
-    script = AgentScript(turns=TURNS, ms_per_word=180)
-    async with StandInAgent(script=script, port=agent_port) as agent:
+    async with StandInAgent(script=SCRIPT, port=agent_port) as agent:
         bridge = build_bridge(agent.url, out)
         async with serve(bridge, port=port, lifespan="on") as host:
             url = f"ws://{host}/"
@@ -178,3 +214,39 @@ async def demo(save: Path | None = None, out: TextIO = sys.stdout, port: int = 0
         save_audio(report, save)
         out.write(f"  audio of both sides saved to {save} (caller left, agent right)\n")
     return 0 if report.ok and report.hangup_reason else 1
+
+
+async def browser_demo(host: str = "127.0.0.1", port: int = 8000,
+                       out: TextIO = sys.stdout) -> int:
+    """The bridge with its browser phone, until Ctrl-C; you are the caller."""
+    async with AsyncExitStack() as stack:
+        if os.environ.get("DEEPGRAM_API_KEY"):
+            bridge = build_bridge(None, out, agent=LIVE_AGENT, phone=True)
+            who = "Deepgram's voice agent (DEEPGRAM_API_KEY is set)"
+        else:
+            agent = await stack.enter_async_context(StandInAgent(script=SCRIPT))
+            bridge = build_bridge(agent.url, out, phone=True)
+            who = ("the stand-in agent (set DEEPGRAM_API_KEY for Deepgram's): any sound counts "
+                   "as speech, and it answers from its script")
+        config = uvicorn.Config(bridge, host=host, port=port, lifespan="on", log_level="warning")
+        server = DrainingServer(config, bridges=[bridge])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_announce, server, host, who, out)
+            await server.serve()
+            tg.cancel_scope.cancel()
+    return 0
+
+
+async def _announce(server: uvicorn.Server, host: str, who: str, out: TextIO) -> None:
+    """Say where the page is, once the server listens."""
+    while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
+        await anyio.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    out.write(f"Browser phone: open http://{shown}:{port}/phone and press Call.\n"
+              f"It calls the bridge at ws://{shown}:{port}/, which talks to {who}.\n")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        out.write("Browsers allow the microphone only on https:// or localhost: open the page "
+                  "on this machine, or through a TLS proxy.\n")
+    out.write("Ctrl-C to stop.\n\n")
+    out.flush()
