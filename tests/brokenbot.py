@@ -2,9 +2,16 @@
 
 The path picks the mode: ``/good`` behaves; ``/<mode>`` commits the mistake named in
 :data:`MODES`. Query parameters tune the good behaviour: ``answer_ms`` (length of each
-answer, default 200), ``hangup_after`` (answers before hanging up, default 1; 0 hangs up
-right after the greeting), ``token`` (require this bearer token), ``close_after_validate``
-(close the socket after answering ``connection.validate``).
+answer, default 200), ``greet_ms`` (length of the greeting, default 100), ``one_chunk``
+(send the greeting's audio in one chunk and stop the stream at once, as bots with
+pre-rendered prompts do), ``hangup_after`` (answers before hanging up, default 1; 0 hangs
+up right after the greeting), ``reason`` (the hangupReason, default "done"), ``token``
+(require this bearer token), ``close_after_validate`` (close the socket after answering
+``connection.validate``).
+
+Some modes keep to the protocol but fail the caller (:data:`FAILS`): ``mute`` never plays
+any audio. ``cross-end`` keeps to the protocol too: the stream it is playing when VAIC's
+``session.end`` comes gets one more chunk and its stop, as if sent before it was read.
 
 The bot greets on the ``start`` activity, detects caller speech with a tone detector,
 answers each utterance with a recognition and a paced play stream, stops playing when
@@ -61,10 +68,18 @@ MODES: dict[str, str | None] = {
     "no-stream-id": "malformed-message",
     "initiate-unanswered": "session-unanswered",
     "user-stream-unanswered": "user-stream-unanswered",
+    "mute": None,
+    "cross-end": None,
+    "double-hangup": None,
 }
 
+# modes that keep to the protocol but fail the caller, with the failure they cause
+FAILS: dict[str, str] = {"mute": "never-heard-agent"}
+CHUNKS_WHILE_PLAYING: dict[str, int] = {}  # caller audio that arrived while the bot played
+
 # modes that carry on like "good" after their flaw instead of hanging up at once
-CARRY_ON = {"good", "hangup-no-reason", "resume-refused", "user-stream-unanswered"}
+CARRY_ON = {"good", "hangup-no-reason", "resume-refused", "user-stream-unanswered", "mute",
+            "cross-end", "double-hangup"}
 
 KNOWN_CONVERSATIONS: set[str] = set()
 STREAMS: dict[str, int] = {}  # play streams so far, per conversation: ids stay unique on resume
@@ -80,7 +95,12 @@ class BotCall:
         self.ws = ws
         self.mode = mode
         self.answer_ms = int(ws.query_params.get("answer_ms", 200))
+        self.greet_ms = int(ws.query_params.get("greet_ms", 100))
+        self.one_chunk = "one_chunk" in ws.query_params
         self.hangup_after = int(ws.query_params.get("hangup_after", 1))
+        self.reason = ws.query_params.get("reason", "done")
+        self.playing = False
+        self.open_stream_id: str | None = None
         self.cid = ""
         self.fmt: MediaFormat = FORMATS["raw/lpcm16"]
         self.offered: list[str] = []
@@ -164,6 +184,11 @@ class BotCall:
             case "userStream.chunk":
                 await self.on_audio(msgspec.json.decode(text, type=_Chunk).audio_chunk)
             case "session.end":
+                stream = self.open_stream_id
+                if self.mode == "cross-end" and stream:  # as if sent before it was read
+                    await self.send({"type": "playStream.chunk", "streamId": stream,
+                                     "audioChunk": _b64(tone(self.fmt, FRAME_MS))})
+                    await self.send({"type": "playStream.stop", "streamId": stream})
                 await self.close()
 
     async def initiate(self) -> None:
@@ -201,8 +226,9 @@ class BotCall:
         audio = _b64(tone(self.fmt, FRAME_MS))
         if mode == "silent":
             return
-        if mode == "chunk-outside-stream":
-            await self.send({"type": "playStream.chunk", "streamId": "g", "audioChunk": audio})
+        if mode == "chunk-outside-stream":  # three times: one cause, one violation
+            for _ in range(3):
+                await self.send({"type": "playStream.chunk", "streamId": "g", "audioChunk": audio})
         elif mode == "stream-id-mismatch":
             await self.send({"type": "playStream.start", "streamId": "g1", "mediaFormat": fmt})
             await self.send({"type": "playStream.chunk", "streamId": "g2", "audioChunk": audio})
@@ -234,8 +260,8 @@ class BotCall:
             await self.send({"type": "playStream.stop", "streamId": "nope"})
         elif mode == "no-stream-id":
             await self.send({"type": "playStream.start", "mediaFormat": fmt})
-        else:
-            await self.play(100, "Hello")
+        elif mode != "mute":
+            await self.play(self.greet_ms, "Hello", one_chunk=self.one_chunk)
         extra: dict[str, Any] = {
             "session-end": {"type": "session.end", "reasonCode": "normal"},
             "binary": b"\x00\x01\x02",
@@ -258,23 +284,38 @@ class BotCall:
             await self.hang_up()
 
     async def hang_up(self) -> None:
-        reason = None if self.mode == "hangup-no-reason" else {"hangupReason": "done"}
+        reason = None if self.mode == "hangup-no-reason" else {"hangupReason": self.reason}
         await self.send_activity("hangup", reason)
+        if self.mode == "double-hangup":
+            await self.send_activity("hangup", {"hangupReason": "and again"})
 
     async def send_activity(self, name: str, params: dict[str, Any] | None) -> None:
         await self.send(_activities(name, params))
 
-    async def play(self, ms: int, text: str) -> None:
+    async def play(self, ms: int, text: str, *, one_chunk: bool = False) -> None:
         """A paced play stream of ``ms`` of tone; the caller talking stops it."""
+        if self.mode == "mute":
+            return
         async with self.play_lock:  # one play stream at a time
-            await self._play(ms, text)
+            self.playing = True
+            try:
+                await self._play(ms, text, one_chunk)
+            finally:
+                self.playing = False
 
-    async def _play(self, ms: int, text: str) -> None:
+    async def _play(self, ms: int, text: str, one_chunk: bool) -> None:
         STREAMS[self.cid] = STREAMS.get(self.cid, 0) + 1
         stream_id = str(STREAMS[self.cid])
         self.barge_in = anyio.Event()
         start = {"type": "playStream.start", "streamId": stream_id, "mediaFormat": self.fmt.token}
         await self.send({**start, "altText": text})
+        self.open_stream_id = stream_id
+        if one_chunk:  # all of it at once: it plays on at VAIC after the stop
+            await self.send({"type": "playStream.chunk", "streamId": stream_id,
+                             "audioChunk": _b64(tone(self.fmt, ms))})
+            await self.send({"type": "playStream.stop", "streamId": stream_id})
+            self.open_stream_id = None
+            return
         frame = _b64(tone(self.fmt, FRAME_MS))
         chunk = {"type": "playStream.chunk", "streamId": stream_id}
         for _ in range(ms // FRAME_MS):
@@ -284,8 +325,11 @@ class BotCall:
             if self.barge_in.is_set():
                 break
         await self.send({"type": "playStream.stop", "streamId": stream_id})
+        self.open_stream_id = None
 
     async def on_audio(self, audio: bytes) -> None:
+        if self.playing:
+            CHUNKS_WHILE_PLAYING[self.cid] = CHUNKS_WHILE_PLAYING.get(self.cid, 0) + 1
         if self.mode == "silent":
             return
         frame_ms = self.fmt.duration_ms(len(strip_wav_header(audio)))

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from conftest import serve, standin
+from rig import standin
 from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 
@@ -23,6 +23,7 @@ from acdg_asgi.events import EVENT_NAMES
 from acdg_asgi.observability.live import SCHEMA_VERSION, LiveEvents
 from acdg_asgi.testing.agent import AgentScript, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +72,7 @@ async def test_a_late_page_gets_the_whole_call_and_the_stream_ends_after_session
         frames = await read_stream(client, url)
 
     names = [f["event"] for f in frames]
-    assert names[0] == "session_start" and names[-1] == "session_end"
+    assert "session_start" in names[:2] and names[-1] == "session_end"  # after VAIC's start
     assert "conversation_text" in names and set(names) <= set(EVENT_NAMES)
     events = [msgspec.json.decode(f["data"]) for f in frames]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -102,7 +103,7 @@ async def test_an_early_page_follows_the_call_live_and_resumes_after_an_id() -> 
         after = await read_stream(client, url + "&after=3")
 
     assert report.ok
-    assert seen[0]["event"] == "session_start" and seen[-1]["event"] == "session_end"
+    assert "session_start" in [f["event"] for f in seen[:2]] and seen[-1]["event"] == "session_end"
     assert [f["id"] for f in resumed] == [f["id"] for f in seen[3:]]
     assert after == resumed
 
@@ -185,9 +186,11 @@ async def test_a_slow_reader_skips_ahead_and_never_holds_up_the_call() -> None:
     feed.call_finished(call)
     got = [e async for e in feed.subscribe("c1")]
     assert [e.seq for e in got] == [4, 5, 6]
-    assert msgspec.json.decode(got[0].data) == {
+    first = msgspec.json.decode(got[0].data)
+    assert first.items() >= {
         "event": "conversation_text", "seq": 4, "time": 1.5, "session_id": "s",
-        "conversation_id": "c1", "at": 3.0, "role": "user", "content": "3"}
+        "conversation_id": "c1", "at": 3.0, "role": "user", "content": "3"}.items()
+    assert list(first)[:3] == ["event", "seq", "time"]
     assert got[-1].sse().startswith(b"id: 6\nevent: session_end\ndata: {")
     feed.call_started(other := _View("c2"))
     feed.call_finished(other)

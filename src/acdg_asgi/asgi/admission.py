@@ -139,7 +139,7 @@ class Admission:
             refusal = ("capacity", "bridge at capacity")
         elif cid in calls:
             refusal = ("duplicate", "conversation already in progress")
-        elif not msg.expect_audio_messages:
+        elif msg.expect_audio_messages is False:
             refusal = ("no_audio",
                        "this bot answers with audio; set directTTS (expectAudioMessages)")
         elif fmt is None:

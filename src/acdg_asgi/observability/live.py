@@ -20,11 +20,12 @@ One event on the wire (version 1; the SSE frame is ``id: <seq>``, ``event: <even
       "content": "Where is my order?"
     }
 
-A call's stream starts with ``session_start`` and ends with ``session_end``, after which
-the subscription closes. ``seq`` has no gaps unless events were dropped: a subscriber
-that falls more than ``max_events_per_call`` behind (or joins a call that has emitted
-more than that) skips ahead, and the jump in ``seq`` shows how many it missed. A
-subscriber resumes after a given ``seq`` (SSE ``Last-Event-ID``) without repeats.
+A call's stream starts with its first event (VAIC's ``start`` activity, then
+``session_start``) and ends with ``session_end``, after which the subscription closes.
+``seq`` has no gaps unless events were dropped: a subscriber that falls more than
+``max_events_per_call`` behind (or joins a call that has emitted more than that) skips
+ahead, and the jump in ``seq`` shows how many it missed. A subscriber resumes after a
+given ``seq`` (SSE ``Last-Event-ID``) without repeats.
 
 Nothing here ever waits on a subscriber: the call's side only appends to a bounded
 buffer and wakes the readers. With no :class:`LiveEvents` installed a call pays nothing.

@@ -96,7 +96,7 @@ class ConnectionValidate(_Inbound, tag="connection.validate", frozen=True):
 class SessionInitiate(_Inbound, tag="session.initiate", frozen=True):
     bot_name: str | None = None
     caller: str | None = None
-    expect_audio_messages: bool = True
+    expect_audio_messages: bool | None = None  # None: not sent, which VAIC treats as true
     supported_media_formats: tuple[str, ...] = ()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Final
 
 import anyio
 import msgspec
@@ -29,11 +30,12 @@ from ..protocols.audiocodes import (
     UserStreamChunk,
     UserStreamSpeechHypothesis,
     UserStreamSpeechRecognition,
+    UserStreamSpeechStarted,
     UserStreamStarted,
     UserStreamStopped,
     decode_outbound,
 )
-from .conformance import STREAM_IDLE_MS, ConformanceChecker, Sender, Violation
+from .conformance import STREAM_IDLE_MS, ConformanceChecker, Note, Sender, Violation
 from .report import (
     BargeIn,
     CallerSpeech,
@@ -49,10 +51,14 @@ from .report import (
 )
 from .rules import clip_frame
 from .script import CallScript, Mark
+from .verdict import judge
 
 __all__ = ["CallObserver", "EventHook"]
 
 EventHook = Callable[[CallEvent], None]
+
+PLAYBACK_JITTER_MS: Final = 40
+"""The last this-many ms of a prompt are within playback jitter: talking then is no barge-in."""
 
 
 class CallObserver:
@@ -83,12 +89,16 @@ class CallObserver:
         self.open_stream: PlayStream | None = None
         self.on_agent_turn: Callable[[float], None] | None = None  # first chunk of a stream
         self.status_due: float | None = None  # when to send transferStatus, if it is due
+        self.recognitions = 0  # final recognitions received
+        self.notes: list[Note] = []  # the driver's, beside the checker's
         self._t0 = anyio.current_time()
         self._changed = anyio.Event()
         self._streams: dict[str, PlayStream] = {}
         self._barge_ins: dict[str, BargeIn] = {}
         self._agent_audio: dict[str, bytearray] = {}
         self._caller_audio = bytearray()
+        self._playing: PlayStream | None = None  # the stream whose audio plays last
+        self._played_until = 0.0  # when all agent audio received so far has played out
 
     # --- clock and wake-ups --------------------------------------------------------------
 
@@ -147,13 +157,14 @@ class CallObserver:
             self._caller_audio += chunk
 
     def caller_marks(self, marks: list[Mark], audio_t0: float) -> None:
-        """Caller speech boundaries; talking while a play stream is open is a barge-in."""
+        """Caller speech boundaries; talking while the agent's audio plays is a barge-in."""
         for mark in marks:
             t = audio_t0 + mark.at_ms
             if mark.kind == "speech-start":
                 self.report.caller_speech.append(CallerSpeech(utterance=mark.utterance, start_ms=t))
-                if self.open_stream is not None:
-                    barge_in = BargeIn(stream_id=self.open_stream.stream_id, talk_ms=t)
+                talked_over = self.open_stream or self._playing_at(t)
+                if talked_over is not None and talked_over.stream_id not in self._barge_ins:
+                    barge_in = BargeIn(stream_id=talked_over.stream_id, talk_ms=t)
                     self._barge_ins[barge_in.stream_id] = barge_in
                     self.report.barge_ins.append(barge_in)
             elif self.report.caller_speech:
@@ -161,12 +172,26 @@ class CallObserver:
             self.event("local", f"caller.{mark.kind}", f"utterance {mark.utterance}", t)
 
     def agent_talking(self) -> bool:
-        """A play stream is open and still getting audio."""
+        """The agent's audio is playing (at playback speed, as VAIC plays it), or a play
+        stream is open and still getting audio."""
+        now = self.now()
+        if now < self._played_until:
+            return True
         stream = self.open_stream
         if stream is None:
             return False
         last = stream.chunk_times_ms[-1] if stream.chunk_times_ms else stream.started_ms
-        return self.now() - last < STREAM_IDLE_MS
+        return now - last < STREAM_IDLE_MS
+
+    def waiting_for_answer(self, timeout_ms: float) -> bool:
+        """The caller's last utterance has ended, unanswered, less than ``timeout_ms`` ago."""
+        speech = self.report.caller_speech
+        if not speech or speech[-1].end_ms is None:
+            return False
+        end = speech[-1].end_ms
+        if any(s.started_ms > end for s in self.report.play_streams):
+            return False
+        return self.now() - end < timeout_ms
 
     # --- what the bot sends --------------------------------------------------------------
 
@@ -196,6 +221,11 @@ class CallObserver:
             case UserStreamSpeechRecognition() | UserStreamSpeechHypothesis():
                 final = isinstance(message, UserStreamSpeechRecognition)
                 self.report.transcripts.append(Transcript(t, final, message.alternatives))
+                self.recognitions += final
+                if not final:
+                    self._cut(t, "userStream.speech.hypothesis")
+            case UserStreamSpeechStarted():
+                self._cut(t, "userStream.speech.started")
             case PlayStreamStart(stream_id=sid, media_format=fmt, alt_text=alt):
                 stream = PlayStream(stream_id=sid, media_format=fmt or "", alt_text=alt,
                                     started_ms=t)
@@ -212,8 +242,8 @@ class CallObserver:
                     stopped.stopped_ms = t
                 if self.open_stream is stopped:
                     self.open_stream = None
-                if (barge_in := self._barge_ins.get(sid)) is not None:
-                    barge_in.stopped_ms = t
+                if stopped is not None:
+                    self._cut(t, "playStream.stop", stopped)
             case OutboundActivities(activities=activities):
                 for activity in activities:
                     self._on_activity(t, activity)
@@ -233,16 +263,38 @@ class CallObserver:
         stream.chunks += 1
         stream.audio_ms += ms
         stream.chunk_times_ms.append(t)
+        barge_in = self._barge_ins.get(stream_id)
+        if barge_in is None or barge_in.stopped_ms is None:  # audio after a cut is not played
+            self._played_until = max(self._played_until, t) + ms
+            stream.played_until_ms = self._played_until
+            self._playing = stream
         if (barge_in := self._barge_ins.get(stream_id)) and barge_in.stopped_ms is None:
             barge_in.agent_audio_after_ms += ms
         if self.record_audio:
             self._agent_audio.setdefault(stream_id, bytearray()).extend(audio)
 
+    def _playing_at(self, t: float) -> PlayStream | None:
+        """The stream whose audio is still playing at ``t``, beyond playback jitter."""
+        return self._playing if self._played_until - t > PLAYBACK_JITTER_MS else None
+
+    def _cut(self, t: float, by: str, stream: PlayStream | None = None) -> None:
+        """The bot cut the agent off: a barge-in in progress ends, and playback with it."""
+        stream = stream or self._playing_at(t) or self.open_stream
+        barge_in = self._barge_ins.get(stream.stream_id) if stream is not None else None
+        if barge_in is None or barge_in.stopped_ms is not None or barge_in.talk_ms > t:
+            return
+        barge_in.stopped_ms, barge_in.cut_by = t, by
+        if stream is self._playing:
+            self._played_until = min(self._played_until, t)
+        if stream is not None and stream.played_until_ms is not None:
+            stream.played_until_ms = min(stream.played_until_ms, t)
+
     def _on_activity(self, t: float, activity: Activity) -> None:
         self.report.activities.append(ReceivedActivity(t, activity))
         if activity.name == "hangup":
             params = activity.activity_params or {}
-            self.report.hangup_reason = params.get("hangupReason")
+            if self.ending is None:  # the hangup that ends the call, not a later one
+                self.report.hangup_reason = params.get("hangupReason")
             self.ending = self.ending or "bot-hangup"
         elif activity.name in {"transfer", "handover"}:
             target = (activity.activity_params or {}).get("transferTarget")
@@ -259,11 +311,14 @@ class CallObserver:
         report, t = self.report, self.now()
         self.checker.finish(t)
         report.violations = list(self.checker.violations)
-        report.notes = list(self.checker.notes)
+        report.notes = [*self.checker.notes, *self.notes]
         report.duration_ms = t
         report.ended_by = ended_by
+        self.event("local", "call.ended", ended_by, t)
         report.timeline.sort(key=lambda e: e.t_ms)
         report.compute_latencies()
+        if ended_by != "validate":
+            report.failures = judge(report, reply_timeout_ms=self.script.reply_timeout_ms)
         if self.record_audio:
             report.caller_audio = bytes(self._caller_audio)
             for stream in report.play_streams:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from ssl import SSLCertVerificationError, SSLContext
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,18 +32,23 @@ class VaicSocket:
 
     @classmethod
     async def open(
-        cls, url: str, headers: Mapping[str, str], seen: CallObserver, tg: TaskGroup
+        cls, url: str, headers: Mapping[str, str], seen: CallObserver, tg: TaskGroup,
+        *, ssl: SSLContext | None = None,
     ) -> VaicSocket | None:
         """Connect and start reading; on failure record why in the report and return None."""
+        tls: dict[str, Any] = {"ssl": ssl} if ssl is not None and url.startswith("wss:") else {}
         try:
             # VAIC's use of permessage-deflate is undocumented; base64 audio gains little.
             ws = await connect(
                 url, additional_headers=dict(headers), open_timeout=10, close_timeout=2,
                 max_size=MAX_FRAME_BYTES, compression=None, user_agent_header="acdg-vaic",
-                logger=redacted_logger("acdg_asgi.testing.vaic.websocket"),
+                logger=redacted_logger("acdg_asgi.testing.vaic.websocket"), **tls,
             )
         except InvalidStatus as exc:
             error = f"HTTP {exc.response.status_code}"
+        except SSLCertVerificationError as exc:
+            error = (f"the bot's TLS certificate is not trusted ({exc.verify_message}): pass "
+                     "its CA (acdg call --cafile FILE) or skip the check (--insecure)")
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:

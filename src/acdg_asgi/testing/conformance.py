@@ -8,7 +8,8 @@ time, and :meth:`~ConformanceChecker.finish` at the end.
 
 The bridge itself is tolerant of what VAIC sends; this module is where the protocol
 reference (``audiocodes-protocol.md``, Part 2 in particular) is enforced against bots.
-Each finding names the offending frame with its audio fields shortened.
+Each finding names the offending frame with its audio fields shortened; the same finding
+again (same code and message) is counted on the first one rather than repeated.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class ConformanceChecker:
         self.offered: tuple[str, ...] = ()
         self.accepted_format: str | None = None
         self._new: list[Violation] = []
+        self._seen: dict[tuple[str, str], int] = {}  # (code, message) -> index in violations
         self._pending: dict[str, _Pending] = {}
         self._accepted_here = False  # on the current socket
         self._session_request: str | None = None  # initiate or resume, until answered
@@ -384,8 +386,14 @@ class ConformanceChecker:
         self._open_stream = None
 
     def _flag(self, code: str, message: str, frame: Frame | None, t_ms: float) -> None:
+        index = self._seen.get((code, message))
+        if index is not None:  # one cause, many frames: counted on the first finding
+            first = self.violations[index]
+            self.violations[index] = msgspec.structs.replace(first, count=first.count + 1)
+            return
         clipped = None if frame is None else clip_frame(frame)
         violation = Violation(code, message, clipped, t_ms)
+        self._seen[(code, message)] = len(self.violations)
         self.violations.append(violation)
         self._new.append(violation)
 

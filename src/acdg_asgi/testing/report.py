@@ -28,7 +28,7 @@ from ..protocols.audiocodes import (
     UserStreamSpeechHypothesis,
     UserStreamSpeechRecognition,
 )
-from .rules import Note, Violation
+from .rules import Failure, Note, Violation
 
 __all__ = [
     "BargeIn",
@@ -79,6 +79,8 @@ class PlayStream(msgspec.Struct, kw_only=True):
     chunks: int = 0
     audio_ms: float = 0.0
     chunk_times_ms: list[float] = msgspec.field(default_factory=list)
+    # When its audio had played out at real time (or was cut by a barge-in), as VAIC plays.
+    played_until_ms: float | None = None
     audio: bytes | None = None  # with record_audio; WAV header stripped
 
 
@@ -91,11 +93,19 @@ class CallerSpeech(msgspec.Struct, kw_only=True):
 
 
 class BargeIn(msgspec.Struct, kw_only=True):
-    """The caller started talking while a play stream was open."""
+    """The caller started talking while the agent's audio was playing.
+
+    "Playing" is judged at playback speed, as VAIC plays it, not by the wire: a prompt
+    sent in one chunk plays on after its ``playStream.stop``. The bot cuts it with a
+    ``playStream.stop`` of that stream or its ``userStream.speech.started`` (or
+    ``hypothesis``), whichever comes first after ``talk_ms``: that is ``stopped_ms``,
+    and ``cut_by`` names the message.
+    """
 
     stream_id: str
     talk_ms: float  # when the caller started talking over the agent
-    stopped_ms: float | None = None  # when the bot stopped that play stream
+    stopped_ms: float | None = None  # when the bot cut the agent off
+    cut_by: str | None = None
     agent_audio_after_ms: float = 0.0  # agent audio received after talk_ms
 
     @property
@@ -104,7 +114,10 @@ class BargeIn(msgspec.Struct, kw_only=True):
 
 
 class Latency(msgspec.Struct, frozen=True):
-    """End of a caller utterance to the first audio of the agent's next play stream."""
+    """End of a caller utterance to the first audio of the agent's next play stream.
+
+    Utterances are numbered from 1, counting only those with speech.
+    """
 
     utterance: int
     speech_end_ms: float
@@ -150,7 +163,7 @@ class CallReport(msgspec.Struct, kw_only=True):
     resumed: bool | None = None  # None: no resume attempted
     resume_gaps_ms: list[float] = msgspec.field(default_factory=list)  # socket lost -> accepted
     ended_by: str = ""
-    hangup_reason: str | None = None
+    hangup_reason: str | None = None  # of the hangup that ended the call
     duration_ms: float = 0.0
     caller_frames: int = 0
     caller_audio_ms: float = 0.0
@@ -164,13 +177,19 @@ class CallReport(msgspec.Struct, kw_only=True):
     latencies: list[Latency] = msgspec.field(default_factory=list)
     activities: list[ReceivedActivity] = msgspec.field(default_factory=list)
     transfers: list[TransferAttempt] = msgspec.field(default_factory=list)
-    violations: list[Violation] = msgspec.field(default_factory=list)
+    violations: list[Violation] = msgspec.field(default_factory=list)  # the protocol verdict
+    failures: list[Failure] = msgspec.field(default_factory=list)  # did the call work?
     notes: list[Note] = msgspec.field(default_factory=list)
     caller_audio: bytes | None = None  # with record_audio, without WAV header
 
     @property
     def ok(self) -> bool:
-        """Connected, accepted and no violations."""
+        """Connected, accepted, the call worked (no failures) and no violations."""
+        return self.conformant and not self.failures
+
+    @property
+    def conformant(self) -> bool:
+        """Connected, accepted and no protocol violations: the protocol verdict alone."""
         return self.connect_error is None and self.refused_reason is None and not self.violations
 
     def to_json(self, *, indent: int = 0) -> str:

@@ -17,6 +17,7 @@ from ..protocols.audiocodes import OUTBOUND_TAGS
 
 __all__ = [
     "CODES",
+    "Failure",
     "Finding",
     "Note",
     "Violation",
@@ -72,11 +73,20 @@ CODES: Final[dict[str, str]] = {
 
 
 class Violation(msgspec.Struct, frozen=True):
-    """A breach of the protocol by the bot."""
+    """A breach of the protocol by the bot (``count``: how many frames repeated it)."""
 
     code: str
     message: str
-    frame: str | None = None  # the offending message, audio shortened
+    frame: str | None = None  # the first offending message, audio shortened
+    t_ms: float | None = None  # when it was first seen
+    count: int = 1
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """The call did not work for its caller, whatever the protocol says (see .verdict)."""
+
+    code: str
+    message: str
     t_ms: float | None = None
 
 

@@ -47,10 +47,11 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the simulated VAIC does in one call.
 
     Times in ``dtmf``, ``activities``, ``barge_in_after_ms``, ``drop_and_resume_at_ms``
-    and ``hangup_after_ms`` count from the start of caller audio (``userStream.started``);
-    ``max_duration_ms`` counts from the start of the call::
+    and ``hangup_after_ms`` count from the start of caller audio (``userStream.started``),
+    or with ``wait_for_greeting`` from the end of the greeting; ``max_duration_ms`` counts
+    from the start of the call::
 
-        CallScript(utterances=(Utterance(speech_ms=0, pause_ms=2000), Utterance()),
+        CallScript(wait_for_greeting=True, utterances=(Utterance(), Utterance()),
                    dtmf=((500, "12#"),), hangup_after_ms=8000)
 
     ``start_parameters`` join the ``start`` activity's parameters (SIP headers mapped by
@@ -60,6 +61,13 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     what VAIC reports ``transfer_status_after_ms`` after the bot's transfer: ``answered``,
     ``failed`` or ``failed:<reasonCode>`` (e.g. ``failed:busy``); without it VAIC ends the
     call (``session.end`` transferred), as it does by default.
+    ``wait_for_greeting``: silence flows until the bot's first play stream has played out
+    (judged at playback speed), or ``reply_timeout_ms`` passed without one.
+    ``barge_in=False`` is VAIC with barge-in disabled: no caller audio while the bot's
+    audio plays (the script pauses meanwhile), and the user stream is stopped after each
+    recognition and started again once the answer has played (or ``reply_timeout_ms``
+    passed without one). ``reply_timeout_ms`` also bounds how long the bot may take to
+    start answering an utterance (else the report's ``failures`` say so).
     """
 
     conversation_id: str | None = None  # default: a new uuid4
@@ -87,9 +95,11 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     transfer_status: str | None = None
     transfer_status_after_ms: int = 300
     wait_for_hangup: bool = False  # after the script, stay on the line until the bot hangs up
+    wait_for_greeting: bool = False
+    barge_in: bool = True  # VAIC's bargeIn setting
     max_duration_ms: int = 30_000
     silence_timeout_ms: int = DEFAULT_SILENCE_TIMEOUT_MS
-    reply_timeout_ms: int = DEFAULT_REPLY_TIMEOUT_MS  # for session.accepted, userStream.*ed
+    reply_timeout_ms: int = DEFAULT_REPLY_TIMEOUT_MS  # session.accepted, userStream.*ed, answers
 
 
     def __post_init__(self) -> None:
@@ -110,7 +120,10 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Mark(NamedTuple):
-    """A caller speech boundary, in audio time (ms since caller audio started)."""
+    """A caller speech boundary, in audio time (ms since caller audio started).
+
+    ``utterance`` counts spoken utterances from 1 (pure pauses are not counted).
+    """
 
     kind: Literal["speech-start", "speech-end"]
     utterance: int
@@ -134,6 +147,7 @@ class CallerTape:
         else:
             self._parts = [(tone(fmt, u.speech_ms), u.pause_ms) for u in script.utterances]
         self._index = -1
+        self._spoken = 0  # utterances with speech so far
         self._start = 0
         self._next_start = 0.0
         self._speech_ended = True
@@ -155,7 +169,8 @@ class CallerTape:
             self._next_start = t_ms + self._speech_ms(self._index) + pause
             self._speech_ended = not speech
             if speech:
-                marks.append(Mark("speech-start", self._index, t_ms))
+                self._spoken += 1
+                marks.append(Mark("speech-start", self._spoken, t_ms))
         elif t_ms >= self._next_start:
             return None
         speech = self._parts[self._index][0]
@@ -172,7 +187,7 @@ class CallerTape:
         if not self._speech_ended:
             self._speech_ended = True
             end = self._start + self._speech_ms(self._index)
-            marks.append(Mark("speech-end", self._index, end))
+            marks.append(Mark("speech-end", self._spoken, end))
 
 
 def read_wav(data: bytes) -> tuple[MediaFormat, bytes]:

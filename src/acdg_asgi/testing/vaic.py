@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from ssl import SSLContext
 from typing import Final
 
 import anyio
@@ -43,6 +44,7 @@ from ._socket import VaicSocket
 from .conformance import VALIDATE_TIMEOUT_MS, Note, Violation
 from .report import CallEvent, CallReport
 from .script import CallerTape, CallScript, Utterance, read_wav
+from .signals import silence
 
 __all__ = [
     "CallEvent",
@@ -57,6 +59,9 @@ __all__ = [
     "run_calls",
     "validate_connection",
 ]
+
+BOT_CLOSE_WAIT_MS: Final = 1000
+"""After session.end, how long the bot may take to close the socket before VAIC does."""
 
 # What VAIC says in session.end, by why the call ended; the other endings send none.
 _SESSION_END: Final = {
@@ -77,9 +82,13 @@ async def run_call(
     headers: Mapping[str, str] | None = None,
     on_event: EventHook | None = None,
     record_audio: bool = False,
+    ssl: SSLContext | None = None,
 ) -> CallReport:
-    """Place one call. Never raises for anything the bot or the network does."""
-    call = _Call(url, script or CallScript(), token, headers, on_event, record_audio)
+    """Place one call. Never raises for anything the bot or the network does.
+
+    ``ssl``: the TLS context for ``wss://`` URLs (a private CA, or no verification).
+    """
+    call = _Call(url, script or CallScript(), token, headers, on_event, record_audio, ssl)
     return await call.run()
 
 
@@ -92,6 +101,7 @@ async def run_calls(
     headers: Mapping[str, str] | None = None,
     on_event: Callable[[str, CallEvent], None] | None = None,
     record_audio: bool = False,
+    ssl: SSLContext | None = None,
 ) -> list[CallReport]:
     """Place several calls, at most ``concurrency`` at a time; reports in script order.
 
@@ -107,7 +117,7 @@ async def run_calls(
         async with limiter:
             reports[index] = await run_call(
                 url, script, token=token, headers=headers, on_event=hook,
-                record_audio=record_audio,
+                record_audio=record_audio, ssl=ssl,
             )
 
     async with anyio.create_task_group() as tg:
@@ -122,9 +132,11 @@ async def validate_connection(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     on_event: EventHook | None = None,
+    ssl: SSLContext | None = None,
 ) -> CallReport:
     """Just ``connection.validate``, as Live Hub does when a bot connection is saved."""
-    return await _Call(url, CallScript(), token, headers, on_event, False).run(validate_only=True)
+    call = _Call(url, CallScript(), token, headers, on_event, False, ssl)
+    return await call.run(validate_only=True)
 
 
 class _Call:
@@ -136,8 +148,10 @@ class _Call:
         headers: Mapping[str, str] | None,
         on_event: EventHook | None,
         record_audio: bool,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.url = url
+        self._ssl = ssl
         self.script = script
         self.cid = script.conversation_id or str(uuid.uuid4())
         self.headers = dict(headers or {})
@@ -149,7 +163,10 @@ class _Call:
         self._tg: TaskGroup | None = None
         self._sock: VaicSocket | None = None
         self._fmt: MediaFormat = FORMATS["raw/lpcm16"]
-        self._audio_t0 = 0.0  # call time at which caller audio started
+        self._audio_t0 = 0.0  # call time at which the script's caller audio started
+        self._paused_ms = 0  # script time lost to audio withheld (barge-in off)
+        self._recognitions_seen = 0
+        self._stopped_at = 0.0  # when the user stream was last stopped (barge-in off)
         self._user_stream_open = False
         self._wav_header_due = False
         self._resumes = 0
@@ -232,26 +249,33 @@ class _Call:
         if seen.ending in _SESSION_END:
             code, reason = _SESSION_END[seen.ending]
             await self._send(SessionEnd(conversation_id=self.cid, reason_code=code, reason=reason))
+            sock = self._sock
+            if sock is not None:  # as VAIC does, leave the closing to the bot, for a moment;
+                # what it sent before it saw session.end arrives meanwhile
+                await seen.until(sock.gone.is_set, BOT_CLOSE_WAIT_MS)
         await self._close()
 
     async def _stream(self) -> None:
         """Send caller audio in real time and act on the script until the call ends."""
         s, seen = self.script, self.seen
+        if s.wait_for_greeting:
+            await self._greeting()
         tape = CallerTape(s, self._fmt)
         if s.barge_in_after_ms is not None:
             barge_in_after = s.barge_in_after_ms
-            seen.on_agent_turn = lambda t: tape.interrupt(t - self._audio_t0 + barge_in_after)
+            seen.on_agent_turn = lambda t: tape.interrupt(self._script_ms(t) + barge_in_after)
         actions = self._actions()
         start = anyio.current_time()
         self._audio_t0 = seen.now()
-        i = 0
+        i = 0  # frames of real time since the script started
         while True:
             due = start + i * s.frame_ms / 1000
             await seen.until(lambda: seen.ending is not None, (due - anyio.current_time()) * 1000)
             seen.tick()
             if seen.status_due is not None and seen.now() >= seen.status_due:
                 await self._send_transfer_status()
-            while seen.ending is None and actions and actions[0][0] <= i * s.frame_ms:
+            at = i * s.frame_ms - self._paused_ms  # the script's own time
+            while seen.ending is None and actions and actions[0][0] <= at:
                 if await actions.pop(0)[1]():  # time was lost: skip the audio meanwhile
                     i = max(i, math.ceil((anyio.current_time() - start) * 1000 / s.frame_ms))
             if seen.ending == "socket-closed" and s.resume_on_close:
@@ -263,14 +287,73 @@ class _Call:
                 seen.ending = "max-duration"
             if seen.ending is not None:
                 return
-            produced = tape.frame(i * s.frame_ms)
-            if produced is None and not (s.wait_for_hangup or seen.agent_talking()):
+            if not s.barge_in and await self._withheld():
+                self._paused_ms += s.frame_ms  # VAIC sends nothing, and the caller waits
+                i += 1
+                continue
+            at = i * s.frame_ms - self._paused_ms
+            produced = tape.frame(at)
+            if produced is None and not (s.wait_for_hangup or seen.agent_talking()
+                                         or seen.waiting_for_answer(s.reply_timeout_ms)):
                 seen.ending = "script-end"
                 return
             chunk, marks = produced or (tape.silence, [])
-            seen.caller_marks(marks, self._audio_t0)
+            seen.caller_marks(marks, self._audio_t0 + self._paused_ms)
             await self._send_chunk(chunk)
             i += 1
+
+    def _script_ms(self, t: float) -> float:
+        """Call time ``t`` on the script's clock."""
+        return t - self._audio_t0 - self._paused_ms
+
+    async def _greeting(self) -> None:
+        """Silence on the line until the first play stream has played out, or none came."""
+        s, seen = self.script, self.seen
+        quiet = silence(self._fmt, s.frame_ms)
+        start, since = anyio.current_time(), seen.now()
+        i = 0
+        while seen.ending is None:
+            if seen.report.play_streams:
+                if not seen.agent_talking():
+                    return
+            elif seen.now() - since >= s.reply_timeout_ms:
+                seen.notes.append(Note("no-greeting", f"no greeting within "
+                                       f"{s.reply_timeout_ms} ms; the caller spoke anyway",
+                                       None, seen.now()))
+                return
+            due = start + i * s.frame_ms / 1000
+            await seen.until(lambda: seen.ending is not None, (due - anyio.current_time()) * 1000)
+            seen.tick()
+            await self._send_chunk(quiet)
+            i += 1
+
+    async def _withheld(self) -> bool:
+        """VAIC with barge-in off: whether this frame is withheld from the bot.
+
+        No audio while the agent's audio plays; after a recognition the user stream is
+        stopped, and started again once the answer has played (or none came in time).
+        """
+        seen = self.seen
+        if self._user_stream_open and seen.recognitions > self._recognitions_seen:
+            self._recognitions_seen = seen.recognitions
+            seen.replies.discard("userStream.stopped")
+            for participant in self._participants:
+                await self._send(UserStreamStop(conversation_id=self.cid,
+                                                participant=participant))
+            self._user_stream_open = False
+            self._stopped_at = seen.now()
+            await seen.until(lambda: "userStream.stopped" in seen.replies
+                             or seen.ending is not None, self.script.reply_timeout_ms)
+            seen.tick()
+            return True
+        if not self._user_stream_open:
+            answered = any(p.started_ms > self._stopped_at for p in seen.report.play_streams)
+            waited = seen.now() - self._stopped_at >= self.script.reply_timeout_ms
+            if (answered or waited) and not seen.agent_talking():
+                self._recognitions_seen = seen.recognitions  # what came meanwhile is stale
+                await self._start_user_stream()
+            return True
+        return seen.agent_talking()
 
     async def _send_chunk(self, chunk: bytes) -> None:
         payload = wav_header(self._fmt) + chunk if self._wav_header_due else chunk
@@ -387,7 +470,8 @@ class _Call:
 
     async def _connect(self, url: str | None = None) -> VaicSocket | None:
         assert self._tg is not None
-        self._sock = await VaicSocket.open(url or self.url, self.headers, self.seen, self._tg)
+        self._sock = await VaicSocket.open(url or self.url, self.headers, self.seen, self._tg,
+                                           ssl=self._ssl)
         return self._sock
 
     async def _close(self) -> None:
