@@ -147,6 +147,7 @@ class BridgeApp:
         unknown = [f for f in media_formats if f not in FORMATS]
         if unknown or not media_formats:
             raise ConfigError(f"unsupported media formats {unknown}; known: {sorted(FORMATS)}")
+        deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL") or dg.DEFAULT_URL
         _expect("deepgram_api_key", deepgram_api_key, str | Secret | None, "a string")
         if deepgram_url is None:
             deepgram_url = os.environ.get("DEEPGRAM_URL") or dg.DEFAULT_URL

@@ -212,6 +212,17 @@ def _parser() -> Parser:
     )
     add_call_arguments(call)
 
+    from .agent import add_arguments as add_agent_arguments
+
+    agent = sub.add_parser(
+        "agent", help="run the stand-in Deepgram agent, scripted from a file",
+        description="Run the stand-in Deepgram Voice Agent (API v1) on a local port: the "
+        "bridge, the examples and Deepgram's own SDK can talk to it. It answers from a "
+        "script (TOML or JSON: turns, function calls, failures, drops, an API key) instead "
+        "of a language model. Point the bridge at it with DEEPGRAM_URL.",
+    )
+    add_agent_arguments(agent)
+
     from .phone import add_arguments as add_phone_arguments
 
     phone = sub.add_parser(
@@ -222,7 +233,7 @@ def _parser() -> Parser:
     )
     add_phone_arguments(phone)
     parser.commands = {"demo": demo, "serve": serve, "doctor": doctor, "call": call,
-                       "phone": phone}
+                       "agent": agent, "phone": phone}
     return parser
 
 
@@ -239,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return anyio.run(browser_demo, args.host,
                                  8000 if args.port is None else args.port)
             return anyio.run(demo, args.save_audio, sys.stdout, args.port or 0)
+        if args.command == "agent":
+            from .agent import serve_agent
+
+            return anyio.run(serve_agent, args)
         if args.command == "phone":
             from .phone import run as run_phone
 

@@ -69,8 +69,8 @@ class StandInAgent:
     ``api_key=None`` accepts any client; otherwise the upgrade must carry
     ``Authorization: Token|Bearer <key>`` or the subprotocols ``token|bearer, <key>``
     (only the scheme is echoed back), or it is refused with HTTP 401. Paths other than
-    ``/v1/agent/converse`` get 404. ``script`` may be replaced between connections.
-    With ``ssl`` (a server context) it serves ``wss://``.
+    ``path`` (Deepgram's ``/v1/agent/converse``) get 404. ``script`` may be replaced
+    between connections. With ``ssl`` (a server context) it serves ``wss://``.
     """
 
     def __init__(
@@ -81,8 +81,12 @@ class StandInAgent:
         port: int = 0,
         api_key: str | None = None,
         ssl: SSLContext | None = None,
+        path: str = dg.AGENT_PATH,
     ) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"the agent's path must start with '/': {path!r}")
         self.script = script if script is not None else AgentScript()
+        self.path = path
         self.connections: list[AgentConnectionRecord] = []
         self.refused = 0  # upgrades refused by refuse_next()
         self.requests = 0  # upgrade requests, refused ones included
@@ -103,7 +107,7 @@ class StandInAgent:
     @property
     def base_url(self) -> str:
         """``ws://host:port``: what the Deepgram SDK wants as its ``agent`` environment URL."""
-        return self.url.removesuffix(dg.AGENT_PATH)
+        return self.url.removesuffix(self.path)
 
     async def __aenter__(self) -> Self:
         self._arrived = anyio.Event()
@@ -121,7 +125,7 @@ class StandInAgent:
         port = next(iter(self._server.sockets)).getsockname()[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
         scheme = "wss" if self._ssl is not None else "ws"
-        self.url = f"{scheme}://{host}:{port}{dg.AGENT_PATH}"
+        self.url = f"{scheme}://{host}:{port}{self.path}"
         return self
 
     async def __aexit__(
@@ -158,7 +162,7 @@ class StandInAgent:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.requests += 1
-        if request.path.partition("?")[0] != dg.AGENT_PATH:
+        if request.path.partition("?")[0] != self.path:
             return connection.respond(404, "Not Found\n")
         if self._refusals:
             self.refused += 1
