@@ -1,4 +1,4 @@
-"""Run an ASGI app under a real uvicorn server on a free loopback port."""
+"""Run an ASGI app under a real uvicorn server on loopback, for tests."""
 
 from __future__ import annotations
 
@@ -16,17 +16,35 @@ __all__ = ["serve"]
 async def serve(
     app: Any, *, host: str = "127.0.0.1", port: int = 0, **config: Any
 ) -> AsyncIterator[str]:
-    """Serve ``app`` until the block exits (on a free port unless ``port`` is given);
-    yields ``"host:port"``."""
+    """Serve ``app`` until the block exits; yields ``"host:port"`` for URLs.
+
+    ``port=0`` (the default) takes a free port. Other keywords go to ``uvicorn.Config``
+    (``lifespan="on"``, ``ssl_certfile=...``, ``ws=...``). Raises :class:`OSError` when
+    the server cannot start (the port is taken).
+    """
     config.setdefault("log_level", "warning")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        # uvicorn only exposes a flag for this, so poll it.
-        while not server.started:  # noqa: ASYNC110
-            await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    stopped = anyio.Event()
+
+    async def run() -> None:
         try:
-            yield f"{host}:{port}"
+            await server.serve()
+        except SystemExit:  # how uvicorn gives up when it cannot bind
+            pass
         finally:
-            server.should_exit = True
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        # uvicorn only exposes a flag for this, so poll it.
+        while not (server.started or stopped.is_set()):  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            try:
+                yield f"{shown}:{bound}"
+            finally:
+                server.should_exit = True
+    if not server.started:
+        raise OSError(f"could not serve on {host}:{port} (see uvicorn's log)")
