@@ -443,7 +443,8 @@ class AgentSession:
                         await self._send_audio(frame)
                         sent_ms += script.frame_ms
                         if script.realtime:
-                            await anyio.sleep(start + sent_ms / 1000 - anyio.current_time())
+                            due = start + sent_ms / 1000  # late under load: no wait
+                            await anyio.sleep(max(0.0, due - anyio.current_time()))
                     if not script.realtime:
                         await anyio.sleep(len(group) * script.frame_ms / 1000 / BURST_SPEEDUP)
             finally:
