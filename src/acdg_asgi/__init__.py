@@ -19,6 +19,7 @@ from .config import (
     Secret,
     VaicSessionParams,
 )
+from .deprecation import MigrationWarning
 from .errors import (
     AgentClosed,
     AgentConnectError,
@@ -183,6 +184,7 @@ __all__ = [
     "ListenUpdatedEvent",
     "LocalProtocolError",
     "MediaFormat",
+    "MigrationWarning",
     "NoInput",
     "NoInputActionEvent",
     "NoUserInputEvent",

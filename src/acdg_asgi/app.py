@@ -47,6 +47,7 @@ from .config import (
     as_agent_config,
 )
 from .delivery import RecordFeed, RecordSink
+from .deprecation import moved
 from .errors import ConfigError
 from .events import Event
 from .observability.live import LiveEvents
@@ -140,14 +141,22 @@ class BridgeApp:
         redact: Callable[[str], str] | None = None,
         phone: bool = False,
         live: bool | LiveEvents = False,
+        preferred_media_formats: Sequence[str] | None = None,
     ) -> None:
+        if preferred_media_formats is not None:
+            moved("preferred_media_formats=", "media_formats=")
+            media_formats = preferred_media_formats
+        if auth is None and os.environ.get("AC_TOKEN"):
+            moved("the AC_TOKEN variable", "auth=os.environ['AC_TOKEN'] (acdg serve reads "
+                  "ACDG_TOKEN)")
+            logger.info("auth: the bearer token from AC_TOKEN")
+            auth = Secret(os.environ["AC_TOKEN"])
         choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
         if isinstance(media_formats, str):
             media_formats = (media_formats,)  # one format, not its characters
         unknown = [f for f in media_formats if f not in FORMATS]
         if unknown or not media_formats:
             raise ConfigError(f"unsupported media formats {unknown}; known: {sorted(FORMATS)}")
-        deepgram_url = deepgram_url or os.environ.get("DEEPGRAM_URL") or dg.DEFAULT_URL
         _expect("deepgram_api_key", deepgram_api_key, str | Secret | None, "a string")
         if deepgram_url is None:
             deepgram_url = os.environ.get("DEEPGRAM_URL") or dg.DEFAULT_URL

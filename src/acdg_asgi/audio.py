@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from .deprecation import moved
 from .protocols import deepgram as dg
 
 __all__ = [
@@ -32,13 +33,40 @@ __all__ = [
 
 
 class MediaFormat(msgspec.Struct, frozen=True):
-    """One AudioCodes ``mediaFormat`` token and what it means on the wire."""
+    """One AudioCodes ``mediaFormat`` token and what it means on the wire.
+
+    ``str(fmt)`` is the token. Comparing with a string compares the token, as the
+    predecessor's plain-string formats did (``session.media_format == "raw/mulaw"``),
+    with a :class:`~acdg_asgi.MigrationWarning`: compare ``fmt.token`` instead.
+    """
 
     token: str
     encoding: str  # Deepgram's name: "linear16" or "mulaw"
     sample_rate: int
     sample_width: int  # bytes per sample
     wav: bool
+
+    def __str__(self) -> str:
+        return self.token
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            moved("comparing a MediaFormat with a string", "media_format.token")
+            return self.token == other
+        if isinstance(other, MediaFormat):
+            return msgspec.structs.astuple(self) == msgspec.structs.astuple(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, str):
+            moved("comparing a MediaFormat with a string", "media_format.token")
+            return self.token != other
+        if isinstance(other, MediaFormat):
+            return msgspec.structs.astuple(self) != msgspec.structs.astuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.token)
 
     @property
     def bytes_per_ms(self) -> float:

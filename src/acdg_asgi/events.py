@@ -7,10 +7,14 @@ registration, not a silent no-op.
 
 from __future__ import annotations
 
+import enum
+import time
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 
+from .deprecation import moved
 from .protocols.deepgram import FunctionCall
 
 __all__ = [
@@ -228,11 +232,19 @@ class SessionStartEvent(Event, frozen=True, kw_only=True):
     offered_formats: tuple[str, ...]
     details: CallDetails | None = None
 
+    @property
+    def started_at(self) -> str:
+        """The predecessor's field: when the call started (ISO 8601, UTC), from ``at``."""
+        moved("SessionStartEvent.started_at", "event.record.started_at at session_end, "
+              "or your own clock")
+        return _iso(time.time() - (time.monotonic() - self.at))
+
 
 class SessionEndEvent(Event, frozen=True, kw_only=True):
     """The call is over; emitted exactly once per call.
 
-    ``reason`` is one of ``"caller"`` (VAIC sent ``session.end``), ``"ended"``
+    ``reason`` is one of ``"caller"`` (VAIC sent ``session.end``; it also equals the
+    predecessor's ``"hangup"``, with a :class:`~acdg_asgi.MigrationWarning`), ``"ended"``
     (``Session.end_session``, or the agent's ``end_call``), ``"no_input"`` (the
     ``NoInput`` policy hung up), ``"transfer"``, ``"timeout"`` (the VAIC socket was lost and
     not resumed in time), ``"error"`` (the agent could not go on), ``"shutdown"`` (drain
@@ -250,6 +262,22 @@ class SessionEndEvent(Event, frozen=True, kw_only=True):
     def machine_detected(self) -> bool:
         """VAIC's answering-machine detection ended the call (``machine-detected``)."""
         return self.reason_code == "machine-detected"
+
+    def __post_init__(self) -> None:
+        if type(self.reason) is str and self.reason == "caller":
+            msgspec.structs.force_setattr(self, "reason", _CallerReason.CALLER)
+
+    @property
+    def duration_ms(self) -> int:
+        """The predecessor's field: the call's length in whole milliseconds."""
+        moved("SessionEndEvent.duration_ms", "duration_s")
+        return round(self.duration_s * 1000)
+
+    @property
+    def ended_at(self) -> str:
+        """The predecessor's field: when the call ended (ISO 8601, UTC)."""
+        moved("SessionEndEvent.ended_at", "event.record.ended_at")
+        return self.record.ended_at if self.record is not None else _iso(time.time())
 
 
 class SessionResumedEvent(Event, frozen=True, kw_only=True):
@@ -408,6 +436,24 @@ class BridgeErrorEvent(Event, frozen=True, kw_only=True):
     fatal: bool = False
     status: int | None = None
 
+    @property
+    def description(self) -> str:
+        """The predecessor's name for ``message``."""
+        moved("BridgeErrorEvent.description", "message")
+        return self.message
+
+    @property
+    def recoverable(self) -> bool:
+        """The predecessor's field: ``not fatal``."""
+        moved("BridgeErrorEvent.recoverable", "not fatal")
+        return not self.fatal
+
+    @property
+    def cause(self) -> None:
+        """The predecessor's exception field: events carry none (see ``source``, ``message``)."""
+        moved("BridgeErrorEvent.cause", "source and message (events carry no exception)")
+        return None
+
 
 class InboundActivityEvent(Event, frozen=True, kw_only=True):
     """An activity VAIC sent (``start``, ``DTMF``, ``noUserInput``...), as the raw dict."""
@@ -547,6 +593,32 @@ class DialoutInitiatedEvent(Event, frozen=True, kw_only=True):
 
     outbound_target: str | None = None
     dialout_metadata: Any = None
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+
+
+class _CallerReason(enum.StrEnum):
+    """``SessionEndEvent.reason`` for a caller hangup: ``"caller"``, which also equals the
+    predecessor's ``"hangup"`` (with a warning), so ``reason == "hangup"`` stays true.
+    It is a ``str`` everywhere else: JSON, logs, labels, ``match``."""
+
+    CALLER = "caller"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str) and str.__eq__(other, "hangup"):
+            moved('SessionEndEvent.reason == "hangup"', 'reason == "caller"')
+            return True
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 EVENT_NAMES: Final[dict[str, type[Event]]] = {
