@@ -8,8 +8,6 @@ is what matters.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +17,7 @@ from typing import Any
 import anyio
 import brokenbot
 import pytest
+import trustme
 from msgspec.structs import replace
 from rig import standin
 
@@ -273,45 +272,28 @@ def test_bad_dtmf_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
 # --- TLS ------------------------------------------------------------------------------------
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acdg test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
+def certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA's certificate, and a server certificate for 127.0.0.1 with its key."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca.cert_pem.write_to_path(str(paths[0]))
+    server.cert_chain_pems[0].write_to_path(str(paths[1]))
+    server.private_key_pem.write_to_path(str(paths[2]))
+    return paths
 
 
 async def test_wss_with_a_private_ca_or_none(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    ca, cert, key = certificate(tmp_path)
     async with standin(QUICK) as agent:
         app = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hello"))
         async with serve(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as host:
             url = f"wss://{host}/"
             untrusted, out = await acdg(capsys, "call", url, *SHORT)
             assert "not trusted" in out and "--cafile" in out, out
-            trusted, out = await acdg(capsys, "call", url, *SHORT, "--cafile", str(cert))
+            trusted, out = await acdg(capsys, "call", url, *SHORT, "--cafile", str(ca))
             assert "conformance: clean; the call: it works" in out, out
             insecure, out = await acdg(capsys, "call", url, *SHORT, "--insecure")
     assert (untrusted, trusted, insecure) == (2, 0, 0)
