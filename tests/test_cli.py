@@ -58,7 +58,7 @@ async def test_acdg_call_reports_a_clean_run_against_the_bridge(
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("demo", "serve", "doctor", "call"):
+    for command in ("demo", "serve", "doctor", "call", "agent", "phone"):
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0

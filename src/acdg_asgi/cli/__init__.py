@@ -205,10 +205,12 @@ def _parser() -> Parser:
     from .call import add_arguments as add_call_arguments
 
     call = sub.add_parser(
-        "call", help="simulate VAIC calling a bot and report protocol violations",
+        "call", help="simulate VAIC calling a bot: a smoke test and conformance check",
         description="Place simulated VAIC calls to URL, exactly as VoiceAI Connect would, "
-        "and report what the bot did wrong. Exit status 1 when the bot broke the protocol, "
-        "2 when it could not be reached.",
+        "and report whether each call worked (the caller heard the agent, every utterance "
+        "was answered, no error hangup) and what the bot did against the protocol. Exit "
+        "status 0 when every call passed both, 1 otherwise, 2 when the bot could not be "
+        "reached.",
     )
     add_call_arguments(call)
 
