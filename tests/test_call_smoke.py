@@ -68,6 +68,11 @@ async def test_a_bot_that_never_plays_audio_fails(
     assert "FAILED no-answer: no answer to utterance 1 within 1500 ms" in out
     assert "conformance: clean; the call: 2 failures" in out
     assert "note: no greeting within 1500 ms" in out
+    status, out = await acdg(capsys, "call", f"{broken_bot}/mute?hangup_after=5", *SHORT,
+                             "--reply-timeout", "1500", "--calls", "2")
+    assert status == 1
+    assert out.strip().splitlines()[-1] == (
+        "2 calls: 0 OK, 0 broke the protocol, 2 did not work, 0 unreachable")
 
 
 async def test_a_bridge_whose_agent_refuses_the_key_fails(

@@ -283,3 +283,4 @@ def test_the_old_typed_config_is_a_dict_the_bridge_takes() -> None:
     agent = as_agent_config(config).agent
     assert isinstance(agent.think, tuple) and agent.think[0].prompt == "Hi"
     assert agent.greeting == "Hello"
+

@@ -46,6 +46,7 @@ from acdg_asgi import (
     ThinkLiveSettings,
     ThinkSettings,
 )
+from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.testing.agent import AgentScript, Turn
 
 pytestmark = pytest.mark.anyio
@@ -240,3 +241,14 @@ async def test_every_client_message_validates_against_the_sdk() -> None:
     assert response == {"type": "FunctionCallResponse", "id": request.functions[0].id,
                         "name": "lookup_order", "content": '{"status":"shipped"}'}
     assert [e.code for e in log.of("error")] == []
+
+
+def test_function_arguments_decoded() -> None:
+    """``FunctionCall.arguments`` is JSON text, as Deepgram sends it; ``args`` decodes it."""
+    call = dg.FunctionCall(id="1", name="lookup_order", arguments='{"order_id": "A1"}')
+    assert call.args == {"order_id": "A1"}
+    assert dg.FunctionCall(id="2", name="f", arguments="").args == {}
+    with pytest.raises(ValueError, match="arguments of f are not a JSON object"):
+        _ = dg.FunctionCall(id="3", name="f", arguments="[1]").args
+    with pytest.raises(ValueError, match="arguments of f are not JSON"):
+        _ = dg.FunctionCall(id="4", name="f", arguments="{oops").args

@@ -247,11 +247,29 @@ class AgentThinking(_Server, frozen=True):
 
 
 class FunctionCall(msgspec.Struct, frozen=True):
+    """One function the agent asks for. ``arguments`` is JSON text, as Deepgram sends it;
+    ``args`` is the same decoded."""
+
     id: str
     name: str
     arguments: str = "{}"
     client_side: bool = True
     thought_signature: str | None = None  # some Gemini models; pass back in history
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """``arguments`` decoded (``{}`` when empty); a :class:`ValueError` names what is
+        wrong when they are not a JSON object."""
+        if not self.arguments.strip():
+            return {}
+        try:
+            value = msgspec.json.decode(self.arguments)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"arguments of {self.name} are not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"arguments of {self.name} are not a JSON object: "
+                             f"{self.arguments[:80]!r}")
+        return value
 
 
 class FunctionCallRequest(_Server, frozen=True):
