@@ -125,13 +125,16 @@ async def test_the_bridge_stays_clean_over_twenty_calls_with_a_summary(
 async def test_one_call_to_the_bridge_reads_as_clean_and_working(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with bridge() as url:
+    async with bridge(replace(QUICK, ms_per_word=300)) as url:  # answers longer than a pause
         status, out = await acdg(capsys, "call", url)
+        asked, barged = await acdg(capsys, "call", url, "--barge-in-after", "300")
     assert status == 0, out
     assert "conformance: clean; the call: it works" in out
     assert "reply latency after utterance 1:" in out and "after utterance 2:" in out
     assert "the caller finished its script and hung up" in out
     assert "utterance 0" not in out
+    assert "barge-in" not in out  # it let the agent finish each answer
+    assert asked == 0 and "barge-in: stream" in barged, barged
 
 
 def test_the_summary_counts_each_kind_of_outcome() -> None:

@@ -196,3 +196,19 @@ async def test_a_slow_reader_skips_ahead_and_never_holds_up_the_call() -> None:
     feed.call_finished(other)
     assert "c1" not in feed._channels  # only the last finished call is kept
     assert SCHEMA_VERSION == 1
+
+
+async def test_acdg_phone_serves_the_page_set_to_call_a_given_bot() -> None:
+    from acdg_asgi.cli.phone import PhoneServer
+
+    app = PhoneServer("wss://bot.example.com/audiocodes")
+    async with serve(app) as host, httpx.AsyncClient() as client:
+        root = await client.get(f"http://{host}/")
+        page = await client.get(f"http://{host}/phone")
+        script = await client.get(f"http://{host}/phone/phone.js")
+    assert root.status_code == 307
+    assert root.headers["location"] == "phone?url=wss%3A%2F%2Fbot.example.com%2Faudiocodes"
+    assert page.status_code == 200 and '<meta name="acdg-events" content="">' in page.text
+    assert script.headers["content-type"].startswith("text/javascript")
+    with pytest.raises(ConfigError, match="ws:// or wss://"):
+        PhoneServer("http://bot.example.com/")

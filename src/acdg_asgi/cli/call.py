@@ -70,9 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="VAIC's barge-in setting: off withholds caller audio while the "
                         "bot's audio plays and stops the user stream after each recognition "
                         "(default on)")
-    parser.add_argument("--talk-over-greeting", action="store_true",
-                        help="start talking at once instead of waiting for the greeting "
-                        "to play out")
+    parser.add_argument("--talk-over", action="store_true",
+                        help="talk on the script's schedule, over the greeting and the "
+                        "answers, instead of waiting for the agent to finish")
     parser.add_argument("--drop-and-resume-at", type=int, metavar="MS",
                         help="drop the socket at MS, reconnect and send session.resume")
     parser.add_argument("--hangup-after", type=int, metavar="MS",
@@ -143,7 +143,8 @@ def _script(args: argparse.Namespace) -> CallScript:
         dtmf=tuple(args.dtmf),
         barge_in_after_ms=args.barge_in_after,
         barge_in=args.barge_in == "on",
-        wait_for_greeting=not args.talk_over_greeting,
+        wait_for_greeting=not args.talk_over,
+        wait_for_answers=not args.talk_over and args.barge_in_after is None,
         drop_and_resume_at_ms=args.drop_and_resume_at,
         hangup_after_ms=args.hangup_after,
         validate_first=args.validate,
@@ -264,9 +265,12 @@ async def _run(args: argparse.Namespace, script: CallScript,
             done[0] += 1
             sys.stderr.write(f"\r{done[0]}/{args.calls} calls done")
 
-    return await run_calls(args.url, [script] * args.calls, concurrency=args.concurrency,
-                           token=token, on_event=progress,
-                           record_audio=args.save_audio is not None, ssl=tls)
+    reports = await run_calls(args.url, [script] * args.calls, concurrency=args.concurrency,
+                              token=token, on_event=progress,
+                              record_audio=args.save_audio is not None, ssl=tls)
+    if args.calls > 1:
+        sys.stderr.write("\n")
+    return reports
 
 
 def run(args: argparse.Namespace, out: Any = None) -> int:

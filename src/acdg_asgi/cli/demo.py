@@ -95,7 +95,7 @@ def build_bridge(agent_url: str | None, out: TextIO, *, agent: dg.AgentSettings 
                  **bridge_kwargs: Any) -> BridgeApp:
     bridge = BridgeApp(
         agent=agent or dg.AgentSettings(greeting=GREETING),
-        deepgram_url=agent_url or dg.DEFAULT_URL,
+        deepgram_url=agent_url,  # None: $DEEPGRAM_URL, else Deepgram's
         playout=Playout(lead_ms=100),
         **bridge_kwargs,
     )

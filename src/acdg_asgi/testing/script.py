@@ -63,6 +63,9 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     call (``session.end`` transferred), as it does by default.
     ``wait_for_greeting``: silence flows until the bot's first play stream has played out
     (judged at playback speed), or ``reply_timeout_ms`` passed without one.
+    ``wait_for_answers``: an utterance does not start while the agent's audio plays, nor
+    before the answer to the previous one has come (or ``reply_timeout_ms`` passed); the
+    script waits, so that it talks over the agent only where ``barge_in_after_ms`` says.
     ``barge_in=False`` is VAIC with barge-in disabled: no caller audio while the bot's
     audio plays (the script pauses meanwhile), and the user stream is stopped after each
     recognition and started again once the answer has played (or ``reply_timeout_ms``
@@ -96,6 +99,7 @@ class CallScript(msgspec.Struct, frozen=True, kw_only=True):
     transfer_status_after_ms: int = 300
     wait_for_hangup: bool = False  # after the script, stay on the line until the bot hangs up
     wait_for_greeting: bool = False
+    wait_for_answers: bool = False
     barge_in: bool = True  # VAIC's bargeIn setting
     max_duration_ms: int = 30_000
     silence_timeout_ms: int = DEFAULT_SILENCE_TIMEOUT_MS
@@ -157,6 +161,12 @@ class CallerTape:
         if self._index + 1 < len(self._parts):
             speech_end = self._start + self._speech_ms(self._index) if self._index >= 0 else 0
             self._next_start = max(speech_end, min(self._next_start, at_ms))
+
+    def speech_due(self, t_ms: int) -> bool:
+        """Whether the frame at ``t_ms`` would start the next utterance's speech."""
+        following = self._index + 1
+        return (following < len(self._parts) and t_ms >= self._next_start
+                and bool(self._parts[following][0]))
 
     def frame(self, t_ms: int) -> tuple[bytes, list[Mark]] | None:
         """The frame starting at ``t_ms`` and the speech boundaries in it; None when done."""

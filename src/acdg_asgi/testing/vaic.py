@@ -292,6 +292,12 @@ class _Call:
                 i += 1
                 continue
             at = i * s.frame_ms - self._paused_ms
+            if s.wait_for_answers and tape.speech_due(at) and (
+                    seen.agent_talking() or seen.waiting_for_answer(s.reply_timeout_ms)):
+                self._paused_ms += s.frame_ms  # the caller lets the agent finish
+                await self._send_chunk(tape.silence)
+                i += 1
+                continue
             produced = tape.frame(at)
             if produced is None and not (s.wait_for_hangup or seen.agent_talking()
                                          or seen.waiting_for_answer(s.reply_timeout_ms)):
