@@ -16,16 +16,16 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.abc import Process
-from conftest import serve
 from deepgram import AsyncDeepgramClient
 from deepgram.agent.v1 import types as sdk
 from deepgram.environment import DeepgramClientEnvironment
-from test_auth import load_example
+from rig import load_example
 from test_standin_agent import sdk_settings, utterance
 
 from acdg_asgi import ConfigError
 from acdg_asgi.testing.agent_file import load_agent_file
 from acdg_asgi.testing.script import CallScript, Utterance
+from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 
 pytestmark = pytest.mark.anyio

@@ -21,14 +21,22 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from conftest import serve, standin
+from rig import standin
 
 from acdg_asgi import BridgeApp, MediaFormat, MigrationWarning, Session
 from acdg_asgi.audio import FORMATS
 from acdg_asgi.config import as_agent_config
 from acdg_asgi.events import BridgeErrorEvent, SessionEndEvent, SessionStartEvent
 from acdg_asgi.protocols import deepgram as dg
-from acdg_asgi.testing import AgentScript, CallReport, CallScript, Turn, Utterance, run_call
+from acdg_asgi.testing import (
+    AgentScript,
+    CallReport,
+    CallScript,
+    Turn,
+    Utterance,
+    run_call,
+    serve,
+)
 from acdg_asgi.types import DeepgramAgent, DeepgramAgentConfig, DeepgramThink
 
 pytestmark = pytest.mark.anyio
