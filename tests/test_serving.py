@@ -39,7 +39,7 @@ pytestmark = pytest.mark.anyio
 PROBE = {"type": "ac-bot-api", "success": True}
 SCRIPT = AgentScript(
     turns=(Turn("Your order", heard="where is my order", function="lookup_order",
-                arguments='{"order": "A1"}'),
+                arguments='{"order_id": "A1"}'),
            *(Turn(f"Answer {i}.", heard="more") for i in range(12))),
     ms_per_word=40,
 )
