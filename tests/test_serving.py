@@ -243,7 +243,9 @@ async def test_acdg_serve_path_takes_bare_and_slashed_urls(tmp_path: Path) -> No
             for path in ("/audiocodes", "/audiocodes/"):
                 report = await run_call(f"ws://{base}{path}",
                                         CallScript(utterances=(Utterance(),)))
-                assert report.ok and report.media_format == "raw/lpcm16", path
+                # conformant: this bridge has no handler for the script's function call,
+                # so the agent never answers the caller (report.failures says so)
+                assert report.conformant and report.media_format == "raw/lpcm16", path
             async with httpx.AsyncClient(follow_redirects=False) as http:
                 probes = [await http.get(f"http://{base}{p}")
                           for p in ("/audiocodes", "/audiocodes/")]
