@@ -25,6 +25,7 @@ from rig import standin
 
 from acdg_asgi import BridgeApp, MediaFormat, MigrationWarning, Session
 from acdg_asgi.audio import FORMATS
+from acdg_asgi.compat.types import DeepgramAgent, DeepgramAgentConfig, DeepgramThink
 from acdg_asgi.config import as_agent_config
 from acdg_asgi.events import BridgeErrorEvent, SessionEndEvent, SessionStartEvent
 from acdg_asgi.protocols import deepgram as dg
@@ -37,7 +38,6 @@ from acdg_asgi.testing import (
     run_call,
     serve,
 )
-from acdg_asgi.types import DeepgramAgent, DeepgramAgentConfig, DeepgramThink
 
 pytestmark = pytest.mark.anyio
 

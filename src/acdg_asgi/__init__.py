@@ -19,7 +19,6 @@ from .config import (
     Secret,
     VaicSessionParams,
 )
-from .deprecation import MigrationWarning
 from .errors import (
     AgentClosed,
     AgentConnectError,
@@ -32,6 +31,7 @@ from .errors import (
     ControlError,
     ControlTimeout,
     LocalProtocolError,
+    MigrationWarning,
     ProtocolError,
     RemoteProtocolError,
     SessionClosedError,

@@ -47,8 +47,7 @@ from .config import (
     as_agent_config,
 )
 from .delivery import RecordFeed, RecordSink
-from .deprecation import moved
-from .errors import ConfigError
+from .errors import ConfigError, moved
 from .events import Event
 from .observability.live import LiveEvents
 from .observability.logs import log_somewhere, logger

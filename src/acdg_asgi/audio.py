@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from .deprecation import moved
+from .errors import moved
 from .protocols import deepgram as dg
 
 __all__ = [

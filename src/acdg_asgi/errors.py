@@ -19,11 +19,16 @@
         ├── CommandFailed             the owner ran it and it raised
         └── ControlTimeout            the owner did not answer in time
 
+:class:`MigrationWarning` is no error: code written for the predecessor that still runs
+gets it, with what to write instead (see MIGRATING.md).
+
 Socket and store errors never reach the application from a call: the runtime turns them
 into "socket lost" inputs of the call, or into a warning while the call goes on.
 """
 
 from __future__ import annotations
+
+import warnings
 
 __all__ = [
     "AgentClosed",
@@ -37,6 +42,7 @@ __all__ = [
     "ControlError",
     "ControlTimeout",
     "LocalProtocolError",
+    "MigrationWarning",
     "ProtocolError",
     "RemoteProtocolError",
     "SessionClosedError",
@@ -132,3 +138,19 @@ class CommandFailed(ControlError):
 
 class ControlTimeout(ControlError):
     """The owner did not answer in time."""
+
+
+class MigrationWarning(DeprecationWarning):
+    """Predecessor code that still works, with what to write instead.
+
+    A :class:`DeprecationWarning`, so Python shows it for code run as ``__main__`` and
+    pytest in its summary; ``python -W error::acdg_asgi.MigrationWarning`` finds every
+    place at once.
+    """
+
+
+def moved(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is the predecessor's spelling of ``new``; the default
+    ``stacklevel`` points at the caller of the function that calls this."""
+    warnings.warn(f"{old} is the predecessor's API; use {new} (see MIGRATING.md)",
+                  MigrationWarning, stacklevel=stacklevel)

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
-from .deprecation import moved
+from .errors import moved
 from .protocols.deepgram import FunctionCall
 
 __all__ = [

@@ -14,7 +14,7 @@ from acdg_asgi.compat import (  # import changed
     BridgeConfig,
     SessionStartEvent,
 )
-from acdg_asgi.types import (  # import changed
+from acdg_asgi.compat.types import (  # import changed
     DeepgramAgent,
     DeepgramAgentConfig,
     DeepgramListen,

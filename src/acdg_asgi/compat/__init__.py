@@ -6,7 +6,7 @@
 become::
 
     from acdg_asgi.compat import DeepgramBridge, Session, BridgeConfig, ...
-    from acdg_asgi.types import DeepgramAgentConfig, ...
+    from acdg_asgi.compat.types import DeepgramAgentConfig, ...
 
 :class:`DeepgramBridge` is a thin shell around :class:`~acdg_asgi.BridgeApp` with the
 predecessor's ``BridgeConfig`` and ``run()``; it warns (:class:`~acdg_asgi.MigrationWarning`)
@@ -24,13 +24,12 @@ from typing import Any
 
 import uvicorn
 
-from .app import BridgeApp
-from .deprecation import moved
-from .errors import ConfigError
-from .events import Event
-from .runtime.app_events import H
-from .serving import DrainingServer
-from .session import Session
+from ..app import BridgeApp
+from ..errors import ConfigError, moved
+from ..events import Event
+from ..runtime.app_events import H
+from ..serving import DrainingServer
+from ..session import Session
 from .types import *  # noqa: F403 - the predecessor's top level exported them all too
 from .types import __all__ as _types
 

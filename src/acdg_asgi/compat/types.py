@@ -1,20 +1,20 @@
 """The predecessor's typed config and payload names, for code moving over from it.
 
 Code written for deepgram-audiocodes-bridge imports these from
-``deepgram_audiocodes_bridge.types``; here they are ``acdg_asgi.types``. The config types
-are TypedDicts, so at run time they are plain dicts, and ``BridgeApp(agent=...)`` takes
-the same dict (``{"agent": {...}}`` or just the agent object; lists of think and speak
-providers included; ``audio`` is ignored, as the bridge sets it from the call). They stay
-useful for type checking dict configs; :class:`~acdg_asgi.AgentSettings` and friends are
-the typed classes of this package. The events are this package's own (some fields were
-renamed; the old names still work, with a :class:`~acdg_asgi.MigrationWarning`).
+``deepgram_audiocodes_bridge.types``; here they are ``acdg_asgi.compat.types``. The
+config types are TypedDicts, so at run time they are plain dicts, and
+``BridgeApp(agent=...)`` takes the same dict (``{"agent": {...}}`` or just the agent
+object; lists of think and speak providers included; ``audio`` is ignored, as the bridge
+sets it from the call). They stay useful for type checking dict configs;
+:class:`~acdg_asgi.AgentSettings` and friends are the typed classes of this package. The
+events are this package's own (some fields were renamed; the old names still work, with a
+:class:`~acdg_asgi.MigrationWarning`).
 """
-
 from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-from .events import (
+from ..events import (
     AgentAudioDoneEvent,
     AgentThinkingEvent,
     BridgeErrorEvent,
