@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import anyio
 
@@ -29,7 +29,7 @@ Bridge AudioCodes VoiceAI Connect (Bot API, streaming mode) to a Deepgram Voice 
   acdg phone ws://host/path  the browser phone on its own, calling any bot
 """
 VERSION = f"acdg-asgi {__version__}"
-T = TypeVar("T")
+_typed = values.argument
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,18 +53,6 @@ class Parser(argparse.ArgumentParser):
                 self.error(f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near
                                                      else f"; {self.prog} --help lists them"))
         self.error(f"unexpected argument {extras[0]!r}; {self.prog} --help shows what it takes")
-
-
-def _typed(read: Callable[[str], T]) -> Callable[[str], T]:
-    """An argparse ``type`` from a reader of :mod:`.values`: its message, as it is."""
-
-    def convert(text: str) -> T:
-        try:
-            return read(text)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 def _add_serve_arguments(serve: argparse.ArgumentParser, *, doctor: bool = False) -> None:

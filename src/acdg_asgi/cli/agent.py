@@ -19,12 +19,13 @@ from ..errors import ConfigError
 from ..protocols import deepgram as dg
 from ..testing.agent import AgentConnectionRecord, AgentScript, StandInAgent
 from ..testing.agent_file import load_agent_file
+from . import values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765,
+    parser.add_argument("--port", type=values.argument(values.port), default=8765,
                         help="port to listen on (default 8765; 0 picks one)")
     parser.add_argument("--path", help=f"URL path (default {dg.AGENT_PATH}, as Deepgram's)")
     parser.add_argument("--script", type=Path, metavar="FILE",

@@ -19,13 +19,15 @@ from starlette.types import Receive, Scope, Send
 from ..asgi.phone import PhonePage
 from ..asgi.responses import respond
 from ..errors import ConfigError
+from . import values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the bot's WebSocket URL, e.g. wss://bot.example.com/audiocodes")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to serve the page on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8100, help="port (default 8100)")
+    parser.add_argument("--port", type=values.argument(values.port), default=8100,
+                        help="port (default 8100)")
 
 
 class PhoneServer:
@@ -61,8 +63,6 @@ class PhoneServer:
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     app = PhoneServer(args.url)
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: not a port number")
     shown = f"[{args.host}]" if ":" in args.host else args.host
     out.write(f"Browser phone for {args.url}: open http://{shown}:{args.port}/ and press "
               "Call (a token, if the bot wants one, goes in Settings). Ctrl-C to stop.\n")

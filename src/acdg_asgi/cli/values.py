@@ -7,12 +7,14 @@ in front by the caller (``argument --port: ...``, ``ACDG_PORT: ...``).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["chunk_millis", "count", "existing_file", "millis", "port", "seconds"]
+__all__ = ["argument", "chunk_millis", "count", "existing_file", "millis", "port", "seconds"]
 
 
 def port(text: str) -> int:
@@ -20,6 +22,21 @@ def port(text: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise ConfigError(f"{text!r} is not a port number: use 1-65535 (0 picks a free one)")
     return int(value)
+
+
+T = TypeVar("T")
+
+
+def argument(read: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from one of these readers: its message, as it is."""
+
+    def convert(text: str) -> T:
+        try:
+            return read(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def count(text: str) -> int:
