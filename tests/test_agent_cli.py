@@ -133,7 +133,7 @@ async def test_a_bad_script_file_is_named_in_one_line(tmp_path: Path) -> None:
     done = await anyio.run_process(command, check=False)
     assert done.returncode == 2
     line = done.stderr.decode().strip()
-    assert line.startswith(f"acdg: {bad}: unknown 'greting'; known: api_key, ")
+    assert line.startswith(f"acdg agent: error: {bad}: unknown 'greting'; known: api_key, ")
     assert "\n" not in line
 
 
