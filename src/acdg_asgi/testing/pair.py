@@ -40,6 +40,7 @@ import msgspec
 from .. import events as ev
 from ..audio import FORMATS
 from ..call import Action, Call, CloseAgent, CloseVaic, Measure
+from ..call.state import CallShared
 from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..policies import CallOptions
 from ..protocols import audiocodes as ac
@@ -159,7 +160,14 @@ class ScriptedAgent:
 
 class CallPair:
     """A :class:`~acdg_asgi.call.Call` as ``session.initiate`` makes it, at ``now``,
-    between a :class:`ScriptedVaic` and a :class:`ScriptedAgent` (not yet connected)."""
+    between a :class:`ScriptedVaic` and a :class:`ScriptedAgent` (not yet connected).
+
+    ``factory=True``: no agent yet, as with ``BridgeApp(agent=callable)``; the call asks
+    for one with :class:`~acdg_asgi.call.state.ChooseAgent`, answered with e.g.
+    ``pair.command(lambda call, now: call.agent_chosen(config, now))``.
+    ``taken_over=(epoch, history, shared)``: the call as another instance resumes it
+    (``session.resume``), from what the first one shared
+    (:meth:`~acdg_asgi.call.Call.shared`)."""
 
     def __init__(
         self,
@@ -174,9 +182,13 @@ class CallPair:
         caller: str | None = "+15551230000",
         offered: tuple[str, ...] | None = None,
         now: float = 0.0,
+        factory: bool = False,
+        taken_over: tuple[int, list[dg.History], CallShared] | None = None,
     ) -> None:
-        if agent is None or isinstance(agent, dg.AgentSettings):
-            agent = AgentConfig(agent=agent or dg.AgentSettings())
+        config: AgentConfig | None = None
+        if not factory:
+            config = agent if isinstance(agent, AgentConfig) \
+                else AgentConfig(agent=agent or dg.AgentSettings())
         self.conversation_id = conversation_id
         self.now = now
         self.vaic = ScriptedVaic(self)
@@ -190,8 +202,8 @@ class CallPair:
         )
         self.call = Call(
             initiate, session_id=f"session-{conversation_id}", media_format=FORMATS[media_format],
-            agent_config=agent, now=now, playout=playout, limits=limits, reconnect=reconnect,
-            options=options,
+            agent_config=config, now=now, playout=playout, limits=limits, reconnect=reconnect,
+            options=options, taken_over=taken_over,
         )
         self.collect()
 
