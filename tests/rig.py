@@ -4,8 +4,9 @@
 :class:`~_faults.TcpProxy`), a :class:`~acdg_asgi.BridgeApp` pointed at it, serves the
 bridge with real uvicorn on a loopback port, and records every application event
 (:class:`~vaic_raw.EventLog`), every session, and what uvicorn and asyncio log
-(:class:`LogCapture`). It counts the running tasks on entry, so a test ends with
-:meth:`Rig.settled`::
+(:class:`LogCapture`). A scripted VAIC dials :attr:`Rig.url` (``run_call(r.url, script)``);
+a call by hand goes through :meth:`Rig.call_ready`. The rig counts the running tasks on
+entry, so a test ends with :meth:`Rig.settled`::
 
     async with rig(script, limits=Limits(resume_grace_s=5)) as r:
         async with r.call_ready() as (caller, record):  # initiate, agent ready, stream
@@ -144,6 +145,11 @@ class Rig:
     proxy: TcpProxy | None = None
     sessions: list[Session] = field(default_factory=list)  # one per session_start
     tasks_before: int = 0  # asyncio tasks running once the rig was up
+
+    @property
+    def url(self) -> str:
+        """Where VAIC dials the bridge: ``ws://host/``."""
+        return f"ws://{self.host}/"
 
     @property
     def call_ids(self) -> list[str]:

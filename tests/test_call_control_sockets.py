@@ -9,16 +9,14 @@ kept out of the transcript, a stored agent configuration, and what the caller he
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 import redis
-from rig import standin
+from rig import rig, sample, scrape
 from vaic_raw import EventLog, vaic
 
 from acdg_asgi import (
@@ -61,15 +59,12 @@ def transfer_on(bridge: BridgeApp, said: str, destination: str = "sip:queue@pbx"
 async def test_a_failed_transfer_returns_the_caller_to_the_agent_who_speaks_again() -> None:
     turns = (Turn("Let me transfer you.", heard="a human please"),
              Turn("What else can I do?", heard="never mind"))
-    async with standin(AgentScript(turns=turns, **QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        transfer_on(bridge, "Let me transfer you.")
-        async with serve(bridge) as host:
-            script = CallScript(utterances=TALK, transfer_status="failed:busy",
-                                max_duration_ms=15_000)
-            report = await run_call(f"ws://{host}/", script)
-            await log.wait_for("session_end")
+    async with rig(AgentScript(turns=turns, **QUICK), agent=AGENT, tracing=False) as r:
+        transfer_on(r.bridge, "Let me transfer you.")
+        script = CallScript(utterances=TALK, transfer_status="failed:busy",
+                            max_duration_ms=15_000)
+        report = await run_call(r.url, script)
+        await r.log.wait_for("session_end")
     (attempt,) = report.transfers
     assert (attempt.target, attempt.status, attempt.reason_code) == ("sip:queue@pbx", "failed",
                                                                      "busy")
@@ -78,26 +73,23 @@ async def test_a_failed_transfer_returns_the_caller_to_the_agent_who_speaks_agai
     failure = next(t for t in said if t and "couldn't transfer" in t)
     assert "the line is busy" in failure
     assert said.index(failure) < said.index("What else can I do?")  # and the call went on
-    (failed,) = log.of("transfer_failed")
+    (failed,) = r.log.of("transfer_failed")
     assert (failed.destination, failed.reason_code) == ("sip:queue@pbx", "busy")
-    (end,) = log.of("session_end")
+    (end,) = r.log.of("session_end")
     assert end.reason == "caller"
-    assert len(agent.connections) == 1  # the agent was never let go
+    assert len(r.agent.connections) == 1  # the agent was never let go
     assert report.violations == [], report.violations
 
 
 async def test_an_answered_transfer_ends_the_call_with_reason_transfer() -> None:
-    async with standin(AgentScript(turns=(Turn("Transferring now.", heard="agent"),),
-                                   **QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        transfer_on(bridge, "Transferring now.")
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(
-                utterances=TALK[:2], transfer_status="answered", max_duration_ms=10_000))
-            end = await log.wait_for("session_end")
+    script = AgentScript(turns=(Turn("Transferring now.", heard="agent"),), **QUICK)
+    async with rig(script, agent=AGENT, tracing=False) as r:
+        transfer_on(r.bridge, "Transferring now.")
+        report = await run_call(r.url, CallScript(
+            utterances=TALK[:2], transfer_status="answered", max_duration_ms=10_000))
+        end = await r.log.wait_for("session_end")
     assert report.ended_by == "transfer" and report.transfers[0].status == "answered"
-    assert log.of("transfer_answered")[0].destination == "sip:queue@pbx"
+    assert r.log.of("transfer_answered")[0].destination == "sip:queue@pbx"
     assert (end.reason, end.reason_code) == ("transfer", "transferred")
     assert report.violations == []
 
@@ -109,25 +101,21 @@ async def test_an_update_prompt_survives_a_deepgram_drop() -> None:
     seeded = (dg.History(role="user", content="(last week) my router is broken"),)
     config = AgentConfig(agent=AgentSettings(think=THINK, greeting="Hi",
                                              context=dg.Context(messages=seeded)))
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=config, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        async with serve(bridge) as host, vaic(host) as caller:
-            await caller.initiate()
-            await caller.start_stream()
-            await caller.wait_for("playStream.stop")  # the greeting
-            session = (await log.wait_for("session_start"))
-            sessions = [s for s in bridge.calls.values()]
-            await sessions[0].session.update_prompt("Answer in Spanish.")
-            await sessions[0].session.update_speak(
-                {"provider": {"type": "deepgram", "model": "aura-2-celeste-es"}})
-            await log.wait_for("speak_updated")
-            await agent.drop_all()
-            await log.wait_for("agent_reconnected")
-            await caller.end()
-            await caller.wait_closed()
+    async with rig(AgentScript(**QUICK), agent=config, tracing=False) as r, \
+            r.call_ready() as (caller, _):
+        await caller.wait_for("playStream.stop")  # the greeting
+        session = (await r.log.wait_for("session_start"))
+        sessions = [s for s in r.bridge.calls.values()]
+        await sessions[0].session.update_prompt("Answer in Spanish.")
+        await sessions[0].session.update_speak(
+            {"provider": {"type": "deepgram", "model": "aura-2-celeste-es"}})
+        await r.log.wait_for("speak_updated")
+        await r.agent.drop_all()
+        await r.log.wait_for("agent_reconnected")
+        await caller.end()
+        await caller.wait_closed()
     assert session.details is not None and session.details.callee == "+15559870000"
-    replay = agent.connections[1].settings
+    replay = r.agent.connections[1].settings
     assert replay is not None and isinstance(replay.agent, dg.AgentSettings)
     assert isinstance(replay.agent.think, dg.ThinkSettings)
     assert replay.agent.think.prompt == "Be kind.\nAnswer in Spanish."
@@ -200,18 +188,15 @@ async def test_the_agent_factory_sees_the_callee_and_a_sip_header_from_start() -
         tenant = info.sip_headers.get("X-Tenant", "us")
         return AgentSettings(greeting=f"Welcome to {tenant}, you dialled {info.callee}.")
 
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=choose, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(
-                callee="+18005550100", start_parameters={"X-Tenant": "Globex"},
-                utterances=(Utterance(speech_ms=0, pause_ms=600),)))
-            end = await log.wait_for("session_end")
+    async with rig(AgentScript(**QUICK), agent=choose, tracing=False) as r:
+        report = await run_call(r.url, CallScript(
+            callee="+18005550100", start_parameters={"X-Tenant": "Globex"},
+            utterances=(Utterance(speech_ms=0, pause_ms=600),)))
+        end = await r.log.wait_for("session_end")
     assert report.play_streams[0].alt_text == "Welcome to Globex, you dialled +18005550100."
     (info,) = seen
     assert info.details is not None and info.details.caller_display_name is None
-    start = log.of("session_start")[0]
+    start = r.log.of("session_start")[0]
     assert start.details == info.details
     assert end.record.details.sip_headers == {"X-Tenant": "Globex"}
     assert report.violations == []
@@ -224,12 +209,10 @@ async def test_without_start_the_factory_runs_after_the_wait() -> None:
         seen.append(info)
         return AgentSettings(greeting="Hello anyway")
 
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=choose, deepgram_url=agent.url, tracing=False,
-                           limits=Limits(start_wait_s=0.2))
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(
-                start=False, utterances=(Utterance(speech_ms=0, pause_ms=800),)))
+    async with rig(AgentScript(**QUICK), agent=choose, tracing=False,
+                   limits=Limits(start_wait_s=0.2)) as r:
+        report = await run_call(r.url, CallScript(
+            start=False, utterances=(Utterance(speech_ms=0, pause_ms=800),)))
     assert [i.details for i in seen] == [None]
     assert report.play_streams[0].alt_text == "Hello anyway"
 
@@ -237,13 +220,11 @@ async def test_without_start_the_factory_runs_after_the_wait() -> None:
 async def test_a_stored_agent_configuration_id_is_sent_as_the_agent() -> None:
     agent_id = "6f1b1f3e-9c4f-4d53-8f2a-1d6c1b7f0a11"
     script = AgentScript(stored_agents={agent_id: AgentSettings(greeting="Stored hello")}, **QUICK)
-    async with standin(script) as agent:
-        bridge = BridgeApp(agent=agent_id, deepgram_url=agent.url, tracing=False)
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(
-                utterances=(Utterance(speech_ms=0, pause_ms=600),)))
+    async with rig(script, agent=agent_id, tracing=False) as r:
+        report = await run_call(r.url, CallScript(
+            utterances=(Utterance(speech_ms=0, pause_ms=600),)))
     assert report.play_streams[0].alt_text == "Stored hello"
-    raw = agent.connections[0].settings_raw or ""
+    raw = r.agent.connections[0].settings_raw or ""
     assert f'"agent":"{agent_id}"' in raw
 
 
@@ -251,19 +232,15 @@ async def test_a_stored_agent_configuration_id_is_sent_as_the_agent() -> None:
 
 
 async def test_two_participants_only_the_caller_reaches_the_agent() -> None:
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False, metrics=True)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(
-                participants=("customer", "agent"), utterances=TALK[:2]))
-            end = await log.wait_for("session_end")
-            async with httpx.AsyncClient() as http:
-                metrics = (await http.get(f"http://{host}/metrics")).text
+    async with rig(AgentScript(**QUICK), agent=AGENT, tracing=False, metrics=True) as r:
+        report = await run_call(r.url, CallScript(
+            participants=("customer", "agent"), utterances=TALK[:2]))
+        end = await r.log.wait_for("session_end")
+        metrics = await scrape(r.host)
     per_stream = PCM_BYTES_PER_MS * report.caller_audio_ms  # what one stream carried
-    heard = agent.connections[0].audio_bytes
+    heard = r.agent.connections[0].audio_bytes
     assert 0.5 * per_stream <= heard <= per_stream + 1  # one stream, not two
-    (ignored,) = log.of("participant_ignored")
+    (ignored,) = r.log.of("participant_ignored")
     assert (ignored.participant, ignored.hearing) == ("agent", "customer")
     assert end.record.participants_ignored == ("agent",)
     assert 'acdg_dropped_total{what="other_participant_frames"}' in metrics
@@ -292,35 +269,31 @@ async def test_every_typed_notification_reaches_the_application() -> None:
         ({"name": "dialoutInitiated", "value": {"outboundTarget": "+1555"}}, "dialout_initiated"),
         ({"name": "dtmf", "value": "7"}, "dtmf"),
     ]
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        async with serve(bridge) as host, vaic(host) as caller:
-            await caller.initiate()
-            for fields, _ in notifications:
-                await caller.activity(type="event", **fields)
-            for _, name in notifications:
-                await log.wait_for(name)
-            await caller.end(reason_code="machine-detected", reason="AMD")
-            end = await log.wait_for("session_end")
-    assert [e.activity.get("name") for e in log.of("activity")][1:] == [
+    async with rig(AgentScript(**QUICK), agent=AGENT, tracing=False) as r, \
+            vaic(r.host) as caller:
+        await caller.initiate()
+        for fields, _ in notifications:
+            await caller.activity(type="event", **fields)
+        for _, name in notifications:
+            await r.log.wait_for(name)
+        await caller.end(reason_code="machine-detected", reason="AMD")
+        end = await r.log.wait_for("session_end")
+    assert [e.activity.get("name") for e in r.log.of("activity")][1:] == [
         f["name"] for f, _ in notifications]  # each also came raw, after start
-    assert log.of("no_user_input")[0].count == 1
-    assert log.of("play_url_failed")[0].url == "https://x/a.wav"
-    assert log.of("dtmf")[0].digits == "7"
-    assert log.of("dialout_initiated")[0].outbound_target == "+1555"
+    assert r.log.of("no_user_input")[0].count == 1
+    assert r.log.of("play_url_failed")[0].url == "https://x/a.wav"
+    assert r.log.of("dtmf")[0].digits == "7"
+    assert r.log.of("dialout_initiated")[0].outbound_target == "+1555"
     assert end.machine_detected and "answering machine" in (end.meaning or "")
 
 
 async def test_vaic_session_params_are_sent_at_call_start() -> None:
-    async with standin(AgentScript(**QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False,
-                           vaic_session=VaicSessionParams(
-                               barge_in=True, send_events_to_bot=("noUserInput",)))
-        async with serve(bridge) as host, vaic(host) as caller:
-            await caller.initiate()
-            config = await caller.wait_for("activities")
-            await caller.end()
+    params = VaicSessionParams(barge_in=True, send_events_to_bot=("noUserInput",))
+    async with rig(AgentScript(**QUICK), agent=AGENT, tracing=False, vaic_session=params) as r, \
+            vaic(r.host) as caller:
+        await caller.initiate()
+        config = await caller.wait_for("activities")
+        await caller.end()
     assert config.msg["activities"] == [{"type": "event", "name": "config", "sessionParams": {
         "bargeIn": True, "sendEventsToBot": ["noUserInput"]}}]
 
@@ -328,54 +301,43 @@ async def test_vaic_session_params_are_sent_at_call_start() -> None:
 # --- Deepgram's newer messages ------------------------------------------------------------------
 
 
-def _sample(metrics: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.M)
-    assert match is not None, name
-    return float(match.group(1))
-
-
 async def test_latency_report_and_frustration_reach_the_metrics_and_the_record() -> None:
     turns = (Turn("Sorry about that.", heard="this is useless", frustrated=True),)
-    async with standin(AgentScript(turns=turns, **QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False, metrics=True)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            await run_call(f"ws://{host}/", CallScript(utterances=TALK[:2]))
-            end = await log.wait_for("session_end")
-            async with httpx.AsyncClient() as http:
-                metrics = (await http.get(f"http://{host}/metrics")).text
-    (sent,) = agent.connections[0].latency_reports
-    assert _sample(metrics, "acdg_agent_response_latency_seconds_count") == 1
-    assert _sample(metrics, "acdg_agent_response_latency_seconds_sum") == pytest.approx(
+    async with rig(AgentScript(turns=turns, **QUICK), agent=AGENT, tracing=False,
+                   metrics=True) as r:
+        await run_call(r.url, CallScript(utterances=TALK[:2]))
+        end = await r.log.wait_for("session_end")
+        metrics = await scrape(r.host)
+    (sent,) = r.agent.connections[0].latency_reports
+    assert sent.total_latency and sent.tts_latency  # a missing sample reads as 0
+    assert sample(metrics, "acdg_agent_response_latency_seconds_count") == 1
+    assert sample(metrics, "acdg_agent_response_latency_seconds_sum") == pytest.approx(
         sent.total_latency)
-    assert _sample(metrics, 'acdg_agent_latency_seconds_count{stage="stt"}') == 1
-    assert _sample(metrics, 'acdg_agent_latency_seconds_sum{stage="tts"}') == pytest.approx(
+    assert sample(metrics, "acdg_agent_latency_seconds_count", stage="stt") == 1
+    assert sample(metrics, "acdg_agent_latency_seconds_sum", stage="tts") == pytest.approx(
         sent.tts_latency)
-    assert _sample(metrics, "acdg_frustration_detected_total") == 1
-    (report,) = log.of("latency_report")
+    assert sample(metrics, "acdg_frustration_detected_total") == 1
+    (report,) = r.log.of("latency_report")
     assert report.latency.total_ms == pytest.approx((sent.total_latency or 0) * 1000)
     assert end.record.latency == (report.latency,) and end.record.frustration == 1
-    assert log.of("frustration_detected")[0].count == 1
+    assert r.log.of("frustration_detected")[0].count == 1
 
 
 async def test_a_backchannel_stays_out_of_the_transcript() -> None:
     turns = (Turn("Got it, thanks.", heard="my account number is seven"),)
     script = AgentScript(turns=turns, backchannel="Mhmm.", backchannel_after_ms=200, **QUICK)
-    async with standin(script) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            report = await run_call(f"ws://{host}/", CallScript(utterances=(
-                Utterance(speech_ms=0, pause_ms=700), Utterance(speech_ms=1200, pause_ms=1500))))
-            end = await log.wait_for("session_end")
-    (aside,) = [e for e in log.of("conversation_text") if e.behavior == "backchannel"]
+    async with rig(script, agent=AGENT, tracing=False) as r:
+        report = await run_call(r.url, CallScript(utterances=(
+            Utterance(speech_ms=0, pause_ms=700), Utterance(speech_ms=1200, pause_ms=1500))))
+        end = await r.log.wait_for("session_end")
+    (aside,) = [e for e in r.log.of("conversation_text") if e.behavior == "backchannel"]
     assert aside.content == "Mhmm."
     assert [t.content for t in end.record.transcript] == [
         "Hi", "my account number is seven", "Got it, thanks."]
     assert end.record.turns == 2
     alt_texts = [s.alt_text for s in report.play_streams]
     assert None in alt_texts and "Mhmm." not in alt_texts  # played, with no caption
-    assert "Mhmm." not in [m.content for m in agent.connections[0].history]
+    assert "Mhmm." not in [m.content for m in r.agent.connections[0].history]
 
 
 # --- what the caller heard ------------------------------------------------------------------------
@@ -383,18 +345,16 @@ async def test_a_backchannel_stays_out_of_the_transcript() -> None:
 
 async def test_a_barge_in_records_what_the_caller_heard() -> None:
     long = "one two three four five six seven eight nine ten eleven twelve"
-    async with standin(AgentScript(turns=(Turn(long, heard="tell me"),), ms_per_word=150,
-                                   end_of_turn_ms=200)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        async with serve(bridge) as host:
-            await run_call(f"ws://{host}/", CallScript(
-                utterances=(Utterance(speech_ms=0, pause_ms=700),
-                            Utterance(speech_ms=400, pause_ms=300),
-                            Utterance(speech_ms=400, pause_ms=1500)),
-                barge_in_after_ms=600))
-            end = await log.wait_for("session_end")
-    (barge,) = [e for e in log.of("user_started_speaking") if e.interrupted]
+    script = AgentScript(turns=(Turn(long, heard="tell me"),), ms_per_word=150,
+                         end_of_turn_ms=200)
+    async with rig(script, agent=AGENT, tracing=False) as r:
+        await run_call(r.url, CallScript(
+            utterances=(Utterance(speech_ms=0, pause_ms=700),
+                        Utterance(speech_ms=400, pause_ms=300),
+                        Utterance(speech_ms=400, pause_ms=1500)),
+            barge_in_after_ms=600))
+        end = await r.log.wait_for("session_end")
+    (barge,) = [e for e in r.log.of("user_started_speaking") if e.interrupted]
     heard, unheard = barge.agent_heard_text, barge.agent_unheard_text
     assert heard and unheard and f"{heard} {unheard}" == long
     line = next(t for t in end.record.transcript if t.unheard)
@@ -410,20 +370,17 @@ async def test_acdg_call_produces_and_reports_transfer_status_and_participants(
     from acdg_asgi.cli import main
 
     turns = (Turn("Let me transfer you.", heard="a human"), Turn("Anything else?", heard="no"))
-    async with standin(AgentScript(turns=turns, **QUICK)) as agent:
-        bridge = BridgeApp(agent=AGENT, deepgram_url=agent.url, tracing=False)
-        log = EventLog(bridge)
-        transfer_on(bridge, "Let me transfer you.")
-        async with serve(bridge) as host:
-            argv = ["call", f"ws://{host}/", "--utterances", "2", "--transfer-status",
-                    "failed:busy", "--participants", "customer,agent", "--start-param",
-                    "X-Tenant=Acme", "--activity",
-                    '300:{"type":"event","name":"noUserInput","value":1}',
-                    "--max-duration", "9000"]
-            status = await anyio.to_thread.run_sync(main, argv)
-            await log.wait_for("session_end")
+    async with rig(AgentScript(turns=turns, **QUICK), agent=AGENT, tracing=False) as r:
+        transfer_on(r.bridge, "Let me transfer you.")
+        argv = ["call", r.url, "--utterances", "2", "--transfer-status",
+                "failed:busy", "--participants", "customer,agent", "--start-param",
+                "X-Tenant=Acme", "--activity",
+                '300:{"type":"event","name":"noUserInput","value":1}',
+                "--max-duration", "9000"]
+        status = await anyio.to_thread.run_sync(main, argv)
+        await r.log.wait_for("session_end")
     out = capsys.readouterr().out
     assert status == 0, out
     assert "transfer to sip:queue@pbx" in out and "failed (busy); the bot spoke again" in out
-    assert log.of("no_user_input") and log.of("participant_ignored")
-    assert log.of("session_start")[0].details.sip_headers == {"X-Tenant": "Acme"}
+    assert r.log.of("no_user_input") and r.log.of("participant_ignored")
+    assert r.log.of("session_start")[0].details.sip_headers == {"X-Tenant": "Acme"}
