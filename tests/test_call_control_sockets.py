@@ -65,6 +65,7 @@ async def test_a_failed_transfer_returns_the_caller_to_the_agent_who_speaks_agai
                             max_duration_ms=15_000)
         report = await run_call(r.url, script)
         await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     (attempt,) = report.transfers
     assert (attempt.target, attempt.status, attempt.reason_code) == ("sip:queue@pbx", "failed",
                                                                      "busy")
@@ -88,6 +89,7 @@ async def test_an_answered_transfer_ends_the_call_with_reason_transfer() -> None
         report = await run_call(r.url, CallScript(
             utterances=TALK[:2], transfer_status="answered", max_duration_ms=10_000))
         end = await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     assert report.ended_by == "transfer" and report.transfers[0].status == "answered"
     assert r.log.of("transfer_answered")[0].destination == "sip:queue@pbx"
     assert (end.reason, end.reason_code) == ("transfer", "transferred")
@@ -114,6 +116,7 @@ async def test_an_update_prompt_survives_a_deepgram_drop() -> None:
         await r.log.wait_for("agent_reconnected")
         await caller.end()
         await caller.wait_closed()
+        await r.settled(r.call_ids)
     assert session.details is not None and session.details.callee == "+15559870000"
     replay = r.agent.connections[1].settings
     assert replay is not None and isinstance(replay.agent, dg.AgentSettings)
@@ -193,6 +196,7 @@ async def test_the_agent_factory_sees_the_callee_and_a_sip_header_from_start() -
             callee="+18005550100", start_parameters={"X-Tenant": "Globex"},
             utterances=(Utterance(speech_ms=0, pause_ms=600),)))
         end = await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     assert report.play_streams[0].alt_text == "Welcome to Globex, you dialled +18005550100."
     (info,) = seen
     assert info.details is not None and info.details.caller_display_name is None
@@ -213,6 +217,7 @@ async def test_without_start_the_factory_runs_after_the_wait() -> None:
                    limits=Limits(start_wait_s=0.2)) as r:
         report = await run_call(r.url, CallScript(
             start=False, utterances=(Utterance(speech_ms=0, pause_ms=800),)))
+        await r.settled(r.call_ids)
     assert [i.details for i in seen] == [None]
     assert report.play_streams[0].alt_text == "Hello anyway"
 
@@ -223,6 +228,7 @@ async def test_a_stored_agent_configuration_id_is_sent_as_the_agent() -> None:
     async with rig(script, agent=agent_id, tracing=False) as r:
         report = await run_call(r.url, CallScript(
             utterances=(Utterance(speech_ms=0, pause_ms=600),)))
+        await r.settled(r.call_ids)
     assert report.play_streams[0].alt_text == "Stored hello"
     raw = r.agent.connections[0].settings_raw or ""
     assert f'"agent":"{agent_id}"' in raw
@@ -237,6 +243,7 @@ async def test_two_participants_only_the_caller_reaches_the_agent() -> None:
             participants=("customer", "agent"), utterances=TALK[:2]))
         end = await r.log.wait_for("session_end")
         metrics = await scrape(r.host)
+        await r.settled(r.call_ids)
     per_stream = PCM_BYTES_PER_MS * report.caller_audio_ms  # what one stream carried
     heard = r.agent.connections[0].audio_bytes
     assert 0.5 * per_stream <= heard <= per_stream + 1  # one stream, not two
@@ -278,6 +285,7 @@ async def test_every_typed_notification_reaches_the_application() -> None:
             await r.log.wait_for(name)
         await caller.end(reason_code="machine-detected", reason="AMD")
         end = await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     assert [e.activity.get("name") for e in r.log.of("activity")][1:] == [
         f["name"] for f, _ in notifications]  # each also came raw, after start
     assert r.log.of("no_user_input")[0].count == 1
@@ -294,6 +302,7 @@ async def test_vaic_session_params_are_sent_at_call_start() -> None:
         await caller.initiate()
         config = await caller.wait_for("activities")
         await caller.end()
+        await r.settled(r.call_ids)
     assert config.msg["activities"] == [{"type": "event", "name": "config", "sessionParams": {
         "bargeIn": True, "sendEventsToBot": ["noUserInput"]}}]
 
@@ -308,6 +317,7 @@ async def test_latency_report_and_frustration_reach_the_metrics_and_the_record()
         await run_call(r.url, CallScript(utterances=TALK[:2]))
         end = await r.log.wait_for("session_end")
         metrics = await scrape(r.host)
+        await r.settled(r.call_ids)
     (sent,) = r.agent.connections[0].latency_reports
     assert sent.total_latency and sent.tts_latency  # a missing sample reads as 0
     assert sample(metrics, "acdg_agent_response_latency_seconds_count") == 1
@@ -330,6 +340,7 @@ async def test_a_backchannel_stays_out_of_the_transcript() -> None:
         report = await run_call(r.url, CallScript(utterances=(
             Utterance(speech_ms=0, pause_ms=700), Utterance(speech_ms=1200, pause_ms=1500))))
         end = await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     (aside,) = [e for e in r.log.of("conversation_text") if e.behavior == "backchannel"]
     assert aside.content == "Mhmm."
     assert [t.content for t in end.record.transcript] == [
@@ -354,6 +365,7 @@ async def test_a_barge_in_records_what_the_caller_heard() -> None:
                         Utterance(speech_ms=400, pause_ms=1500)),
             barge_in_after_ms=600))
         end = await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     (barge,) = [e for e in r.log.of("user_started_speaking") if e.interrupted]
     heard, unheard = barge.agent_heard_text, barge.agent_unheard_text
     assert heard and unheard and f"{heard} {unheard}" == long
@@ -379,6 +391,7 @@ async def test_acdg_call_produces_and_reports_transfer_status_and_participants(
                 "--max-duration", "9000"]
         status = await anyio.to_thread.run_sync(main, argv)
         await r.log.wait_for("session_end")
+        await r.settled(r.call_ids)
     out = capsys.readouterr().out
     assert status == 0, out
     assert "transfer to sip:queue@pbx" in out and "failed (busy); the bot spoke again" in out
