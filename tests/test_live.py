@@ -117,20 +117,23 @@ async def test_the_stream_is_authenticated_like_the_bot_url_or_by_control_auth()
         wrong = await client.get(url, headers={"Authorization": "Bearer nope"})
         as_bot = await read_stream(client, url, headers={"Authorization": "Bearer bot-token"})
         as_ops = await read_stream(client, url, headers={"Authorization": "Bearer ops-token"})
-        no_call = await client.get(url.partition("?")[0],
+        no_call = await client.get(url.partition("?")[0] + "?call=",
                                    headers={"Authorization": "Bearer ops-token"})
 
     assert report.ok
     assert (nothing.status_code, wrong.status_code) == (401, 401)
     assert as_bot == as_ops and as_bot[-1]["event"] == "session_end"
-    assert no_call.status_code == 400 and "?call=" in no_call.json()["error"]
+    assert no_call.status_code == 400 and "leave call= out" in no_call.json()["error"]
 
 
 async def test_off_unless_enabled() -> None:
     async with bridge_at_audiocodes() as host, httpx.AsyncClient() as client:
         page = await client.get(f"http://{host}/audiocodes/phone")
         events = await client.get(f"http://{host}/audiocodes/live/events?call=x")
+        calls = await client.get(f"http://{host}/audiocodes/live/calls")
+        supervisor = await client.get(f"http://{host}/audiocodes/live")
     assert (page.status_code, events.status_code) == (404, 404)
+    assert (calls.status_code, supervisor.status_code) == (404, 404)
     with pytest.raises(ConfigError, match="control_auth"):
         BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse", live=True)
 
@@ -170,6 +173,7 @@ async def test_the_token_as_a_subprotocol_is_answered_with_the_scheme_only() -> 
 class _View:
     def __init__(self, cid: str) -> None:
         self.conversation_id = cid
+        self.session_id = "s"
 
 
 async def test_a_slow_reader_skips_ahead_and_never_holds_up_the_call() -> None:

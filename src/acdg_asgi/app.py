@@ -27,14 +27,16 @@ from starlette.types import Receive, Scope, Send
 
 from .asgi.admission import Admission, AgentFactory, AgentSource, AgentSpec, CallInfo
 from .asgi.mount import BridgeRoute, litestar_handler
-from .asgi.phone import PhonePage
+from .asgi.phone import PhonePage, SupervisorPage
 from .asgi.registry import CallRegistry
 from .asgi.routes import HttpRoutes, OpsAccess
 from .audio import DEFAULT_PREFERENCE, FORMATS
 from .auth import AuthHook, build_auth
 from .cluster.cluster import Cluster
 from .cluster.control import CallControl
+from .cluster.live import LiveShipper, SharedLive
 from .cluster.store import CallStore, open_store
+from .cluster.store.base import LiveStore
 from .config import (
     DEFAULT_TRANSFER_FAILED,
     AgentConfig,
@@ -49,7 +51,7 @@ from .config import (
 from .delivery import RecordFeed, RecordSink
 from .errors import ConfigError, moved
 from .events import Event
-from .observability.live import LiveEvents
+from .observability.live import LiveEvents, LiveOutbox, LiveSource
 from .observability.logs import log_somewhere, logger
 from .observability.metrics import PrometheusMetrics
 from .observability.observer import Observer, Observers
@@ -102,8 +104,12 @@ class BridgeApp:
     ``store``) moves them to another instance at once.
 
     In development, ``phone=True`` serves a browser phone at ``<mount>/phone``: a VAIC in
-    a web page that calls the bridge, with the call's events from ``<mount>/live/events``
-    (``live=True`` serves only the events). Both are authenticated like the bot URL.
+    a web page that calls the bridge, with the call's events from ``<mount>/live/events``.
+    ``live=True`` (or ``phone=True``) serves the live view: every call's events and the
+    calls in progress (``<mount>/live/events``, ``<mount>/live/calls``) and a supervisor
+    page at ``<mount>/live``, authenticated with ``control_auth`` (and, with
+    ``phone=True``, like the bot URL). With a shared ``store`` they cover every
+    instance's calls.
     """
 
     def __init__(
@@ -230,10 +236,18 @@ class BridgeApp:
         live_auth = [self.auth] if phone else []
         if self.control_auth is not None:
             live_auth.append(self.control_auth)
+        self.live_shipper: LiveShipper | None = None
+        live_source: LiveSource | None = self.live
         if self.live is not None:
             if not live_auth:
                 raise ConfigError("live= needs control_auth= (or phone=True) to authenticate "
                                   "who reads the events")
+            self.live.instance = self.live.instance or self.cluster.instance_id
+            store = self.cluster.store
+            if isinstance(store, LiveStore):  # pages on any instance follow calls on any
+                self.live.outbox = LiveOutbox()
+                self.live_shipper = LiveShipper(self.live.outbox, store)
+                live_source = SharedLive(self.live, store)
             watchers.append(self.live)
         self.observers = Observers(watchers)
         self._background: AsyncExitStack | None = None
@@ -245,8 +259,9 @@ class BridgeApp:
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
                                   control_auth=self.control_auth, control=self.control,
-                                  ops=ops_access, live=self.live, live_auth=live_auth,
-                                  phone=PhonePage() if phone else None)
+                                  ops=ops_access, live=live_source, live_auth=live_auth,
+                                  phone=PhonePage() if phone else None,
+                                  live_page=SupervisorPage() if self.live else None)
         self.ops_app = self._routes.ops_app
         """``/ready`` and ``/metrics`` as an ASGI app of their own, to serve on another port
         (with ``ops_access="separate"`` the bot's URL no longer answers them)."""
@@ -323,6 +338,8 @@ class BridgeApp:
             stack.callback(tg.cancel_scope.cancel)
             if self.cluster.shared:
                 tg.start_soon(self.cluster.serve, self.calls)
+            if self.live_shipper is not None:
+                tg.start_soon(self.live_shipper.run)
             for sink in self.records:
                 tg.start_soon(sink.run)
             self._background = stack

@@ -7,6 +7,9 @@
     GET  <mount>/live/events?call=ID   one call's events as Server-Sent Events (with a live
                                        feed: phone=True or live=True); authenticated like
                                        the bot URL, or with control_auth's credentials
+    GET  <mount>/live/events           every call's events, the same way
+    GET  <mount>/live/calls            the calls in progress (JSON), the same way
+    GET  <mount>/live                  the supervisor page (with a live feed)
     GET  <mount>/phone                 the browser phone (with phone=True)
     POST <mount>/calls/{id}/{method}   run a Session method on a call, wherever it is
                                        (with control_auth=; JSON body = keyword arguments):
@@ -38,10 +41,10 @@ from ..errors import (
     ControlError,
     ControlTimeout,
 )
-from ..observability.live import LiveEvents
+from ..observability.live import LiveSource
 from ..observability.metrics import CONTENT_TYPE, PrometheusMetrics
-from .live import live_events
-from .phone import PhonePage
+from .live import live_calls, live_events
+from .phone import PhonePage, SupervisorPage
 from .registry import CallRegistry
 from .responses import respond, route_path
 
@@ -60,8 +63,8 @@ class HttpRoutes:
         self, calls: CallRegistry, cluster: Cluster, *, metrics: PrometheusMetrics | None,
         control_auth: AuthHook | None, control: Callable[[str], CallControl],
         ops: OpsAccess = "public",
-        live: LiveEvents | None = None, live_auth: Sequence[AuthHook] = (),
-        phone: PhonePage | None = None,
+        live: LiveSource | None = None, live_auth: Sequence[AuthHook] = (),
+        phone: PhonePage | None = None, live_page: SupervisorPage | None = None,
     ) -> None:
         self._calls = calls
         self._cluster = cluster
@@ -73,6 +76,7 @@ class HttpRoutes:
         self._live = live
         self._live_auth = tuple(live_auth)
         self._phone = phone
+        self._live_page = live_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = route_path(scope), scope["method"]
@@ -87,11 +91,15 @@ class HttpRoutes:
                 await respond(send, 401, b'{"error":"unauthorized"}')
             else:
                 await self.ops_route(path, send)
-        elif path == "/live/events" and self._live is not None:
-            if await _any_allows(self._live_auth, Connection.from_scope(scope, path)):
+        elif path in ("/live/events", "/live/calls") and self._live is not None:
+            if not await _any_allows(self._live_auth, Connection.from_scope(scope, path)):
+                await respond(send, 401, b'{"error":"unauthorized"}')
+            elif path == "/live/events":
                 await live_events(scope, receive, send, self._live)
             else:
-                await respond(send, 401, b'{"error":"unauthorized"}')
+                await live_calls(send, self._live, self._cluster.instance_id)
+        elif self._live_page is not None and self._live_page.handles(path):
+            await self._live_page.serve(scope, send, path)
         elif self._phone is not None and self._phone.handles(path):
             await self._phone.serve(scope, send, path)
         else:

@@ -4,7 +4,9 @@
 into one JSON object, keeps the most recent ones per call (so a page that connects late
 still sees the call from its start), and hands them to whoever subscribed to that call.
 ``BridgeApp(phone=True)`` (or ``live=True``) installs one and serves it as
-Server-Sent Events at ``GET <mount>/live/events?call=<conversationId>``.
+Server-Sent Events at ``GET <mount>/live/events?call=<conversationId>`` (one call) and
+``GET <mount>/live/events`` (every call), and lists the calls in progress at
+``GET <mount>/live/calls`` (:class:`LiveCall`).
 
 One event on the wire (version 1; the SSE frame is ``id: <seq>``, ``event: <event>``,
 ``data: <the object>``)::
@@ -27,8 +29,14 @@ A call's stream starts with its first event (VAIC's ``start`` activity, then
 ahead, and the jump in ``seq`` shows how many it missed. A subscriber resumes after a
 given ``seq`` (SSE ``Last-Event-ID``) without repeats.
 
+The stream of every call carries the same objects (each names its ``conversation_id``;
+its ``seq`` is still the call's own); its SSE ids count across calls, and it starts with
+the next event unless resumed after an id.
+
 Nothing here ever waits on a subscriber: the call's side only appends to a bounded
-buffer and wakes the readers. With no :class:`LiveEvents` installed a call pays nothing.
+buffer and wakes the readers. With a shared store the events also go to a
+:class:`LiveOutbox`, bounded too, which a publisher task empties into the store (see
+:mod:`acdg_asgi.cluster.live`). With no :class:`LiveEvents` installed a call pays nothing.
 """
 
 from __future__ import annotations
@@ -36,17 +44,21 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable
-from typing import Final
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, Protocol
 
 import anyio
 import msgspec
 
 from ..call import Measure
-from ..events import EVENT_NAMES, Event, SessionEndEvent
+from ..events import EVENT_NAMES, Event, SessionEndEvent, SessionStartEvent
 from .observer import CallView
 
-__all__ = ["SCHEMA_VERSION", "LiveEvent", "LiveEvents", "event_name"]
+__all__ = [
+    "SCHEMA_VERSION", "LiveCall", "LiveEvent", "LiveEvents", "LiveItem", "LiveOutbox",
+    "LiveSource", "event_name",
+]
 
 SCHEMA_VERSION: Final = 1
 
@@ -69,24 +81,94 @@ class LiveEvent(msgspec.Struct, frozen=True):
     seq: int
     event: str
     data: bytes  # the JSON object of the schema above
+    id: str = ""  # the SSE id where it is not ``seq`` (the stream of every call)
 
     def sse(self) -> bytes:
         """The event as a Server-Sent Events frame."""
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), self.data)
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            (self.id or str(self.seq)).encode(), self.event.encode(), self.data)
+
+
+class LiveCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A call in progress, as ``GET <mount>/live/calls`` lists it."""
+
+    conversation_id: str
+    session_id: str = ""
+    caller: str | None = None
+    callee: str | None = None
+    started: float = 0.0  # wall clock (Unix seconds) of its first event here
+    owner: str = ""  # the instance that has the call
+    state: str = "active"  # CallState's value: active, transferring, detached, ending, ended
+
+
+LiveItem = tuple[LiveCall, LiveEvent | None]
+"""What a publisher ships: the call as it now is, and its new event (``None``: the call
+left this instance without one)."""
+
+
+class LiveOutbox:
+    """Events on their way to a shared store: bounded, so a slow store costs the calls
+    nothing; when full the oldest go, and :attr:`dropped` counts them."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        if size < 1:
+            raise ValueError("LiveOutbox size must be at least 1")
+        self._items: deque[LiveItem] = deque(maxlen=size)
+        self._ready = anyio.Event()
+        self.dropped = 0  # events that never reached the store
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: LiveItem) -> None:
+        """Never waits."""
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    async def take(self, most: int = 500) -> list[LiveItem]:
+        """Up to ``most`` items, oldest first; waits while there are none."""
+        while not self._items:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+        count = min(most, len(self._items))
+        return [self._items.popleft() for _ in range(count)]
+
+
+class LiveSource(Protocol):
+    """What the live routes read: this instance's :class:`LiveEvents`, or every instance's
+    through a shared store."""
+
+    @property
+    def shared(self) -> bool:
+        """Every instance's calls, not only this one's."""
+        ...
+
+    def full(self) -> bool: ...
+
+    def follow(self, conversation_id: str | None, after: str) -> AsyncGenerator[LiveEvent, None]:
+        """One call's events after ``after`` (``""``: from its start), or with ``None``
+        every call's (``""``: from now). Raises :class:`ValueError` at once for an
+        ``after`` this source cannot have given, :class:`OverflowError` when full."""
+        ...
+
+    async def calls(self) -> list[LiveCall]: ...
 
 
 class _Channel:
     """One call's recent events and the readers waiting for more."""
 
-    __slots__ = ("buffer", "changed", "finished", "next_seq", "readers", "started")
+    __slots__ = ("buffer", "call", "changed", "finished", "next_seq", "readers", "started")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, call: LiveCall) -> None:
         self.buffer: deque[LiveEvent] = deque(maxlen=size)
         self.next_seq = 1
         self.started = False
         self.finished = False
         self.readers = 0
         self.changed = anyio.Event()
+        self.call = call
 
     def wake(self) -> None:
         self.changed.set()
@@ -107,6 +189,8 @@ class LiveEvents:
     ``max_finished_calls``: ended calls whose events stay available (oldest go first).
     ``max_subscribers``: subscriptions at once; :meth:`subscribe` refuses more.
     ``wait_for_call_s``: how long a subscription to a call that has not started waits.
+    ``max_events_all``: events kept for the stream of every call.
+    ``instance``: the instance named as each call's owner (the bridge sets it).
     """
 
     def __init__(
@@ -116,9 +200,11 @@ class LiveEvents:
         max_finished_calls: int = 50,
         max_subscribers: int = 100,
         wait_for_call_s: float = 30.0,
+        max_events_all: int = 2000,
+        instance: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if min(max_events_per_call, max_finished_calls, max_subscribers) < 1:
+        if min(max_events_per_call, max_finished_calls, max_subscribers, max_events_all) < 1:
             raise ValueError("LiveEvents limits must be at least 1")
         self.max_events_per_call = max_events_per_call
         self.max_finished_calls = max_finished_calls
@@ -129,6 +215,11 @@ class LiveEvents:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._subscribers = 0
         self.closed = False  # by close(): subscriptions end, new ones end at once
+        self.instance = instance
+        self._all: deque[LiveEvent] = deque(maxlen=max_events_all)
+        self._all_seq = 0
+        self._all_changed = anyio.Event()
+        self.outbox: LiveOutbox | None = None  # set when a shared store carries the events
 
     def __repr__(self) -> str:
         return f"<LiveEvents calls={len(self._channels)} subscribers={self._subscribers}>"
@@ -142,6 +233,7 @@ class LiveEvents:
         self.closed = True
         for channel in self._channels.values():
             channel.wake()
+        self._wake_all()
 
     def open(self) -> None:
         self.closed = False
@@ -150,27 +242,56 @@ class LiveEvents:
         """No room for another subscription."""
         return self._subscribers >= self.max_subscribers
 
+    @contextmanager
+    def seat(self) -> Iterator[None]:
+        """One subscription's place: :class:`OverflowError` when there is none."""
+        if self.full():
+            raise OverflowError(f"{self._subscribers} live subscribers already")
+        self._subscribers += 1
+        try:
+            yield
+        finally:
+            self._subscribers -= 1
+
+    def knows(self, conversation_id: str) -> bool:
+        """The call has emitted events here (and they are still kept)."""
+        channel = self._channels.get(conversation_id)
+        return channel is not None and channel.started
+
+    def live_calls(self) -> list[LiveCall]:
+        """The calls in progress here, oldest first."""
+        found = [c.call for c in self._channels.values() if c.started and not c.finished]
+        return sorted(found, key=lambda call: call.started)
+
     # --- the Observer side: called by each call, never waits ------------------------------
 
     def call_started(self, call: CallView) -> None:
         cid = call.conversation_id
         channel = self._channel(cid)
-        channel.started = True
+        self._begin(channel, call)
         if channel.finished:  # the same conversation again: taken back over after a move
             channel.finished = False
             self._finished.pop(cid, None)
 
     def call_event(self, call: CallView, event: Event) -> None:
         channel = self._channel(call.conversation_id)
+        self._begin(channel, call)
         name = event_name(event)
+        now = self._clock()
         head = b'{"event":%s,"seq":%d,"time":%.3f,' % (
-            _encoder.encode(name), channel.next_seq, self._clock())
+            _encoder.encode(name), channel.next_seq, now)
         body = _encoder.encode(event)
         data = head + body[1:] if len(body) > 2 else head[:-1] + b"}"
-        channel.buffer.append(LiveEvent(channel.next_seq, name, data))
+        item = LiveEvent(channel.next_seq, name, data)
+        channel.buffer.append(item)
         channel.next_seq += 1
-        channel.started = True
         channel.wake()
+        self._all_seq += 1
+        self._all.append(LiveEvent(item.seq, name, data, str(self._all_seq)))
+        self._wake_all()
+        channel.call = _updated(channel.call, call, event)
+        if self.outbox is not None:
+            self.outbox.put((channel.call, item))
 
     def call_observed(self, call: CallView, measure: Measure, value: float) -> None:
         pass
@@ -182,6 +303,10 @@ class LiveEvents:
             return
         channel.finished = True
         channel.wake()
+        if channel.call.state != "ended":
+            channel.call = msgspec.structs.replace(channel.call, state="ended")
+            if self.outbox is not None:
+                self.outbox.put((channel.call, None))
         self._finished[cid] = None
         self._finished.move_to_end(cid)
         while len(self._finished) > self.max_finished_calls:
@@ -235,11 +360,87 @@ class LiveEvents:
             if not channel.started and channel.readers == 0:
                 self._channels.pop(conversation_id, None)  # the call never came
 
+    async def subscribe_all(self, *, after: int | None = None) -> AsyncGenerator[LiveEvent, None]:
+        """Every call's events, each with its SSE id, after that id (``None``: from the
+        next one), until :meth:`close`. Raises :class:`OverflowError` when full."""
+        with self.seat():
+            seq = self._all_seq if after is None else after
+            while not self.closed:
+                events = _after(self._all, seq)
+                for item in events:
+                    yield item
+                if events:
+                    seq = int(events[-1].id)
+                else:
+                    await self._all_changed.wait()
+
+    # --- as a LiveSource: the calls of this instance -----------------------------------------
+
+    shared = False
+
+    def follow(self, conversation_id: str | None, after: str) -> AsyncGenerator[LiveEvent, None]:
+        start = _number(after)
+        if self.full():
+            raise OverflowError(f"{self._subscribers} live subscribers already")
+        if conversation_id is None:
+            return self.subscribe_all(after=start)
+        return self.subscribe(conversation_id, after=start or 0)
+
+    async def calls(self) -> list[LiveCall]:
+        return self.live_calls()
+
+    def _wake_all(self) -> None:
+        self._all_changed.set()
+        self._all_changed = anyio.Event()
+
+    def _begin(self, channel: _Channel, call: CallView) -> None:
+        if not channel.started:
+            channel.started = True
+            channel.call = LiveCall(conversation_id=call.conversation_id,
+                                    session_id=call.session_id, started=self._clock(),
+                                    owner=self.instance, state=_state(call))
+
     def _channel(self, cid: str) -> _Channel:
         channel = self._channels.get(cid)
         if channel is None:
-            channel = self._channels[cid] = _Channel(self.max_events_per_call)
+            channel = self._channels[cid] = _Channel(self.max_events_per_call,
+                                                     LiveCall(conversation_id=cid))
         return channel
+
+
+def _after(buffer: deque[LiveEvent], seq: int) -> list[LiveEvent]:
+    """The events of the stream of every call after id ``seq`` (its ids count up by one)."""
+    if not buffer or int(buffer[-1].id) <= seq:
+        return []
+    return list(buffer)[max(0, seq + 1 - int(buffer[0].id)):]
+
+
+def _number(after: str) -> int | None:
+    """``after`` as given (``""``: none); :class:`ValueError` for anything but a number."""
+    if not after.strip():
+        return None
+    if not after.strip().isdigit():
+        raise ValueError("Last-Event-ID and ?after= take an id this stream sent")
+    return int(after)
+
+
+def _state(call: CallView) -> str:
+    state = getattr(call, "state", None)
+    return str(state.value) if state is not None else "active"
+
+
+def _updated(known: LiveCall, call: CallView, event: Event) -> LiveCall:
+    """The call's entry after ``event``: the same object unless something changed."""
+    changes: dict[str, object] = {}
+    if isinstance(event, SessionStartEvent):
+        details = event.details
+        changes["caller"] = event.caller or (details.caller if details else None)
+        changes["callee"] = details.callee if details else None
+        changes["session_id"] = event.session_id
+    state = "ended" if isinstance(event, SessionEndEvent) else _state(call)
+    if state != known.state:
+        changes["state"] = state
+    return msgspec.structs.replace(known, **changes) if changes else known
 
 
 _END: Final = _NAMES[SessionEndEvent]

@@ -9,23 +9,27 @@ so when two resumes race, exactly one instance wins.
 
 Every entry expires ``ttl_s`` after its owner last renewed it: an instance that dies
 leaves nothing behind for long, and VAIC's resume within that time finds the call.
+
+A store may also carry the calls' live events (:class:`LiveStore`), so that a page served
+by one instance follows a call on another.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from ...call.commands import CommandUnion
 from ...call.state import CallShared
+from ...observability.live import LiveCall, LiveEvent, LiveItem
 from ...protocols import audiocodes as ac
 from ...protocols import deepgram as dg
 
 __all__ = [
-    "CallShared", "CallSnapshot", "CallStore", "Message", "Release", "RemoteCommand", "Reply",
-    "Stored",
+    "CallShared", "CallSnapshot", "CallStore", "LiveStore", "Message", "Release",
+    "RemoteCommand", "Reply", "Stored",
 ]
 
 
@@ -109,3 +113,30 @@ class CallStore(Protocol):
     async def cluster_calls(self) -> int: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LiveStore(Protocol):
+    """Live events shared by every instance: each call's recent events, every call's
+    recent events, and the calls in progress. Every method may raise
+    :class:`~acdg_asgi.errors.StoreUnavailable`."""
+
+    async def live_publish(self, items: Sequence[LiveItem]) -> None:
+        """Append the events and record each call's state (a call ``"ended"`` is no longer
+        listed, and its events expire a while later)."""
+        ...
+
+    def live_follow(
+        self, conversation_id: str | None, after: str, *, wait_s: float,
+        until: Callable[[], bool] = bool,
+    ) -> AsyncGenerator[LiveEvent, None]:
+        """One call's events with ``seq`` above ``after`` (a number, or ``""``), ending
+        after ``session_end`` or ``wait_s`` without any; or every call's (``None``) after
+        the SSE id ``after`` (``""``: from now), without end. Either ends soon after
+        ``until()`` is true. Raises :class:`ValueError` at once for a malformed
+        ``after``."""
+        ...
+
+    async def live_calls(self) -> list[LiveCall]:
+        """The calls in progress on instances that are alive."""
+        ...

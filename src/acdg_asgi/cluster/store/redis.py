@@ -8,13 +8,24 @@ Keys, for each conversation::
 and ``acdg:instances`` (instance -> "calls timestamp") for the cluster view. Ownership
 changes in Lua scripts, so compare-and-set on ``epoch`` is atomic. Commands for a call
 travel on the owner's pub/sub channel ``acdg:instance:{id}``; replies on the requester's.
+
+Live events (for pages that watch calls, :class:`~.base.LiveStore`)::
+
+    acdg:live:{cid}      stream (fields e: event name, s: seq, d: the JSON), capped near
+                         LIVE_PER_CALL entries; expires LIVE_ENDED_TTL_S after the call
+                         ends (LIVE_TTL_S after its last event, if its owner died)
+    acdg:live:all        stream of every call's events, capped near LIVE_ALL entries
+    acdg:live:calls      hash: cid -> the call in progress (LiveCall JSON)
+
+Followers read with ``XREAD BLOCK``, so a page on any instance follows any call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -22,10 +33,20 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ...errors import StoreUnavailable
+from ...observability.live import LiveCall, LiveEvent, LiveItem
 from ...protocols import deepgram as dg
 from .base import CallShared, CallSnapshot, Message, Stored
 
-__all__ = ["RedisStore"]
+__all__ = ["LIVE_ALL", "LIVE_ENDED_TTL_S", "LIVE_PER_CALL", "LIVE_TTL_S", "RedisStore"]
+
+LIVE_PER_CALL: Final = 500
+LIVE_ALL: Final = 2000
+LIVE_TTL_S: Final = 3600
+LIVE_ENDED_TTL_S: Final = 300
+_LIVE_CALLS: Final = "acdg:live:calls"
+_LIVE_ALL_KEY: Final = "acdg:live:all"
+_LIVE_BLOCK_MS: Final = 1000  # below the socket timeout, so a quiet stream is no error
+_STREAM_ID: Final = re.compile(r"\d+-\d+")
 
 _TAKE_OVER: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -53,9 +74,17 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
 
+_LIVE_ENDED: Final = """
+local known = redis.call('HGET', KEYS[1], ARGV[1])
+if known and cjson.decode(known)['owner'] == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 _history_decoder: Final = msgspec.json.Decoder(dg.History)
 _message_decoder: Final = msgspec.json.Decoder(Message)
 _snapshot_decoder: Final = msgspec.json.Decoder(CallSnapshot)
+_live_call_decoder: Final = msgspec.json.Decoder(LiveCall)
 _shared_decoder: Final = msgspec.json.Decoder(CallShared)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -80,6 +109,8 @@ class RedisStore:
         self._renew = self._redis.register_script(_RENEW)
         self._disown = self._redis.register_script(_DISOWN)
         self._release = self._redis.register_script(_RELEASE)
+        self._live_ended = self._redis.register_script(_LIVE_ENDED)
+        self.timeout_s = timeout_s
 
     def __repr__(self) -> str:
         host = self.url.rpartition("@")[2]  # never show a password
@@ -187,6 +218,108 @@ class RedisStore:
             if float(stamp or 0) >= fresh_after:
                 total += int(calls)
         return total
+
+    # --- live events -----------------------------------------------------------------
+
+    async def live_publish(self, items: Sequence[LiveItem]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        latest: dict[str, LiveCall] = {}
+        for call, event in items:
+            cid = call.conversation_id
+            latest.pop(cid, None)
+            latest[cid] = call  # in the order calls last changed
+            if event is None:
+                continue
+            fields = {"e": event.event, "s": event.seq, "d": event.data}
+            pipe.xadd(f"acdg:live:{cid}", fields,  # type: ignore[arg-type]
+                      maxlen=LIVE_PER_CALL, approximate=True)
+            pipe.xadd(_LIVE_ALL_KEY, fields,  # type: ignore[arg-type]
+                      maxlen=LIVE_ALL, approximate=True)
+        for cid, call in latest.items():
+            if call.state == "ended":
+                await self._live_ended(keys=[_LIVE_CALLS, f"acdg:live:{cid}"],
+                                 args=[cid, call.owner, LIVE_ENDED_TTL_S], client=pipe)
+            else:
+                pipe.hset(_LIVE_CALLS, cid, _encoder.encode(call))
+                pipe.expire(f"acdg:live:{cid}", LIVE_TTL_S)
+        await self._run(pipe.execute())
+
+    async def live_calls(self) -> list[LiveCall]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(_LIVE_CALLS)
+        pipe.hgetall("acdg:instances")
+        entries, instances = await self._run(pipe.execute())
+        fresh_after = time.time() - 15
+        alive = {name.decode() for name, value in instances.items()
+                 if float(value.decode().partition(" ")[2] or 0) >= fresh_after}
+        calls: list[LiveCall] = []
+        gone: list[bytes] = []
+        for cid, raw in entries.items():
+            try:
+                call = _live_call_decoder.decode(raw)
+            except msgspec.DecodeError:
+                gone.append(cid)
+                continue
+            if call.owner in alive:
+                calls.append(call)
+            else:
+                gone.append(cid)
+        if gone:  # an instance died with these calls: nobody else will end them
+            await self._run(self._redis.hdel(_LIVE_CALLS, *gone))
+        return sorted(calls, key=lambda call: call.started)
+
+    def live_follow(
+        self, conversation_id: str | None, after: str, *, wait_s: float,
+        until: Callable[[], bool] = bool,
+    ) -> AsyncGenerator[LiveEvent, None]:
+        if conversation_id is None:
+            if after and not _STREAM_ID.fullmatch(after):
+                raise ValueError("Last-Event-ID and ?after= take an id this stream sent")
+            return self._follow_all(after, until)
+        if after and not after.isdigit():
+            raise ValueError("Last-Event-ID and ?after= take an id this stream sent")
+        return self._follow_call(conversation_id, int(after or 0), wait_s, until)
+
+    async def _follow_call(
+        self, cid: str, seq: int, wait_s: float, until: Callable[[], bool]
+    ) -> AsyncGenerator[LiveEvent, None]:
+        key, last, started = f"acdg:live:{cid}", "0-0", False
+        deadline = time.monotonic() + wait_s
+        while (started or time.monotonic() < deadline) and not until():
+            for stream_id, event in await self._read(key, last, sse_id=False):
+                last, started = stream_id, True
+                if event.seq > seq:
+                    yield event
+                if event.event == "session_end":
+                    return
+
+    async def _follow_all(
+        self, after: str, until: Callable[[], bool]
+    ) -> AsyncGenerator[LiveEvent, None]:
+        last = after
+        if not last:
+            newest = await self._run(self._redis.xrevrange(_LIVE_ALL_KEY, count=1))
+            last = newest[0][0].decode() if newest else "0-0"
+        while not until():
+            for stream_id, event in await self._read(_LIVE_ALL_KEY, last, sse_id=True):
+                last = stream_id
+                yield event
+
+    async def _read(
+        self, key: str, last: str, *, sse_id: bool
+    ) -> list[tuple[str, LiveEvent]]:
+        """The entries after ``last``, waiting a moment for some: (stream id, event), the
+        event's SSE id the stream id where ``sse_id`` (else its ``seq``)."""
+        found = await self._run(self._redis.xread({key: last}, count=200,
+                                                  block=_LIVE_BLOCK_MS))
+        events = []
+        for _, entries in found or ():
+            for raw_id, fields in entries:
+                stream_id = raw_id.decode()
+                events.append((stream_id, LiveEvent(
+                    int(fields[b"s"]), fields[b"e"].decode(), fields[b"d"],
+                    stream_id if sse_id else "")))
+        return events
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,0 +1,105 @@
+"""Live events across instances: a page served by one instance follows a call on another.
+
+Each instance's :class:`~acdg_asgi.observability.live.LiveEvents` puts its calls' events
+in a bounded :class:`~acdg_asgi.observability.live.LiveOutbox`; :class:`LiveShipper`, a
+task beside the calls, empties it into the shared store. A store that is slow or down
+never holds up a call: the outbox drops its oldest events and counts them, the shipper
+drops what the store refused and counts that too, and says so once per outage.
+
+:class:`SharedLive` is what the live routes read with a store: a call on this instance
+from its own buffer, a call elsewhere and the stream of every call from the store, and
+the calls in progress on every live instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import anyio
+
+from ..errors import StoreUnavailable
+from ..observability.live import LiveCall, LiveEvent, LiveEvents, LiveOutbox
+from .store.base import LiveStore
+
+__all__ = ["LiveShipper", "SharedLive"]
+
+log = logging.getLogger("acdg_asgi.live")
+
+
+class LiveShipper:
+    """Ships an outbox to the store in batches; runs until cancelled."""
+
+    def __init__(self, outbox: LiveOutbox, store: LiveStore, *, timeout_s: float = 2.0) -> None:
+        self.outbox = outbox
+        self.store = store
+        self.timeout_s = timeout_s
+        self.shipped = 0
+        self.failed = 0  # events the store did not take (the outbox counts its own drops)
+        self._down = False
+
+    def __repr__(self) -> str:
+        return (f"<LiveShipper shipped={self.shipped} failed={self.failed} "
+                f"dropped={self.outbox.dropped}>")
+
+    @property
+    def dropped(self) -> int:
+        """Events that never reached the store, for whatever reason."""
+        return self.failed + self.outbox.dropped
+
+    async def run(self) -> None:
+        while True:
+            batch = await self.outbox.take()
+            try:
+                with anyio.fail_after(self.timeout_s):
+                    await self.store.live_publish(batch)
+            except (StoreUnavailable, TimeoutError) as exc:
+                self.failed += len(batch)
+                if not self._down:
+                    self._down = True
+                    log.warning("live events not shared (%s): pages on other instances miss "
+                                "them until the store is back; the calls go on", exc or
+                                "the store did not answer in time")
+            else:
+                self.shipped += len(batch)
+                if self._down:
+                    self._down = False
+                    log.info("live events shared again (%d dropped so far)", self.dropped)
+
+
+class SharedLive:
+    """Every instance's calls, through the store (a :class:`LiveSource`)."""
+
+    shared = True
+
+    def __init__(self, local: LiveEvents, store: LiveStore) -> None:
+        self.local = local
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"<SharedLive {self.local!r} {self.store!r}>"
+
+    def full(self) -> bool:
+        return self.local.full()
+
+    def follow(self, conversation_id: str | None, after: str) -> AsyncGenerator[LiveEvent, None]:
+        if conversation_id is not None and self.local.knows(conversation_id):
+            return self.local.follow(conversation_id, after)
+        events = self.store.live_follow(conversation_id, after,
+                                        wait_s=self.local.wait_for_call_s,
+                                        until=lambda: self.local.closed)
+        if self.full():
+            raise OverflowError(f"{self.local.subscribers} live subscribers already")
+        return self._counted(events)
+
+    async def _counted(
+        self, events: AsyncGenerator[LiveEvent, None]
+    ) -> AsyncGenerator[LiveEvent, None]:
+        with self.local.seat():
+            async with aclosing(events):
+                async for event in events:
+                    yield event
+
+    async def calls(self) -> list[LiveCall]:
+        return await self.store.live_calls()
