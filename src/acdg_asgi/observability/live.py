@@ -382,8 +382,8 @@ class LiveEvents:
         start = _number(after)
         if self.full():
             raise OverflowError(f"{self._subscribers} live subscribers already")
-        if conversation_id is None:
-            return self.subscribe_all(after=start)
+        if conversation_id is None:  # from now: from this request, not the first read
+            return self.subscribe_all(after=self._all_seq if start is None else start)
         return self.subscribe(conversation_id, after=start or 0)
 
     async def calls(self) -> list[LiveCall]:
