@@ -38,7 +38,8 @@ SHORT = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=300), Utterance(s
                    max_duration_ms=8000)
 # Stays on the line until the bot hangs up: the tests end it through the control route.
 LONG = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=300), Utterance(speech_ms=300)),
-                  wait_for_hangup=True, max_duration_ms=30_000, caller="+15550177",
+                  wait_for_hangup=True, silence_timeout_ms=60_000, max_duration_ms=60_000,
+                  caller="+15550177",
                   callee="+15550999")
 
 

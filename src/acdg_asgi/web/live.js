@@ -168,6 +168,8 @@
       case "function_call_request":
         for (const f of d.functions || []) line("note", "", `function ${f.name}(${f.arguments ?? ""})`);
         return;
+      case "warning":
+        return line("note", "", `warning ${d.code}: ${d.description}`);
       case "dtmf":
         return line("note", "", `DTMF ${d.digits}`);
       case "transfer_started":
@@ -276,7 +278,7 @@
     $("say").addEventListener("submit", (e) => {
       e.preventDefault();
       const content = $("say-text").value.trim();
-      if (content) act("send_agent_message", { content });
+      if (content) act("send_agent_message", { content, behavior: "queue" }); // after the agent's words
     });
     $("transfer").addEventListener("submit", (e) => {
       e.preventDefault();
