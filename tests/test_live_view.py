@@ -280,3 +280,23 @@ async def test_calls_and_their_local_view_go_on_when_redis_is_unreachable(
     warnings = [r.getMessage() for r in caplog.records if "live events not shared" in
                 r.getMessage()]
     assert len(warnings) == 1 and "the calls go on" in warnings[0]
+
+
+async def test_the_supervisor_page_and_its_files() -> None:
+    app = BridgeApp(deepgram_url="ws://127.0.0.1:9/v1/agent/converse", live=True,
+                    control_auth=TOKEN)
+    async with serve(app, lifespan="on") as host, httpx.AsyncClient() as client:
+        base = f"http://{host}/live"
+        page = await client.get(base)
+        slash = await client.get(base + "/")
+        assets = {name: await client.get(f"{base}/{name}")
+                  for name in ("live.js", "live.css", "phone.js")}
+
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="live/live.js"' in page.text and "cfg-token" in page.text  # relative links
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing from elsewhere
+    assert slash.status_code == 308 and slash.headers["location"] == "../live"
+    assert assets["live.js"].headers["content-type"].startswith("text/javascript")
+    assert "Authorization" in assets["live.js"].text and "token=" not in assets["live.js"].text
+    assert assets["live.css"].headers["content-type"].startswith("text/css")
+    assert assets["phone.js"].status_code == 404  # the phone's files are the phone's
