@@ -31,7 +31,13 @@ class DirectVaic(_Room):
     def __init__(self, log: Log | None = None, *, room: int | None = None) -> None:
         super().__init__(log, room)
 
+    def limit(self, budget: object) -> None:
+        pass
+
     def listen(self, on_text: Callable[[str], None]) -> None:
+        pass
+
+    def ping(self) -> None:
         pass
 
     def backed_up(self) -> bool:

@@ -175,7 +175,7 @@ def test_resume_keeps_the_call_and_the_agent_audio() -> None:
 
 
 def test_resume_grace_runs_out() -> None:
-    p = answered(limits=Limits(resume_grace_s=5))
+    p = answered(limits=Limits(resume_grace_s=5, agent_ping_s=60))
     p.advance(1.0)
     p.vaic.lose()
     assert p.call.next_deadline() == 6.0
@@ -297,7 +297,7 @@ def test_wav_formats_strip_and_write_headers() -> None:
 
 
 def test_keepalive_while_no_caller_audio_flows() -> None:
-    p = answered(limits=Limits(keepalive_s=8))
+    p = answered(limits=Limits(keepalive_s=8, agent_ping_s=60))
     assert p.call.next_deadline() == 8.0
     p.advance(8.0)
     assert p.take().agent == [dg.KeepAlive()]

@@ -279,3 +279,48 @@ async def test_calls_go_on_when_redis_is_unreachable() -> None:
     assert report.ok and report.ended_by == "script-end" and len(report.play_streams) >= 2
     assert answer == {"type": "session.error", "reason": "call state unavailable",
                       "conversationId": "elsewhere"}
+
+
+async def test_a_resume_elsewhere_takes_a_call_only_from_a_dead_socket(redis_url: str) -> None:
+    """The same rule as on one instance: a resume is answered only once the call's socket,
+    on whichever instance owns it, has gone silent; while it is alive, the resume is
+    refused and the call stays where it is."""
+    from _hostile import HoleProxy  # VAIC's path to instance a, which can die silently
+
+    cid = "hijacked"
+    async with (
+        StandInAgent(script=AgentScript(echo=True, idle_timeout=60)) as agent,
+        cluster(redis_url, agent, 2) as (a, b),
+        HoleProxy(a.url) as path,
+        connect(path.url) as owner,
+        anyio.create_task_group() as tg,
+    ):
+        await owner.send(json.dumps({"type": "session.initiate", "conversationId": cid,
+                                     "supportedMediaFormats": ["raw/lpcm16"]}))
+        assert "session.accepted" in str(await owner.recv())
+
+        async def stream() -> None:  # VAIC sends caller audio all the time
+            chunk = json.dumps({"type": "userStream.chunk", "conversationId": cid,
+                                "audioChunk": "AAAA" * 200})
+            while True:
+                await owner.send(chunk)
+                await anyio.sleep(0.02)
+
+        tg.start_soon(stream)
+        async with connect(b.url) as thief:
+            await thief.send(json.dumps({"type": "session.resume", "conversationId": cid}))
+            with anyio.fail_after(10):
+                refused = json.loads(await thief.recv())
+        assert refused == {"type": "session.error", "conversationId": cid,
+                           "reason": "conversation is live on another socket"}
+        assert cid in a.bridge.calls and cid not in b.bridge.calls
+        path.black_hole(path.links[0])  # VAIC's path to a dies: no data, no FIN, no RST
+        async with connect(b.url) as vaic:
+            await vaic.send(json.dumps({"type": "session.resume", "conversationId": cid}))
+            with anyio.fail_after(10):
+                accepted = json.loads(await vaic.recv())
+            assert accepted["type"] == "session.accepted"
+            await wait_for(lambda: cid not in a.bridge.calls)  # a let go
+            await vaic.send(json.dumps({"type": "session.end", "conversationId": cid}))
+        tg.cancel_scope.cancel()
+    assert [e.reason for e in a.of("SessionEndEvent")] == ["migrated"]  # type: ignore[attr-defined]

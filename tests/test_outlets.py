@@ -22,6 +22,7 @@ pytestmark = pytest.mark.anyio
 CHUNK = ac.PlayStreamChunk(stream_id="1", audio_chunk=bytes(640))
 STOP = ac.PlayStreamStop(stream_id="1")
 FRAME = bytes(640)
+LIMIT = 3 * 640  # queued bytes: three chunks of audio, or two and a few control messages
 
 
 async def closed_send(message: object) -> None:
@@ -33,13 +34,13 @@ async def never() -> object:
 
 
 def vaic_outlet(stats: CallStats, shed: list[int] | None = None) -> VaicOutlet:
-    return VaicOutlet(Kick(asyncio.get_running_loop()), stats, limit=3,
+    return VaicOutlet(Kick(asyncio.get_running_loop()), stats, limit=LIMIT,
                       on_shed=lambda peer, n: (shed if shed is not None else []).append(n),
                       on_stop_written=lambda: None)
 
 
 def agent_outlet(stats: CallStats) -> AgentOutlet:
-    return AgentOutlet(Kick(asyncio.get_running_loop()), stats, limit=3,
+    return AgentOutlet(Kick(asyncio.get_running_loop()), stats, limit=LIMIT,
                        on_shed=lambda peer, n: None)
 
 

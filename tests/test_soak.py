@@ -7,7 +7,9 @@
 * Load: 300 calls at once (arriving over 1.5 s, each 2 s of audio), the stand-in in echo
   mode. Every caller frame carries its
   number; the stand-in must receive every frame of every call (counted per connection)
-  and VAIC must hear every frame echoed back, in order, once.
+  and VAIC must hear every frame echoed back, in order, once, but for the audio the
+  bridge skipped (and counted) as already late after its own loop stalled under the
+  load: a phone line would not play it either.
 
 Everything (bridge, agent, callers) shares this process's one event loop, so the load
 test is a worst case for the bridge: it gets well under one core.
@@ -27,6 +29,7 @@ from rig import SETTLE_S, rig
 from vaic_raw import wait_until
 
 from acdg_asgi import AgentConfig, CallInfo, Limits
+from acdg_asgi.observability.observer import CallView
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.vaic import run_calls
@@ -109,13 +112,29 @@ async def test_soak_many_short_calls_leak_nothing() -> None:
     assert growth < 20 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB: {before} {after}"
 
 
+class LateAudio:
+    """An observer: agent audio each call skipped as late, by conversation id."""
+
+    def __init__(self) -> None:
+        self.late: dict[str, int] = {}
+
+    def call_finished(self, call: CallView) -> None:
+        self.late[call.conversation_id] = call.stats.play_bytes_late
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None  # the other observer methods: nothing to do
+
+
 async def test_load_concurrent_calls_lose_no_caller_frame() -> None:
     async def tag_with_conversation(info: CallInfo) -> AgentConfig:
         return AgentConfig(tags=(info.initiate.conversation_id or "",))
 
     script = AgentScript(echo=True, idle_timeout=60)
-    limits = Limits(max_calls=LOAD_CALLS, handshake_timeout_s=30, pre_ready_audio_ms=30_000)
-    async with rig(script, agent=tag_with_conversation, limits=limits) as r:
+    limits = Limits(max_calls=LOAD_CALLS, handshake_timeout_s=30, pre_ready_audio_ms=30_000,
+                    dead_air_s=30)
+    late = LateAudio()
+    async with rig(script, agent=tag_with_conversation, limits=limits,
+                   observers=[late]) as r:
         agent: StandInAgent = r.agent
         by_call: dict[str, Any] = {}
 
@@ -164,13 +183,19 @@ async def test_load_concurrent_calls_lose_no_caller_frame() -> None:
             record = by_call[c.conversation_id]
             assert record.audio_bytes == LOAD_FRAMES * 640, c.conversation_id
             assert coalesced or record.audio_frames == LOAD_FRAMES, c.conversation_id
-        # Agent -> caller: every frame came back, in order, once.
-        lost_back = [c.conversation_id for c in calls if c.echoed != list(range(LOAD_FRAMES))]
-        assert lost_back == []
+        await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="all calls gone")
+        # Agent -> caller: every frame came back, in order, once; what did not was skipped
+        # by the bridge as late (after a stall of its own loop), and counted.
+        for c in calls:
+            assert c.echoed == sorted(set(c.echoed)), c.conversation_id
+            missing = LOAD_FRAMES - len(c.echoed)
+            assert missing * 640 == late.late[c.conversation_id], c.conversation_id
+        skipped = sum(late.late.values()) // 640
+        print(f"load: {skipped} of {LOAD_CALLS * LOAD_FRAMES} echoed frames skipped as late")
         assert all(c.closed_by_bridge and c.close_code == 1000 for c in calls)
 
-        await wait_until(lambda: not r.bridge.calls, within=SETTLE_S, what="all calls gone")
         ends = r.log.of("session_end")
         assert len(ends) == LOAD_CALLS and {e.reason for e in ends} == {"caller"}
-        assert r.log.of("warning") == [] and r.log.of("error") == []
+        assert {w.code for w in r.log.of("warning")} <= {"BRIDGE_STALLED"}
+        assert r.log.of("error") == []
         assert r.logs.problems() == []

@@ -12,6 +12,7 @@ from .auth import BearerToken, Connection
 from .cluster.store import CallStore
 from .config import (
     AgentConfig,
+    Budget,
     Limits,
     Participants,
     Playout,
@@ -148,6 +149,7 @@ __all__ = [
     "BridgeApp",
     "BridgeError",
     "BridgeErrorEvent",
+    "Budget",
     "CallDetails",
     "CallInfo",
     "CallNotFound",

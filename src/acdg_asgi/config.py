@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_RESUME_GRACE_S",
     "DEFAULT_TRANSFER_FAILED",
     "AgentConfig",
+    "Budget",
     "Limits",
     "Participants",
     "Playout",
@@ -297,9 +298,54 @@ class Reconnect(_Checked, frozen=True):
         return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (failures - 2)))
 
 
+class Budget(_Checked, frozen=True):
+    """What one VAIC socket may send: ``messages_per_s`` and ``bytes_per_s`` on average,
+    with bursts of ``burst_s`` worth (and always one whole frame). A frame costs its size
+    plus ``bytes_per_s / messages_per_s``, so a stream of tiny messages is held to
+    ``messages_per_s`` and one of large frames to ``bytes_per_s``.
+
+    VAIC sends 50 audio frames a second of about 1 KB (1.4 KB at 24 kHz): about a third
+    of the default budget. A socket over its budget is not read until it is back within it
+    (its bytes wait in the kernel, and so at its sender), so the frames it sends cost
+    what an honest call's cost. One that stays over its budget is warned after
+    ``warn_after_s`` and closed (1008) after ``close_after_s``.
+    """
+
+    messages_per_s: float = 200.0
+    bytes_per_s: float = 512 * 1024
+    burst_s: float = 1.0
+    warn_after_s: float = 2.0
+    close_after_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 1e-9, "messages_per_s", "bytes_per_s", "burst_s")
+        _at_least(self, 0, "warn_after_s")
+        if self.close_after_s < self.warn_after_s:
+            raise ConfigError(f"Budget(close_after_s={self.close_after_s!r}): close_after_s "
+                              f"must be warn_after_s ({self.warn_after_s!r}) or more")
+
+
 class Limits(_Checked, frozen=True):
     """Bounds that keep one bad call or a flood of calls from hurting the rest, and the
     size of caller audio frames toward the agent.
+
+    ``max_frame_bytes``: larger VAIC frames are ignored (from the first frame on).
+    ``vaic_budget``: the rate each VAIC socket may send at (see :class:`Budget`).
+    ``outbound_queue_bytes``: audio waiting for a peer that reads slower than real time,
+    per socket; beyond it the oldest audio is dropped (a peer that stops reading even its
+    control messages is closed).
+    ``warning_interval_s``: repeats of one kind of warning within it are folded into one
+    (0: every warning is reported on its own).
+    ``resume_probe_s``: a ``session.resume`` for a call whose socket is still open is
+    answered only if that socket stays silent this long (no answer to a ping, no frame);
+    if it proves alive, the resume is refused.
+    ``agent_ping_s`` and ``agent_pong_timeout_s``: the agent connection is pinged every
+    ``agent_ping_s``; one that does not answer within ``agent_pong_timeout_s`` is lost.
+    ``dead_air_s``: the longest the caller hears nothing because no agent is connected
+    (an outage, a reconnect, an agent that never answers); then the caller hears
+    ``hold_prompt_url`` (a ``playUrl``) if set, while the reconnects go on, or a polite
+    hangup with a reason.
 
     ``caller_frame_ms``: 0 forwards each ``userStream.chunk`` as it comes (VAIC sends
     20 ms); 40 or 60 sends fewer, larger frames, which costs less CPU and adds up to the
@@ -308,14 +354,21 @@ class Limits(_Checked, frozen=True):
 
     max_calls: int | None = 1000
     max_frame_bytes: int = 256 * 1024
+    vaic_budget: Budget = Budget()
     initiate_timeout_s: float = 10.0
     handshake_timeout_s: float = 10.0
     hangup_timeout_s: float = 5.0
     resume_grace_s: float = DEFAULT_RESUME_GRACE_S
+    resume_probe_s: float = 2.0
     keepalive_s: float = DEFAULT_KEEPALIVE_S
+    agent_ping_s: float = 5.0
+    agent_pong_timeout_s: float = 3.0
+    dead_air_s: float = 5.0
+    hold_prompt_url: str | None = None
     pre_ready_audio_ms: int = 3000
     event_queue: int = 1000
-    outbound_queue: int = 500  # messages waiting for a slow peer; oldest audio goes first
+    outbound_queue_bytes: int = 256 * 1024
+    warning_interval_s: float = 5.0
     caller_frame_ms: int = 0
     # How long a per-call agent factory waits for VAIC's ``start`` (the call's details);
     # the agent connection opens meanwhile, so a prompt ``start`` costs no time.
@@ -326,11 +379,12 @@ class Limits(_Checked, frozen=True):
     def __post_init__(self) -> None:
         _check_types(self)
         _at_least(self, 1, "max_calls", none_ok=True)
-        _at_least(self, 1, "max_frame_bytes", "event_queue", "outbound_queue")
+        _at_least(self, 1, "max_frame_bytes", "event_queue", "outbound_queue_bytes")
         _at_least(self, 1e-9, "initiate_timeout_s", "handshake_timeout_s", "hangup_timeout_s",
-                  "keepalive_s", "transfer_timeout_s")
+                  "keepalive_s", "transfer_timeout_s", "agent_pong_timeout_s")
         _at_least(self, 0, "resume_grace_s", "pre_ready_audio_ms", "caller_frame_ms",
-                  "start_wait_s")
+                  "start_wait_s", "resume_probe_s", "agent_ping_s", "dead_air_s",
+                  "warning_interval_s")
 
 
 class VaicSessionParams(_Checked, frozen=True, omit_defaults=True):

@@ -419,11 +419,17 @@ class AgentReconnectedEvent(Event, frozen=True, kw_only=True):
 
 
 class WarningEvent(Event, frozen=True, kw_only=True):
-    """Something went wrong but the call goes on. ``source``: deepgram, audiocodes, bridge."""
+    """Something went wrong but the call goes on. ``source``: deepgram, audiocodes, bridge.
+
+    Repeats of one kind are folded (``Limits.warning_interval_s``): the first few in an
+    interval come one by one, the rest as one event at the interval's end, whose
+    ``count`` says how many it stands for and whose description quotes the last.
+    """
 
     code: str
     description: str
     source: str
+    count: int = 1
 
 
 class BridgeErrorEvent(Event, frozen=True, kw_only=True):

@@ -5,6 +5,13 @@ A socket becomes a call on ``session.initiate`` (format negotiated, or a clear
 over from another instance through the shared store. A per-call agent factory runs once
 VAIC's ``start`` has said who calls whom (see ``Limits.start_wait_s``), while the agent
 connection opens.
+
+From its first frame a socket keeps to its read budget and ``Limits.max_frame_bytes``;
+a ``conversationId`` that could not safely key a call is refused, and what VAIC offers
+is bounded before anything is kept of it. A resume replaces only a dead socket: while the
+call's socket (here or on the instance that owns the call) proves alive within
+``Limits.resume_probe_s``, the resume is refused, logged on ``acdg_asgi.security`` and
+counted as ``acdg_refused_total{cause="resume_live"}``.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from starlette.types import Receive, Scope, Send
 from ..audio import FORMATS, negotiate
 from ..auth import AuthHook, Connection
 from ..call import Call
-from ..cluster.cluster import Cluster
+from ..call.fold import Fold, Folded
+from ..cluster.cluster import LIVE_ELSEWHERE, Cluster
 from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..errors import AuthError, SessionClosedError
 from ..events import CallDetails
-from ..observability.logs import for_call, logger
+from ..observability.logs import for_call, logger, peer_text, security
 from ..observability.observer import Observers
 from ..policies import CallOptions
 from ..protocols import audiocodes as ac
@@ -34,11 +42,14 @@ from ..protocols import deepgram as dg
 from ..runtime.call_runtime import CallRuntime
 from ..runtime.deps import CallDeps
 from ..runtime.scheduler import Scheduler
+from ..transports.budget import ReadBudget
 from ..transports.vaic_asgi import DIRECT, VaicSocket
 from .registry import CallRegistry
 from .responses import deny, route_path
 
-__all__ = ["Admission", "AgentFactory", "AgentSpec", "CallInfo"]
+__all__ = ["MAX_OFFERED_FORMATS", "Admission", "AgentFactory", "AgentSpec", "CallInfo"]
+
+MAX_OFFERED_FORMATS = 32  # of supportedMediaFormats, the first ones are kept (VAIC offers ~10)
 
 
 class CallInfo(msgspec.Struct, frozen=True):
@@ -113,13 +124,18 @@ class Admission:
         await send(accept)
         client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
         direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
-        vaic = VaicSocket(receive, send, client=client,
-                          max_frame_bytes=self._limits.max_frame_bytes, direct=direct)
+        limits = self._limits
+        budget = ReadBudget(limits.vaic_budget, max_frame_bytes=limits.max_frame_bytes,
+                            clock=Scheduler.for_running_loop().now)
+        budget.on_over = lambda stage, why: security.warning(
+            "VAIC socket from %s %s%s", client, why, " (closed)" if stage == "close" else "")
+        vaic = VaicSocket(receive, send, client=client, max_frame_bytes=limits.max_frame_bytes,
+                          budget=budget, direct=direct)
         first = None
-        with anyio.move_on_after(self._limits.initiate_timeout_s):
+        with anyio.move_on_after(limits.initiate_timeout_s):
             first = await _await_session(vaic)
         if first is None:
-            self._observers.refused("no_session")
+            self._observers.refused("flood" if budget.closing else "no_session")
             await vaic.close(1000 if vaic.closed else 1008, "no session.initiate")
         elif isinstance(first, ac.SessionResume):
             await self._resume(vaic, conn, first)
@@ -128,11 +144,16 @@ class Admission:
 
     async def _initiate(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionInitiate) -> None:
         cid = msg.conversation_id or ""
+        offered = msg.supported_media_formats
+        if len(offered) > MAX_OFFERED_FORMATS:
+            msg = msgspec.structs.replace(msg, supported_media_formats=offered[
+                :MAX_OFFERED_FORMATS])
         fmt = negotiate(msg.supported_media_formats, self._formats)
         calls, limit = self._calls, self._limits.max_calls
         refusal: tuple[str, str] | None = None  # (cause for metrics, reason for VAIC)
-        if not cid:
-            refusal = ("bad_request", "session.initiate without conversationId")
+        if problem := ac.conversation_id_problem(cid):
+            refusal = ("bad_request", f"session.initiate with {problem}")
+            cid = ""  # not echoed, not logged
         elif calls.draining:
             refusal = ("draining", "bridge is shutting down")
         elif limit is not None and len(calls) >= limit:
@@ -144,7 +165,7 @@ class Admission:
                        "this bot answers with audio; set directTTS (expectAudioMessages)")
         elif fmt is None:
             refusal = ("no_format", f"no supported media format: offered "
-                       f"{list(msg.supported_media_formats)}, supported {list(self._formats)}")
+                       f"{_listed(offered)}, supported {list(self._formats)}")
         if refusal is not None or fmt is None:
             cause, reason = refusal or ("bad_request", "refused")
             await self._refuse(vaic, cid, cause, reason)
@@ -159,8 +180,14 @@ class Admission:
 
     async def _resume(self, vaic: VaicSocket, conn: Connection, msg: ac.SessionResume) -> None:
         cid = msg.conversation_id or ""
+        if problem := ac.conversation_id_problem(cid):
+            await self._refuse(vaic, "", "bad_request", f"session.resume with {problem}")
+            return
         runtime = self._calls.get(cid)
         if runtime is not None:
+            if await runtime.vaic_alive(self._limits.resume_probe_s):
+                await self._refuse_live(vaic, cid)
+                return
             try:
                 await runtime.attach(vaic)
             except SessionClosedError:
@@ -172,7 +199,10 @@ class Admission:
         if not self._cluster.shared:
             await self._refuse(vaic, cid, "resume_unknown", "conversation not found")
             return
-        claimed = await self._cluster.take_over(cid)
+        claimed = await self._cluster.take_over(cid, probe_s=self._limits.resume_probe_s)
+        if claimed == LIVE_ELSEWHERE:
+            await self._refuse_live(vaic, cid)
+            return
         if isinstance(claimed, str):
             await self._refuse(vaic, cid, "resume_unknown", claimed)
             return
@@ -219,6 +249,12 @@ class Admission:
             return ("no_agent", f"no agent for this call (path {info.connection.path})")
         return config
 
+    async def _refuse_live(self, vaic: VaicSocket, cid: str) -> None:
+        """A resume for a call whose socket is alive: someone else holds the call."""
+        security.warning("[%s] session.resume from %s refused: the call's own socket is "
+                         "alive (a resume replaces only a dead socket)", cid, vaic.client)
+        await self._refuse(vaic, cid, "resume_live", "conversation is live on another socket")
+
     async def _refuse(self, vaic: VaicSocket, cid: str, cause: str, reason: str) -> None:
         self._observers.refused(cause)
         level = logging.INFO if cause == "no_agent" else logging.WARNING
@@ -238,25 +274,51 @@ def _chooser(
         return await source(CallInfo(conn, initiate, details))
 
     return choose
+def _listed(items: tuple[str, ...], shown: int = 8) -> str:
+    """A peer's list, bounded for a reply or a log line."""
+    head = ", ".join(repr(peer_text(i, 40)) for i in items[:shown])
+    return f"[{head}]" if len(items) <= shown else f"[{head}, ...] ({len(items)} in all)"
 
 
 async def _await_session(vaic: VaicSocket) -> ac.SessionInitiate | ac.SessionResume | None:
-    """Read until a session starts, answering ``connection.validate`` on the way."""
-    while (frame := await vaic.receive()) is not None:
-        try:
-            msg = ac.decode(frame) if isinstance(frame, str) else None
-        except ac.DecodeError as exc:
-            logger.warning("malformed message before session.initiate from %s: %s",
-                           vaic.client, exc)
-            continue
-        if isinstance(msg, ac.SessionInitiate | ac.SessionResume):
-            return msg
-        if isinstance(msg, ac.ConnectionValidate):
-            await vaic.send_text(ac.encode(ac.ConnectionValidated(success=True)))
-        elif msg is None:
-            logger.warning("binary frame before session.initiate from %s ignored", vaic.client)
-        else:
-            kind = msg.type if isinstance(msg, ac.UnknownMessage) else (
-                type(msg).__struct_config__.tag)
-            for_call(msg.conversation_id).warning("%s before session.initiate ignored", kind)
-    return None
+    """Read until a session starts, answering ``connection.validate`` on the way.
+
+    What comes before is ignored with a warning; repeats of one kind are folded, so a
+    socket that floods before its session cannot flood the log."""
+    folds, now = Fold(5.0, burst=1), Scheduler.for_running_loop().now
+
+    def ignored(kind: str, what: str) -> None:
+        if folds.add(kind, now(), what):
+            logger.warning("%s before session.initiate from %s ignored", what, vaic.client)
+        report(folds.due(now()))
+
+    def report(folded: list[Folded]) -> None:
+        for repeats in folded:
+            logger.warning("before session.initiate from %s, ignored: %s", vaic.client,
+                           repeats.describe())
+
+    try:
+        while (frame := await vaic.receive()) is not None:
+            if len(frame) > vaic.max_frame_bytes:
+                ignored("oversized", f"frame of {len(frame)} bytes "
+                                     f"(at most {vaic.max_frame_bytes})")
+                continue
+            if not isinstance(frame, str):
+                ignored("binary", "binary frame")
+                continue
+            try:
+                msg = ac.decode(frame)
+            except ac.DecodeError as exc:
+                ignored("malformed", f"malformed message ({exc})")
+                continue
+            if isinstance(msg, ac.SessionInitiate | ac.SessionResume):
+                return msg
+            if isinstance(msg, ac.ConnectionValidate):
+                await vaic.send_text(ac.encode(ac.ConnectionValidated(success=True)))
+            else:
+                kind = msg.type if isinstance(msg, ac.UnknownMessage) else (
+                    type(msg).__struct_config__.tag)
+                ignored("message", f"{kind} message")
+        return None
+    finally:
+        report(folds.flush())

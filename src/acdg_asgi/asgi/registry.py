@@ -74,6 +74,10 @@ class CallRegistry(Mapping[str, CallRuntime]):
             raise CallNotFound(f"no call {cid!r} on this instance")
         await runtime.session.run(command)
 
+    async def vaic_alive(self, cid: str, probe_s: float) -> bool:
+        runtime = self._calls.get(cid)
+        return runtime is not None and await runtime.vaic_alive(probe_s)
+
     async def let_go(self, cid: str) -> None:
         runtime = self._calls.get(cid)
         if runtime is not None:

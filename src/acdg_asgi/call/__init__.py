@@ -16,11 +16,12 @@ Nothing in here reads a clock, opens a socket or imports an I/O library; the run
     transcript.py   the conversation so far, which a new agent connection is seeded with
     stats.py        per-call counters
     record.py       the per-call record at the end
+    fold.py         repeats of one kind folded into one report
 """
 
 from .machine import Call
-from .state import Action, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure
+from .state import Action, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure, PingAgent
 from .stats import CallStats
 
 __all__ = ["Action", "Call", "CallState", "CallStats", "CloseAgent", "CloseVaic",
-           "ConnectAgent", "Measure"]
+           "ConnectAgent", "Measure", "PingAgent"]

@@ -5,6 +5,10 @@ happened and asks it what is due. It holds caller audio while no agent is ready 
 the newest audio is kept), counts consecutive failures against the reconnect budget, and
 knows when a KeepAlive is owed because nothing else went to the agent for a while.
 
+Liveness: a ready connection is pinged every ``Limits.agent_ping_s``; one that has not
+answered within ``Limits.agent_pong_timeout_s`` is silent (a black hole: no data, no
+FIN, no RST) and the call treats it as lost.
+
     CONNECTING --socket open--> HANDSHAKE --SettingsApplied--> READY
         ^                           |  (timeout)                 |
         |                           v                            v
@@ -59,6 +63,8 @@ class AgentLink:
         self._frame_bytes = fmt.frame_bytes(limits.caller_frame_ms)  # 0: no coalescing
         self._gathered = bytearray()
         self._gathered_at = 0.0  # when the oldest gathered audio came
+        self.ping_at: float | None = None  # while ready: when the next ping goes
+        self.pong_due: float | None = None  # a ping is out: its answer is due by then
 
     @property
     def ready(self) -> bool:
@@ -69,6 +75,7 @@ class AgentLink:
         self.state = AgentState.CONNECTING
         self.connect_started = now
         self.deadline = None
+        self.ping_at = self.pong_due = None
 
     def connected(self, now: float) -> None:
         """The socket is open; the handshake starts with the agent's ``Welcome``."""
@@ -86,6 +93,7 @@ class AgentLink:
         self.deadline = None
         self.failures = 0
         self.lost_at = None
+        self._ping_from(now)
         held = list(self._held)
         self._held.clear()
         self._held_bytes = 0
@@ -129,6 +137,7 @@ class AgentLink:
         if self.state is AgentState.READY or self.lost_at is None:
             self.lost_at = now
         self.failures += 1
+        self.ping_at = self.pong_due = None
         if self.failures > self.reconnect.attempts:
             self.close()
             return "give_up"
@@ -163,13 +172,41 @@ class AgentLink:
     def next_deadline(self) -> float | None:
         if not self.ready:
             return self.deadline
-        keepalive = self.last_send + self.limits.keepalive_s
+        due = self.last_send + self.limits.keepalive_s
+        liveness = self.pong_due if self.pong_due is not None else self.ping_at
+        if liveness is not None and liveness < due:
+            due = liveness
         if self._gathered:
-            return min(keepalive, self._gathered_at + self.limits.caller_frame_ms / 1000)
-        return keepalive
+            return min(due, self._gathered_at + self.limits.caller_frame_ms / 1000)
+        return due
 
     def close(self) -> None:
         self.state = AgentState.CLOSED
         self.deadline = None
+        self.ping_at = self.pong_due = None
         self._held.clear()
         self._held_bytes = 0
+
+    # --- liveness ----------------------------------------------------------------------
+
+    def ping_due(self, now: float) -> bool:
+        """Whether to ping the agent now; its answer is due within the pong timeout."""
+        if self.ping_at is None or now < self.ping_at:
+            return False
+        self.ping_at = None
+        self.pong_due = now + self.limits.agent_pong_timeout_s
+        return True
+
+    def pong(self, now: float) -> None:
+        """The agent answered the ping: the next one goes a ping interval from now."""
+        if self.pong_due is not None:
+            self._ping_from(now)
+
+    def silent(self, now: float) -> bool:
+        """The ping went unanswered for the whole pong timeout."""
+        return self.pong_due is not None and now >= self.pong_due
+
+    def _ping_from(self, now: float) -> None:
+        every = self.limits.agent_ping_s
+        self.ping_at = now + every if every > 0 else None
+        self.pong_due = None

@@ -51,6 +51,7 @@ def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> N
         call.emit(ev.AgentReconnectedEvent, now, attempts=attempts, gap_ms=gap_ms)
     call.to_agent.extend(call.agent_ready())  # updates and injections that waited
     call.to_agent.extend(held)
+    call.dead_air_over(now)
 
 
 def _conversation_text(call: CallParts, msg: dg.ConversationText, now: float) -> None:

@@ -13,6 +13,8 @@ Inputs are methods, each taking ``now`` (seconds on a monotonic clock):
     vaic_lost() / vaic_resumed()
     agent_connected() / agent(message) / agent_audio(bytes) / agent_lost(reason)
     agent_rejected(reason, status)   a refusal that a retry cannot change (HTTP 401...)
+    agent_pong()           the agent answered a ping (:class:`~.state.PingAgent`)
+    stalled(seconds)       the bridge itself did not run for that long (its event loop)
     tick()                 time passed; call at :meth:`next_deadline`
     command methods        what the application asks for (via Session)
     agent_chosen(config)   a per-call factory's answer (asked for with ChooseAgent)
@@ -39,6 +41,11 @@ call state and message class; agent messages through ``AGENT_TABLE``
 (:mod:`.agent_table`), keyed by class. A VAIC message that is not expected in the
 call's state is a protocol error by the peer: the runtime logs it and tells the
 application with a warning event; the call goes on.
+
+Agent trouble is bounded by the dead-air budget (``Limits.dead_air_s``, timer
+``DEAD_AIR``): from the moment the caller has heard the last agent audio with no agent
+connected, it has that long to come back; then the caller hears the hold prompt
+(``Limits.hold_prompt_url``) while the reconnects go on, or a polite hangup.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from .agent_link import AgentLink, AgentState
 from .agent_state import AgentUpdate, CurrentAgent
 from .agent_table import AGENT_TABLE
 from .dtmf import DigitInput
+from .fold import Fold, Folded
 from .interruption import BargeIn
 from .no_input import NoInputWatch
 from .playout import PlayoutClock, split_heard
@@ -74,6 +82,7 @@ from .state import (
     ConnectAgent,
     Measure,
     PendingTransfer,
+    PingAgent,
     Timer,
     Timers,
 )
@@ -150,6 +159,9 @@ class Call:
         # (metric name, value) pairs for whoever observes the call (metrics, tracing)
         self.observations: list[tuple[Measure, float]] = []
         self.barge_in_at: float | None = None  # a barge-in stop waiting to be written
+        self._warnings = Fold(self.limits.warning_interval_s)
+        self.on_hold = False  # the hold prompt plays: no agent for longer than the budget
+        self._dead_air_from(now)  # until the first agent connection is ready
 
         # What the call knows beyond its sockets (shared with other instances: shared()).
         self.details: ev.CallDetails | None = shared.details
@@ -301,6 +313,11 @@ class Call:
             self.hangup(now, "agent unavailable", end_reason="error")
         else:
             self.warn(now, "AGENT_CONNECTION_LOST", f"{reason}; reconnecting")
+            self._dead_air_from(now)
+
+    def agent_pong(self, now: float) -> None:
+        """The agent connection answered a ping."""
+        self.link.pong(now)
 
     def agent_rejected(self, now: float, reason: str, status: int | None) -> None:
         """The agent refused the connection for good (a wrong key or URL): no retry, the
@@ -361,6 +378,12 @@ class Call:
         if self.link.keepalive_due(now):
             self.to_agent.append(dg.KeepAlive())
             self.link.last_send = now
+        if self.link.ping_due(now):
+            self.actions.append(PingAgent())
+        elif self.link.silent(now):
+            self.actions.append(CloseAgent())
+            self.agent_lost(now, f"agent did not answer a ping within "
+                                 f"{self.limits.agent_pong_timeout_s:g} s")
         self.pull(now)
 
     def _timer_due(self, timer: Timer, now: float) -> None:
@@ -382,6 +405,10 @@ class Call:
             self.barge.drop_pending(self)
         elif timer is Timer.PLAY_URL:
             self.tools.play_wait_over(self, now)
+        elif timer is Timer.DEAD_AIR:
+            self._dead_air_due(now)
+        elif timer is Timer.WARNINGS:
+            self._report_folded(now, self._warnings.due(now))
 
     def pull(self, now: float) -> None:
         if self.state is CallState.ACTIVE or self.state is CallState.ENDING:
@@ -519,6 +546,7 @@ class Call:
         self.link.close()
         self.end_reason = (reason, reason_code, detail)
         self.playout.clear()
+        self._report_folded(now, self._warnings.flush())
         self.actions.append(CloseAgent())
         self.actions.append(CloseVaic(reason=reason))
         self.emit(ev.SessionEndEvent, now, reason=reason, reason_code=reason_code,
@@ -833,9 +861,18 @@ class Call:
             cls(session_id=self.session_id, conversation_id=self.conversation_id, at=now, **fields)
         )
 
-    def warn(self, now: float, code: str, description: str, *, source: str = "bridge") -> None:
+    def warn(
+        self, now: float, code: str, description: str, *, source: str = "bridge",
+        kind: str | None = None,
+    ) -> None:
+        """A warning for the application; repeats of one kind (``source``, ``code`` and
+        ``kind``) are folded (:mod:`.fold`)."""
         self.stats.warnings += 1
-        self.emit(ev.WarningEvent, now, code=code, description=description, source=source)
+        warnings = self._warnings
+        if warnings.add((source, code, kind), now, description):
+            self.emit(ev.WarningEvent, now, code=code, description=description, source=source)
+        elif warnings.next_deadline is not None:
+            self.timers.set(Timer.WARNINGS, warnings.next_deadline)
 
     def error(
         self, now: float, code: str, message: str, *, source: str = "bridge", fatal: bool = False,
@@ -845,6 +882,67 @@ class Call:
         self.emit(ev.BridgeErrorEvent, now, code=code, message=message, source=source,
                   fatal=fatal, status=status)
 
-    def protocol_warning(self, now: float, source: str, description: str) -> None:
+    def protocol_warning(
+        self, now: float, source: str, description: str, kind: str | None = None
+    ) -> None:
         """A peer sent something wrong; tell the application, keep going."""
-        self.warn(now, "PROTOCOL_ERROR", description, source=source)
+        self.warn(now, "PROTOCOL_ERROR", description, source=source, kind=kind)
+
+    def _report_folded(self, now: float, folded: list[Folded]) -> None:
+        for repeats in folded:
+            source: str
+            code: str
+            source, code, _ = repeats.key  # type: ignore[misc]  # as warn() made it
+            self.emit(ev.WarningEvent, now, code=code, description=repeats.describe(),
+                      source=source, count=repeats.count)
+        if self._warnings.next_deadline is not None:
+            self.timers.set(Timer.WARNINGS, self._warnings.next_deadline)
+
+    # --- the bridge's own stalls ---------------------------------------------------------
+
+    def stalled(self, now: float, seconds: float) -> None:
+        """The bridge's event loop did not run for ``seconds`` until ``now``. Agent audio
+        the caller should have heard meanwhile is late: beyond the lead it is skipped, so
+        the stall does not stay in the call as a delay (:meth:`PlayoutClock.stalled`)."""
+        if self.state is CallState.ACTIVE and self.playout.stalled(now, seconds):
+            self.warn(now, "BRIDGE_STALLED", f"the bridge did not run for {seconds * 1000:.0f} ms:"
+                      " agent audio that late is skipped")
+
+    # --- agent trouble: the dead-air budget ------------------------------------------------
+
+    def _dead_air_from(self, now: float) -> None:
+        """No agent from now on: the budget starts once the caller has heard what the
+        agent had said (a budget already running keeps its start)."""
+        budget = self.limits.dead_air_s
+        if budget > 0 and Timer.DEAD_AIR not in self.timers and not self.on_hold:
+            self.timers.set(Timer.DEAD_AIR, now + self.unplayed_s(now) + budget)
+
+    def dead_air_over(self, now: float) -> None:
+        """An agent connection is ready (``SettingsApplied``): the dead air is over."""
+        self.timers.clear(Timer.DEAD_AIR)
+        if self.on_hold:
+            self.on_hold = False
+            if self.state is CallState.ACTIVE:
+                self.to_vaic.append(ac.OutboundActivities(activities=(
+                    ac.Activity(type="event", name="abortPrompts"),)))
+
+    def _dead_air_due(self, now: float) -> None:
+        budget = self.limits.dead_air_s
+        if self.state is not CallState.ACTIVE:
+            if self.state is CallState.DETACHED:  # nobody hears it: count again on resume
+                self.timers.set(Timer.DEAD_AIR, now + budget)
+            return
+        url = self.limits.hold_prompt_url
+        if url:
+            self.on_hold = True
+            self.warn(now, "AGENT_DEAD_AIR", f"no agent for {budget:g} s: the caller hears "
+                      "the hold prompt while the bridge reconnects")
+            self.to_vaic.append(ac.OutboundActivities(activities=(ac.Activity(
+                type="event", name="playUrl", activity_params={"playUrlUrl": url}),)))
+            return
+        self.error(now, "AGENT_UNAVAILABLE", f"no agent for {budget:g} s (Limits.dead_air_s)",
+                   fatal=True)
+        self.link.close()
+        self.actions.append(CloseAgent())
+        self.hangup(now, "agent unavailable", end_reason="error")
+

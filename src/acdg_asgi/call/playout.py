@@ -14,6 +14,14 @@ next one is queued before the previous one has played out. On barge-in the unsen
 is dropped, the stream is stopped and the clock resets in the same step, so the caller
 hears at most ``lead`` of the interrupted turn.
 
+When the bridge itself stalls (its event loop blocked for longer than the lead), the
+caller hears silence and the audio meant for that time arrives late, all at once.
+Playing it at real time from then on would carry the stall as a delay for the rest of
+the stream; instead, as a phone line drops late packets, the open stream skips what is
+late beyond the lead (:meth:`stalled`), counted in ``CallStats.play_bytes_late``. Gaps
+the agent causes (audio that simply comes late) are not skipped: they are the agent's
+pauses.
+
 Pure: no clock is read here; every method takes ``now`` (seconds) and the owner asks
 :meth:`next_deadline` when to call :meth:`pull` again.
 """
@@ -34,6 +42,8 @@ __all__ = ["BY_DTMF", "BY_SPEECH", "Cut", "PlayoutClock", "split_heard"]
 # What may cut an utterance short (a bit each): the caller's speech, a key.
 BY_SPEECH = 1
 BY_DTMF = 2
+
+_LATE_WINDOW_S = 0.5  # after a stall, audio arriving this soon was held up by it
 
 
 class Cut(msgspec.Struct, frozen=True):
@@ -125,6 +135,8 @@ class PlayoutClock:
         self.stream_id: str | None = None
         self.play_head = 0.0  # when everything sent so far will have played
         self.sent_bytes = 0  # in the open stream
+        self._late = 0  # bytes of the open stream that a stall made late: to skip
+        self._late_until = 0.0
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -196,6 +208,19 @@ class PlayoutClock:
         self._queue.clear()
         self.stream_id = None
         self.sent_bytes = 0
+        self._late = 0
+
+    def stalled(self, now: float, seconds: float) -> bool:
+        """The bridge did not run for ``seconds`` until ``now``: of the open stream, skip
+        what the caller should have heard meanwhile beyond the lead, from the audio
+        waiting here or arriving within half a second. ``True`` if anything is to go."""
+        late = seconds - self.lead
+        if late <= 0 or self.stream_id is None:
+            return False
+        size = self.fmt.frame_bytes(int(late * 1000))
+        self._late = size - size % self.chunk_bytes  # whole chunks, as a line drops packets
+        self._late_until = now + _LATE_WINDOW_S
+        return self._late > 0
 
     def detach(self) -> None:
         """VAIC's socket is gone and its play stream with it; keep the audio queued."""
@@ -244,7 +269,7 @@ class PlayoutClock:
         ``False`` (nothing done) otherwise."""
         n = len(audio)
         if n != self.chunk_bytes or self.stream_id is None or len(self._buf) != self._off \
-                or len(self._queue) != 1 or self._queue[0].end is not None:
+                or len(self._queue) != 1 or self._queue[0].end is not None or self._late:
             return False
         duration = n / self.bytes_per_s
         if not self._due(duration, now):
@@ -256,6 +281,8 @@ class PlayoutClock:
 
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""
+        if self._late:
+            self._skip_late(now)
         while (size := self._next_size(partial_ok=self.play_head <= now)) is not None:
             utterance = self._queue[0]
             if size == 0:  # this utterance is all sent
@@ -286,6 +313,20 @@ class PlayoutClock:
                 return  # all sent and the turn goes on (the usual case): nothing else is due
 
     # --- internals --------------------------------------------------------------------
+
+    def _skip_late(self, now: float) -> None:
+        """Skip late audio of the open stream (see :meth:`stalled`): the whole chunks of it
+        that are here."""
+        if now > self._late_until or self.stream_id is None or not self._queue:
+            self._late = 0
+            return
+        end = self._queue[0].end
+        here = (end - self._read) if end is not None else self.pending
+        n = min(self._late, here - here % self.chunk_bytes)
+        if n > 0:
+            self._skip(n)
+            self._late -= n
+            self.stats.play_bytes_late += n
 
     def _due(self, duration: float, now: float) -> bool:
         """May a chunk this long go at ``now``: does it end within the lead?"""

@@ -12,7 +12,7 @@ from ..protocols import deepgram as dg
 
 __all__ = [
     "Action", "CallShared", "CallState", "CheckTool", "ChooseAgent", "CloseAgent", "CloseVaic",
-    "ConnectAgent", "Measure", "PendingTransfer", "Timer", "Timers",
+    "ConnectAgent", "Measure", "PendingTransfer", "PingAgent", "Timer", "Timers",
 ]
 
 
@@ -54,7 +54,11 @@ class CheckTool(msgspec.Struct, frozen=True):
     request: ToolRequest
 
 
-Action = ConnectAgent | CloseAgent | CloseVaic | ChooseAgent | CheckTool
+class PingAgent(msgspec.Struct, frozen=True):
+    """Ping the agent connection; its answer comes back as ``Call.agent_pong``."""
+
+
+Action = ConnectAgent | CloseAgent | CloseVaic | ChooseAgent | CheckTool | PingAgent
 
 
 class PendingTransfer(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +110,8 @@ class Timer(enum.Enum):
     DTMF = "dtmf"  # keys being collected: what was keyed counts as one input then
     BARGE_IN = "barge_in"  # caller speech shorter than min_speech_ms by then cuts nothing
     PLAY_URL = "play_url"  # a play_url tool stops waiting for VAIC's playFinished then
+    DEAD_AIR = "dead_air"  # no agent since then: the caller hears a hold prompt or a hangup
+    WARNINGS = "warnings"  # repeated warnings were folded: report them as one
 
 
 class Timers:

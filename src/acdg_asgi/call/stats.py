@@ -25,6 +25,7 @@ class CallStats(msgspec.Struct):
     # socket, or queued for a socket that was lost
     play_bytes_dropped: int = 0
     other_participant_frames: int = 0  # audio of participants the agent does not hear
+    play_bytes_late: int = 0  # agent audio skipped: already late after the bridge stalled
     barge_ins: int = 0
     resumes: int = 0
     agent_reconnects: int = 0

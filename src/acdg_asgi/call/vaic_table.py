@@ -44,7 +44,7 @@ def _activities(call: CallParts, msg: ac.Activities, now: float) -> None:
 
 
 def _session_end(call: CallParts, msg: ac.SessionEnd, now: float) -> None:
-    call.vaic_ended(now, msg.reason_code, msg.reason)
+    call.vaic_ended(now, ac.text_field(msg.reason_code), ac.text_field(msg.reason))
 
 
 def _validate(call: CallParts, msg: ac.ConnectionValidate, now: float) -> None:

@@ -28,6 +28,7 @@ from ..events import SessionEndEvent
 from ..observability.logs import configure_logging
 from ..observability.metrics import PrometheusMetrics, prometheus_client_missing
 from ..serving import DrainingServer
+from ..transports.http_guard import guarded_http
 from . import checks
 from .settings import ServeSettings, in_container
 
@@ -282,7 +283,9 @@ def _uvicorn_config(settings: ServeSettings, app: Any, **extra: Any) -> uvicorn.
     server = settings.server
     return uvicorn.Config(
         app, host=server.bind_host, port=server.port, ws=server.ws, loop=server.loop,
-        http=server.http, log_config=None, lifespan="on", ssl_certfile=server.ssl_certfile,
+        # uvicorn's HTTP parser, but a request must come whole within 10 s (no drip-feeding)
+        http=guarded_http(parser=server.http), log_config=None, lifespan="on",
+        ssl_certfile=server.ssl_certfile,
         ssl_keyfile=server.ssl_keyfile, proxy_headers=server.proxy_headers,
         forwarded_allow_ips=server.forwarded_allow_ips, **extra)
 

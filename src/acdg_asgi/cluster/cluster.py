@@ -10,6 +10,11 @@ The store's state (:attr:`Cluster.store_state`: ``"up"``, ``"down"`` or ``"unkno
 follows every answer and failure of the store, and each change is logged once: one
 WARNING when it goes down, one INFO when it is back. The control channel retries with
 backoff (1 s doubling to 30 s) in between.
+
+A resume takes a call over only from an owner whose VAIC socket is dead: the owner is
+asked first (a :class:`~.store.base.Probe`), answers once it has pinged its socket,
+and a call whose socket is alive stays where it is. An owner that does not answer (it
+died) loses the call.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 
@@ -25,13 +30,16 @@ from ..call import Call
 from ..call.commands import Command
 from ..call.state import CallShared
 from ..errors import CallNotFound, CommandFailed, ControlError, ControlTimeout, StoreUnavailable
-from ..observability.logs import for_call
+from ..observability.logs import for_call, get_logger
 from ..protocols import deepgram as dg
-from .store.base import CallSnapshot, CallStore, Release, RemoteCommand, Reply
+from .store.base import CallSnapshot, CallStore, Probe, Release, RemoteCommand, Reply
 
-__all__ = ["Cluster", "LocalCalls"]
+__all__ = ["LIVE_ELSEWHERE", "Cluster", "LocalCalls"]
 
-log = logging.getLogger("acdg_asgi.cluster")
+log = get_logger("acdg_asgi.cluster")
+
+LIVE_ELSEWHERE: Final = "conversation is live on another socket"  # its owner's socket
+_PROBE_MARGIN_S: Final = 1.0  # on top of the owner's own probe: the round trip via the store
 
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 30.0
@@ -48,6 +56,11 @@ class LocalCalls(Protocol):
 
     async def let_go(self, cid: str) -> None:
         """Another instance took call ``cid`` over: end it here, without a hangup."""
+        ...
+
+    async def vaic_alive(self, cid: str, probe_s: float) -> bool:
+        """Whether call ``cid`` is here with a VAIC socket that proves alive within
+        ``probe_s`` (a pong, any frame)."""
         ...
 
 
@@ -170,16 +183,19 @@ class Cluster:
     # --- resume on this instance ---------------------------------------------------------
 
     async def take_over(
-        self, cid: str
+        self, cid: str, *, probe_s: float = 2.0
     ) -> tuple[CallSnapshot, list[dg.History], CallShared, str] | str:
         """Claim a call another instance had: the snapshot (now ours), the history, the
         call's state beyond it and the previous owner ("" after a migrating drain), or why
-        not."""
+        not (:data:`LIVE_ELSEWHERE` if its owner's VAIC socket is alive)."""
         try:
             loaded = await self._store.load(cid)
             if loaded is None:
                 return "conversation not found"
             snapshot, history, shared = loaded
+            if snapshot.owner and snapshot.owner != self.instance_id \
+                    and await self._owner_has_socket(snapshot.owner, cid, probe_s):
+                return LIVE_ELSEWHERE
             claimed = await self._store.take_over(
                 cid, self.instance_id, snapshot.epoch, self.lease_ttl_s
             )
@@ -193,6 +209,26 @@ class Cluster:
             with anyio.move_on_after(1), contextlib.suppress(StoreUnavailable):
                 await self._store.publish(snapshot.owner, Release(cid, self.instance_id))
         return claimed, history, shared, snapshot.owner
+
+    async def _owner_has_socket(self, owner: str, cid: str, probe_s: float) -> bool:
+        """Ask ``owner`` whether its VAIC socket for ``cid`` is alive; no answer (or
+        nobody listening) means no."""
+        message = Probe(uuid.uuid4().hex, cid, self.instance_id, probe_s)
+        done = self._pending[message.id] = anyio.Event()
+        try:
+            if not await self._store.publish(owner, message):
+                return False  # the owner is gone
+            with anyio.move_on_after(probe_s + _PROBE_MARGIN_S):
+                await done.wait()
+            reply = self._replies.pop(message.id, None)
+        finally:
+            self._pending.pop(message.id, None)
+        return reply is not None and reply.ok
+
+    async def _answer_probe(self, calls: LocalCalls, message: Probe) -> None:
+        alive = await calls.vaic_alive(message.conversation_id, message.probe_s)
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.publish(message.reply_to, Reply(message.id, ok=alive))
 
     # --- commands between instances ------------------------------------------------------
 
@@ -242,6 +278,8 @@ class Cluster:
                             self._reply(message)
                         elif isinstance(message, Release):
                             tg.start_soon(calls.let_go, message.conversation_id)
+                        elif isinstance(message, Probe):
+                            tg.start_soon(self._answer_probe, calls, message)
                         else:
                             tg.start_soon(self._execute, calls, message)
                 except StoreUnavailable as exc:

@@ -4,26 +4,78 @@ commands (readable text, or one JSON object per line).
 Call log lines carry ``conversation_id`` and ``session_id`` as ``extra`` fields
 (:class:`CallLog`); the JSON format puts them in their own fields so a log pipeline can
 index them.
+
+Whatever a peer sent can end up in a log line (a ``conversationId``, an unknown message
+type, a reason). The bridge's loggers (:func:`get_logger`) pass every string argument
+through :func:`peer_text`: control characters escaped, so a newline cannot forge a line,
+and at most :data:`LOG_ARG_MAX` characters, so a huge field cannot flood the log.
+``acdg_asgi.security`` is the logger of refusals an operator should look at (a resume
+for a call that is alive elsewhere, a socket closed for flooding).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import msgspec
 
+from ..call.fold import Fold, Folded
 from ..transports.redact import ServerLogFilter
 
 __all__ = [
-    "CallLog", "JsonFormatter", "configure_logging", "for_call", "log_somewhere", "logger",
+    "CallLog", "FoldedLog", "JsonFormatter", "PeerSafe", "configure_logging", "for_call",
+    "get_logger",
+    "log_somewhere", "logger", "peer_text", "security",
 ]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
-logger = logging.getLogger("acdg_asgi.call")
+LOG_ARG_MAX: Final = 300
+# C0 and C1 controls, line and paragraph separators, bidirectional overrides
+_UNSAFE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def peer_text(value: object, limit: int = LOG_ARG_MAX) -> str:
+    """``value`` as text that is safe to log or echo back: at most ``limit`` characters
+    of it (the rest counted), control characters written as ``\\xNN``/``\\uNNNN``."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}...(+{len(text) - limit} chars)"
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class PeerSafe(logging.Filter):
+    """Makes every string argument of a record safe (:func:`peer_text`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(peer_text(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, Mapping):
+            record.args = {k: peer_text(v) if isinstance(v, str) else v for k, v in args.items()}
+        return True
+
+
+def get_logger(name: str) -> logging.Logger:
+    """One of the bridge's loggers, its arguments made safe (:class:`PeerSafe`)."""
+    log = logging.getLogger(name)
+    if not any(isinstance(f, PeerSafe) for f in log.filters):
+        log.addFilter(PeerSafe())
+    return log
+
+
+logger = get_logger("acdg_asgi.call")
+security = get_logger("acdg_asgi.security")
 
 
 class CallLog(logging.LoggerAdapter[logging.Logger]):
@@ -38,8 +90,44 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
 def for_call(
     conversation_id: str | None, session_id: str | None = None, base: logging.Logger = logger
 ) -> CallLog:
-    """The log of one call, before or outside its runtime (admission, the cluster)."""
+    """The log of one call, before or outside its runtime (admission, the cluster). The
+    id may not have been checked yet: it goes into every line made safe (:func:`peer_text`)."""
+    if conversation_id is not None:
+        conversation_id = peer_text(conversation_id, 128)
     return CallLog(base, {"conversation_id": conversation_id, "session_id": session_id})
+
+
+class FoldedLog:
+    """Lines a peer can make repeat (an unknown message type, a full event queue), folded
+    per kind: the first few in each interval are written, then one line says how many
+    more there were, quoting the last (see :mod:`acdg_asgi.call.fold`)."""
+
+    def __init__(
+        self, log: logging.LoggerAdapter[Any] | logging.Logger, clock: Callable[[], float],
+        *, interval_s: float = 5.0,
+    ) -> None:
+        self._log = log
+        self._clock = clock
+        self._fold = Fold(interval_s)
+        self._levels: dict[str, int] = {}
+
+    def log(self, kind: str, level: int, msg: str, *args: Any) -> None:
+        now = self._clock()
+        self._report(self._fold.due(now))
+        self._levels[kind] = level
+        if self._fold.add(kind, now, (msg, args)):
+            self._log.log(level, msg, *args)
+
+    def flush(self) -> None:
+        """Say what is still folded (at the end of the call)."""
+        self._report(self._fold.flush())
+
+    def _report(self, folded: list[Folded]) -> None:
+        for repeats in folded:
+            msg, args = repeats.detail
+            self._log.log(self._levels.get(str(repeats.key), logging.INFO),
+                          "%d more like this in %g s, the last: " + msg, repeats.count,
+                          repeats.interval_s, *args)
 
 
 _encoder = msgspec.json.Encoder()
@@ -52,7 +140,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _one_line(record.getMessage()),
         }
         for key in ("conversation_id", "session_id"):
             value = getattr(record, key, None)
@@ -66,6 +154,19 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(entry).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line (a traceback follows on lines of its own): whatever another
+    library logs, a newline in its message cannot start a forged line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _one_line(record.message)
+        return super().formatMessage(record)
+
+
+def _one_line(message: str) -> str:
+    return _UNSAFE.sub(_escape, message) if _UNSAFE.search(message) else message
+
+
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
     """``acdg serve``'s logging: one handler on the root logger, to stderr, that every
     logger (the bridge's, uvicorn's, websockets') writes through, with
@@ -75,7 +176,7 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     handler.addFilter(ServerLogFilter())  # whichever logger a server or library writes to
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -110,7 +211,7 @@ def log_somewhere() -> None:
     if logging.getLogger().handlers or any(isinstance(h, _Fallback) for h in ours.handlers):
         return
     handler = _Fallback(sys.stderr)
-    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(TextFormatter(TEXT_FORMAT))
     handler.addFilter(ServerLogFilter())
     ours.addHandler(handler)
     for name in _SERVER_LOGGERS:

@@ -212,7 +212,8 @@ class _LiveCollector(Collector):
         dropped = CounterMetricFamily("acdg_dropped", "Audio dropped, by what", labels=["what"])
         for what, field in (("caller_frames", "caller_frames_dropped"),
                             ("agent_audio_bytes", "play_bytes_dropped"),
-                            ("other_participant_frames", "other_participant_frames")):
+                            ("other_participant_frames", "other_participant_frames"),
+                            ("late_agent_audio_bytes", "play_bytes_late")):
             total = getattr(finished, field) + sum(getattr(c.stats, field) for c in live)
             dropped.add_metric([what], total)
         yield from families.values()

@@ -19,7 +19,8 @@ U = TypeVar("U")
 
 
 class DecodeError(ValueError):
-    """The frame is not JSON, not an object, or a known message with wrong field types."""
+    """The frame is not JSON, not an object, nested too deeply, or a known message with
+    wrong field types or values out of bounds."""
 
 
 def tags(union: Any) -> frozenset[str]:
@@ -40,12 +41,12 @@ def decode_known(
     """
     try:
         return decoder.decode(frame)
-    except msgspec.DecodeError as exc:
-        first_error = exc
+    except Exception as exc:  # whatever decoding raises, the frame is malformed
+        first_error = _why(exc)
     try:
         envelope = unknown.decode(frame)
-    except msgspec.DecodeError:
-        raise DecodeError(str(first_error)) from None
+    except Exception:
+        raise DecodeError(first_error) from None
     kind = getattr(envelope, "type", None)
     if kind in known_tags:
         raise DecodeError(f"{kind}: {first_error}") from None
@@ -77,3 +78,12 @@ class CheckedKeywords(msgspec.StructMeta):
             raise TypeError("; ".join(
                 f"{cls.__name__}() got an unknown keyword {key!r}{nearest(key, fields)}"
                 for key in unknown)) from None
+
+
+def _why(exc: Exception) -> str:
+    """What was wrong with a frame, in one short line."""
+    if isinstance(exc, RecursionError):  # msgspec's guard against deep nesting
+        return "JSON nested too deeply"
+    if isinstance(exc, msgspec.DecodeError):
+        return str(exc)[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -6,10 +6,17 @@ inside them. Audio fields are ``bytes`` so msgspec does the base64 work in C.
 Reading is tolerant: unknown fields are ignored, and a message whose ``type`` is not
 known decodes into :class:`UnknownMessage` so the caller can log it by name. Writing is exact:
 only fields that were set go on the wire (``omit_defaults``).
+
+Reading is also bounded, so a peer cannot make one frame cost much: at most
+:data:`MAX_ACTIVITIES` activities per message, nested at most :data:`MAX_DEPTH` levels;
+a frame over either bound, or nested deeper than the JSON decoder's own guard anywhere,
+is malformed. :func:`conversation_id_problem` says what is wrong with a ``conversationId``
+a call should not be keyed by.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import msgspec
@@ -45,9 +52,16 @@ __all__ = [
     "UserStreamStarted",
     "UserStreamStop",
     "UserStreamStopped",
+    "conversation_id_problem",
     "decode",
     "encode",
+    "text_field",
 ]
+
+MAX_ACTIVITIES: Final = 64  # VAIC sends one or a few; thousands only cost
+MAX_DEPTH: Final = 32  # nesting inside an activity; VAIC's are two or three deep
+MAX_CONVERSATION_ID: Final = 128  # a UUID is 36
+_CONVERSATION_ID: Final = re.compile(r"[A-Za-z0-9._:@+=~-]+")
 
 
 class _Message(msgspec.Struct, tag_field="type", rename="camel", omit_defaults=True, frozen=True):
@@ -105,8 +119,11 @@ class SessionResume(_Inbound, tag="session.resume", frozen=True):
 
 
 class SessionEnd(_Inbound, tag="session.end", frozen=True):
-    reason_code: str | None = None
-    reason: str | None = None
+    """The call is over. ``reason_code`` and ``reason`` are taken as they come (read
+    them with :func:`text_field`): a wrong type there must not lose the end of a call."""
+
+    reason_code: Any = None
+    reason: Any = None
 
 
 class UserStreamStart(_Inbound, tag="userStream.start", frozen=True):
@@ -126,6 +143,47 @@ class Activities(_Inbound, tag="activities", frozen=True):
     """Activities from VAIC, kept as plain objects so no field VAIC adds is lost."""
 
     activities: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:  # on decode: a bad frame is a DecodeError
+        if len(self.activities) > MAX_ACTIVITIES:
+            raise ValueError(f"{len(self.activities)} activities in one message "
+                             f"(at most {MAX_ACTIVITIES})")
+        if _deeper_than(self.activities, MAX_DEPTH):
+            raise ValueError(f"activities nested deeper than {MAX_DEPTH} levels")
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list | tuple):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def conversation_id_problem(cid: object) -> str | None:
+    """Why ``cid`` cannot key a call (``None`` if it can): it must be 1 to 128 letters,
+    digits or ``._:@+=~-`` (VAIC sends a UUID), so that it is safe in logs and URLs."""
+    if not isinstance(cid, str) or not cid:
+        return "no conversationId"
+    if len(cid) > MAX_CONVERSATION_ID:
+        return f"conversationId of {len(cid)} characters (at most {MAX_CONVERSATION_ID})"
+    if _CONVERSATION_ID.fullmatch(cid) is None:
+        return "conversationId with characters other than letters, digits and ._:@+=~-"
+    return None
+
+
+def text_field(value: object, limit: int = 256) -> str | None:
+    """A free-text field as VAIC may send it (a string, a number, or something else
+    by mistake): a string of at most ``limit`` characters, or ``None``."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)[:limit]
 
 
 InboundMessage = (
@@ -256,7 +314,7 @@ def decode_outbound(frame: str | bytes) -> OutboundMessage:
     try:
         message: OutboundMessage = _outbound_decoder.decode(frame)
         return message
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(str(exc)) from None
 
 

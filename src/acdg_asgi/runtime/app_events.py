@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from .. import events as ev
 from ..call import Measure
 from ..errors import ConfigError
 from ..events import EVENT_NAMES, BridgeErrorEvent, Event
+from ..observability.logs import FoldedLog
 from ..observability.observer import CallView, Observers
 from ..session import Session
 
@@ -104,12 +106,14 @@ class EventDispatch:
         log: logging.LoggerAdapter[Any],
         *,
         queue: int,
+        folded: FoldedLog | None = None,
     ) -> None:
         self._session = session
         self._call = call
         self._handlers = handlers
         self.observers = observers
         self._log = log
+        self._folded = folded or FoldedLog(log, time.monotonic)
         self._in, self._out = anyio.create_memory_object_stream[ev.Event](queue)
         self._last: ev.SessionEndEvent | None = None  # the end, when the queue was full
         self.finished = anyio.Event()  # every event was handed to the handlers
@@ -126,7 +130,8 @@ class EventDispatch:
                 if isinstance(event, ev.SessionEndEvent):
                     self._last = event  # handed over after the rest
                 else:
-                    self._log.warning("event queue full: %s dropped", type(event).__name__)
+                    self._folded.log("queue full", logging.WARNING, "event queue full: %s dropped",
+                                     type(event).__name__)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass  # the call is over and its dispatcher gone
 

@@ -12,6 +12,10 @@ never waits: events go to the dispatcher, actions are taken, and each outbox is 
 to its socket's outlet (:mod:`.outlets`), which writes at once where the socket allows
 and otherwise queues for its writer. So a frame can be handled inside a socket's
 ``data_received`` callback, and a deadline inside the timer's.
+
+The runtime also tells the call what only I/O can see: that the event loop stalled
+(:meth:`~.scheduler.Scheduler.watch_stalls`), that VAIC's socket went over its read
+budget, whether that socket is still alive when a resume asks for the call.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure
+from ..call import Call, CallState, CloseAgent, CloseVaic, ConnectAgent, Measure, PingAgent
 from ..call.state import CallShared, CheckTool, ChooseAgent
 from ..cluster.cluster import Cluster
 from ..config import AgentConfig
 from ..errors import AgentClosed, AgentConnectError
 from ..events import CallDetails, ToolRequest
-from ..observability.logs import CallLog, logger
+from ..observability.logs import CallLog, FoldedLog, logger, security
 from ..policies import Refuse
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
@@ -62,8 +66,10 @@ class CallRuntime:
         )
         self.scheduler = deps.scheduler
         self.now = deps.scheduler.now
-        loop, limit = deps.scheduler.loop, call.limits.outbound_queue
+        self.folded = FoldedLog(self.log, self.now, interval_s=call.limits.warning_interval_s)
+        loop, limit = deps.scheduler.loop, call.limits.outbound_queue_bytes
         self.vaic = VaicOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed,
+                               on_stuck=self._stuck,
                                on_stop_written=self._stop_written)
         self.agent = AgentOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed)
         self._scheduled = math.inf
@@ -75,11 +81,12 @@ class CallRuntime:
             Callable[[], Coroutine[Any, Any, None]]](math.inf)
         self._observers = deps.observers
         self._events = EventDispatch(self.session, call, deps.handlers, deps.observers,
-                                     self.log, queue=call.limits.event_queue)
+                                     self.log, queue=call.limits.event_queue, folded=self.folded)
         self.done = anyio.Event()
         self.finished = False  # set in the same step as observers hear of the end
         self._cluster = deps.cluster if deps.cluster and deps.cluster.shared else None
         self._history_grew = anyio.Event()  # or the call's other shared state changed
+        self._agent_scope: anyio.CancelScope | None = None  # reading the agent connection
         self.persisted = len(call.transcript.entries)  # history entries already shared
         self.persisted_version = call.shared_version  # of the rest of the call's state
         self._keys: MemoryObjectSendStream[str] | None = None  # to a sensitive() block
@@ -92,9 +99,11 @@ class CallRuntime:
     async def run(self, vaic: VaicSocket) -> None:
         """Run the call to its end. Called by the ASGI task of the socket that started it."""
         self.vaic.attach(vaic)
+        vaic.budget.on_over = self._over_budget
         self.log.info("call accepted: %s from %s", self.call.media_format.token, vaic.client)
         if self._observers:
             self._observers.call_started(self.call)
+        stop_watching = self.scheduler.watch_stalls(self._stalled)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._spawner, tg)
@@ -114,6 +123,8 @@ class CallRuntime:
             self.log.exception("call failed inside the bridge")
             await self._abort("internal error")
         finally:
+            stop_watching()
+            self.folded.flush()
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self.agent.aclose()
                 if self.vaic.socket is not None:
@@ -126,6 +137,7 @@ class CallRuntime:
         """``session.resume`` on a new socket: carry on with it, until it closes."""
         self.call.vaic_resumed(self.now())  # raises SessionClosedError if the call ended
         old = self.vaic.attach(vaic)
+        vaic.budget.on_over = self._over_budget
         if old is not None:
             await old.close(1000, "replaced by a resumed socket")
         self.log.info("call resumed from %s", vaic.client)
@@ -207,9 +219,48 @@ class CallRuntime:
         self.flush()
 
     def peer_error(self, source: str, kind: str, description: str) -> None:
-        self.call.protocol_warning(self.now(), source, description)
+        self.call.protocol_warning(self.now(), source, description, kind)
         if self._observers:
             self._observers.protocol_error(source, kind)
+
+    async def vaic_alive(self, probe_s: float) -> bool:
+        """Whether VAIC's socket for this call proves alive within ``probe_s``: a frame
+        from it, or (on the direct protocol, which can ping) the pong to a ping. A
+        detached call's socket is not alive; nor is one silent for the whole probe."""
+        socket = self.vaic.socket
+        if socket is None or socket.closed or socket.broken:
+            return False
+        mark = socket.budget.mark()
+        socket.ping()
+        with anyio.move_on_after(probe_s):
+            while self.vaic.socket is socket and not socket.closed:
+                if socket.budget.heard_since(mark):
+                    return True
+                await anyio.sleep(0.02)
+        return False
+
+    def _over_budget(self, stage: str, description: str) -> None:
+        """VAIC's socket sends more than its read budget (it is read slower meanwhile)."""
+        try:
+            self.call.protocol_warning(self.now(), "audiocodes", f"VAIC socket {description}",
+                                       "budget")
+            if stage == "close":
+                if self._observers:
+                    self._observers.protocol_error("audiocodes", "over_budget")
+                socket = self.vaic.socket
+                security.warning("[%s] VAIC socket from %s closed: %s", self.call.conversation_id,
+                                 socket.client if socket is not None else "?", description)
+            self.flush()
+        except Exception:
+            self._fail("a socket over its budget")
+
+    def _stalled(self, now: float, seconds: float) -> None:
+        if not self.finished:
+            try:
+                self.call.stalled(now, seconds)
+                self.flush()
+            except Exception:
+                self._fail("a stall")
 
     # --- the flush -----------------------------------------------------------------------
 
@@ -252,6 +303,10 @@ class CallRuntime:
                     self._connect_send.send_nowait(action.attempt)
             elif isinstance(action, CloseAgent):
                 self.agent.close()
+                if self._agent_scope is not None:
+                    self._agent_scope.cancel()
+            elif isinstance(action, PingAgent) and not self.agent.ping(self._agent_pong):
+                self.call.agent_pong(self.now())  # cannot be pinged: not watched for silence
             elif isinstance(action, CloseVaic):
                 # "migrated": no session.end, so VAIC resumes on another instance
                 self.vaic.close(1012 if action.reason == "migrated" else 1000)
@@ -323,9 +378,20 @@ class CallRuntime:
 
     def _shed(self, peer: str, dropped: int) -> None:
         self.call.protocol_warning(
-            self.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames"
-        )
+            self.now(), "bridge", f"{peer} is slow: dropped {dropped} audio frames", "slow")
         self._hand_over()
+
+    def _stuck(self, waiting: int) -> None:
+        self.call.protocol_warning(self.now(), "bridge", f"VAIC reads nothing: {waiting} "
+                                   "messages waited for it; its socket is closed", "stuck")
+        self._hand_over()
+
+    def _agent_pong(self) -> None:
+        try:
+            self.call.agent_pong(self.now())
+            self.flush()
+        except Exception:
+            self._fail("an agent pong")
 
     def _stop_written(self) -> None:
         at, self.call.barge_in_at = self.call.barge_in_at, None
@@ -391,12 +457,16 @@ class CallRuntime:
                     await conn.close()
                     break
                 push = self.agent.attach(conn)
-                call.agent_connected(self.now())
-                self.flush()
-                if push is not None:
-                    reason = await self._listen_agent(push)
-                else:
-                    reason = await self._read_agent(conn)
+                # Closed by the call (lost to it, or silent): done with it at once, the
+                # outlet's writer closes it meanwhile, and the next attempt may start.
+                with anyio.CancelScope() as self._agent_scope:
+                    call.agent_connected(self.now())
+                    self.flush()
+                    if push is not None:
+                        reason = await self._listen_agent(push)
+                    else:
+                        reason = await self._read_agent(conn)
+                self._agent_scope = None
                 if self.agent.drop(conn):  # not closed on the call's own request
                     call.agent_lost(self.now(), reason)
                     self.flush()

@@ -5,11 +5,14 @@ the socket takes writes at once (a direct VAIC socket that keeps up, a pushing a
 connection) and nothing is queued, it writes them right there; otherwise it queues them
 for its own writer task, which awaits the socket. So nothing overtakes what is queued.
 
-A peer that reads slower than real time fills the queue; past ``limit`` messages the
-oldest audio is dropped (control messages are always kept), counted in the call's
+A peer that reads slower than real time fills the queue; past ``limit`` bytes
+(``Limits.outbound_queue_bytes``: the audio's bytes, a control message counted as
+:data:`CONTROL_BYTES`) the oldest audio is dropped, counted in the call's
 :class:`~acdg_asgi.call.CallStats` and reported through ``on_shed``, so memory stays
-bounded and what is sent stays current. A failed write is not an error here: the socket's
-reader sees the same loss and reports it to the call.
+bounded and what is sent stays current. Control messages are kept, unless they alone
+fill the queue: then the peer reads nothing at all and VAIC's socket is closed (1008;
+VAIC may resume on a new one). A failed write is not an error here: the socket's reader
+sees the same loss and reports it to the call.
 
 The socket behind an outlet changes during a call (VAIC resumes on a new socket, the
 agent connection is replaced); what was queued for the old one is dropped with it. Audio
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
 
 from ..call import CallStats
 from ..errors import AgentClosed, VaicClosed
@@ -30,7 +34,16 @@ from ..transports.agent_base import AgentConnection, PushAgentConnection
 from ..transports.vaic_asgi import DirectProtocol, VaicSocket
 from .scheduler import Kick
 
-__all__ = ["AgentOutlet", "VaicOutlet"]
+__all__ = ["CONTROL_BYTES", "AgentOutlet", "VaicOutlet"]
+
+CONTROL_BYTES: Final = 256  # what a queued control message is counted as
+_CHUNK: Final = ac.PlayStreamChunk
+
+
+# What a queued message counts for (inline on the queue paths: they run per message).
+def _vaic_bytes(msg: ac.OutboundMessage) -> int:
+    return len(msg.audio_chunk) if msg.__class__ is ac.PlayStreamChunk else CONTROL_BYTES
+
 
 _EAGER_TRIES = 8  # sends begun at once that had to wait, in a row: then leave it to the writer
 
@@ -41,6 +54,7 @@ class VaicOutlet:
     def __init__(
         self, kick: Kick, stats: CallStats, *, limit: int,
         on_shed: Callable[[str, int], None], on_stop_written: Callable[[], None],
+        on_stuck: Callable[[int], None] | None = None,
     ) -> None:
         self.socket: VaicSocket | None = None
         self._direct: DirectProtocol | None = None  # the socket's, while it takes writes now
@@ -48,14 +62,22 @@ class VaicOutlet:
         self._stats = stats
         self._limit = limit
         self._on_shed = on_shed
+        self._on_stuck = on_stuck
         self._on_stop_written = on_stop_written
         self._queue: deque[ac.OutboundMessage] = deque()
         # A send begun at once that has to wait: the writer finishes it before the queue.
         self._rest: tuple[VaicSocket, Awaitable[None], ac.OutboundMessage] | None = None
         self._writing = False  # the writer is in a send
         self._waited = 0  # sends begun at once that had to wait, in a row
+        self._queued = 0  # bytes, as _vaic_bytes counts them
+        self._stuck: VaicSocket | None = None  # reads nothing: to be closed by the writer
         self._close_code: int | None = None
         self.closed = False  # the writer is done: the call is over
+
+    @property
+    def queued_bytes(self) -> int:
+        """What waits for the writer, counted as the limit counts it."""
+        return self._queued
 
     def attach(self, socket: VaicSocket) -> VaicSocket | None:
         """Write to ``socket`` from now on; the socket it replaces, if any."""
@@ -86,11 +108,20 @@ class VaicOutlet:
         if socket is None:
             self._dropped(batch)  # detached: the call keeps its audio in the playout
             return
+        if socket is self._stuck:
+            self._dropped(batch)  # it reads nothing: the writer is closing it
+            return
         if not (self._queue or self._writing or self._rest) and self._waited < _EAGER_TRIES:
             self._send_now(socket, batch)
             return
+        self._enqueue(batch)
+
+    def _enqueue(self, batch: list[ac.OutboundMessage]) -> None:
+        """Queue ``batch`` for the writer, counted in bytes; past the limit, shed."""
         self._queue.extend(batch)
-        if len(self._queue) > self._limit:
+        for msg in batch:  # as _vaic_bytes counts (inline: it runs per message)
+            self._queued += len(msg.audio_chunk) if msg.__class__ is _CHUNK else CONTROL_BYTES
+        if self._queued > self._limit:
             self._shed()
         self._kick.set()
 
@@ -107,10 +138,7 @@ class VaicOutlet:
             if rest is not None:
                 self._waited += 1
                 self._rest = (socket, rest, msg)
-                self._queue.extend(batch[i + 1 :])
-                if len(self._queue) > self._limit:
-                    self._shed()
-                self._kick.set()
+                self._enqueue(batch[i + 1 :])
                 return
             if msg.__class__ is ac.PlayStreamStop:
                 self._on_stop_written()
@@ -133,13 +161,17 @@ class VaicOutlet:
         queue = self._queue
         while True:
             await self._kick.wait()
+            if (stuck := self._stuck) is not None:
+                self._stuck = None
+                await stuck.close(1008, "VAIC reads nothing")  # its reader reports the loss
             if (begun := self._rest) is not None:
                 sent = await self._write(begun[0], begun[1], begun[2])
                 self._rest = None
                 if not sent:
                     continue  # the loss is counted; a resumed socket kicks the writer again
-            while queue and (socket := self.socket) is not None:
+            while queue and (socket := self.socket) is not None and socket is not stuck:
                 msg = queue.popleft()
+                self._queued -= len(msg.audio_chunk) if msg.__class__ is _CHUNK else CONTROL_BYTES
                 if not await self._write(socket, socket.send_text(ac.encode(msg)), msg):
                     break
             if self._close_code is not None:
@@ -175,22 +207,33 @@ class VaicOutlet:
             self.socket.broken = True
 
     def _shed(self) -> None:
+        """Over the limit: drop the oldest audio until the rest fits; if control messages
+        alone fill it, VAIC reads nothing at all: close the socket."""
         queue, kept = self._queue, []
-        excess = len(queue) - self._limit
+        excess = self._queued - self._limit
         for msg in queue:
             if excess > 0 and isinstance(msg, ac.PlayStreamChunk):
-                excess -= 1
+                size = _vaic_bytes(msg)
+                excess -= size
+                self._queued -= size
                 self._stats.play_bytes_dropped += len(msg.audio_chunk)
             else:
                 kept.append(msg)
         dropped = len(queue) - len(kept)
         queue.clear()
         queue.extend(kept)
-        self._on_shed("VAIC", dropped)
+        if dropped:
+            self._on_shed("VAIC", dropped)
+        if self._queued > self._limit and self.socket is not None:
+            if self._on_stuck is not None:
+                self._on_stuck(len(queue))
+            self._stuck, self._direct = self.socket, None
+            self._drop_queued()
 
     def _drop_queued(self) -> None:
         self._dropped(self._queue)
         self._queue.clear()
+        self._queued = 0
 
     def _dropped(self, messages: Iterable[ac.OutboundMessage]) -> None:
         for msg in messages:
@@ -211,6 +254,7 @@ class AgentOutlet:
         self._limit = limit
         self._on_shed = on_shed
         self._queue: deque[dg.ClientMessage | bytes] = deque()
+        self._queued = 0  # bytes, as _agent_bytes counts them
         self._closing: list[AgentConnection] = []
 
     def attach(self, conn: AgentConnection) -> PushAgentConnection | None:
@@ -227,6 +271,23 @@ class AgentOutlet:
         self.conn = self.push = None
         self._dropped(self._queue)
         self._queue.clear()
+        self._queued = 0
+        return True
+
+    def ping(self, on_pong: Callable[[], None]) -> bool:
+        """Ping the connection; ``on_pong()`` once it answers (if it is still the one).
+        ``False`` if it cannot be pinged (a connector without ``ping``)."""
+        conn = self.conn
+        ping = getattr(conn, "ping", None)  # (PingableConnection; isinstance costs more)
+        if ping is None:
+            return False
+
+        def answered() -> None:
+            if self.conn is conn:
+                on_pong()
+
+        with contextlib.suppress(AgentClosed):  # its reader reports the loss
+            ping(answered)
         return True
 
     def close(self) -> None:
@@ -254,7 +315,9 @@ class AgentOutlet:
             self._dropped(batch)
             return
         self._queue.extend(batch)
-        if len(self._queue) > self._limit:
+        for item in batch:
+            self._queued += len(item) if item.__class__ is bytes else CONTROL_BYTES
+        if self._queued > self._limit:
             self._shed()
         self._kick.set()
 
@@ -267,6 +330,7 @@ class AgentOutlet:
                 await self._closing.pop().close()
             while queue and (conn := self.conn) is not None:
                 item = queue.popleft()
+                self._queued -= len(item) if item.__class__ is bytes else CONTROL_BYTES
                 try:
                     if isinstance(item, bytes):
                         await conn.send_audio(item)
@@ -275,6 +339,7 @@ class AgentOutlet:
                 except AgentClosed:
                     self._dropped((item, *queue))  # the reader sees the loss and reports it
                     queue.clear()
+                    self._queued = 0
                     break
 
     async def aclose(self) -> None:
@@ -287,17 +352,19 @@ class AgentOutlet:
 
     def _shed(self) -> None:
         queue, kept = self._queue, []
-        excess = len(queue) - self._limit
+        excess = self._queued - self._limit
         for item in queue:
             if excess > 0 and isinstance(item, bytes):
-                excess -= 1
+                excess -= len(item)
+                self._queued -= len(item)
             else:
                 kept.append(item)
         dropped = len(queue) - len(kept)
         queue.clear()
         queue.extend(kept)
         self._stats.caller_frames_dropped += dropped
-        self._on_shed("agent", dropped)
+        if dropped:
+            self._on_shed("agent", dropped)
 
     def _dropped(self, items: Iterable[dg.ClientMessage | bytes]) -> None:
         self._stats.caller_frames_dropped += sum(1 for item in items if isinstance(item, bytes))

@@ -8,11 +8,12 @@ it becomes a warning on the call and a count for the metrics, and the call goes 
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from ..call import Call
 from ..errors import RemoteProtocolError
-from ..observability.logs import CallLog
+from ..observability.logs import CallLog, FoldedLog
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 
@@ -24,6 +25,7 @@ class CallInputs(Protocol):
 
     call: Call
     log: CallLog
+    folded: FoldedLog  # for lines a peer can make repeat
 
     def now(self) -> float: ...
 
@@ -44,7 +46,8 @@ def vaic_frame(rt: CallInputs, frame: str | bytes) -> type[ac.InboundMessage] | 
             rt.peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
             return None
         if msg.__class__ is ac.UnknownMessage:
-            rt.log.info("unknown VAIC message type %r ignored", msg.type)
+            rt.folded.log("unknown", logging.INFO, "unknown VAIC message type %r ignored",
+                          msg.type)
             return None
         try:
             call.vaic(msg, rt.now())  # type: ignore[arg-type]
@@ -63,6 +66,7 @@ def agent_message(rt: CallInputs, text: str) -> None:
         rt.peer_error("deepgram", "malformed", f"malformed agent message: {exc}")
         return
     if isinstance(msg, dg.UnknownMessage):
-        rt.log.info("unknown agent message type %r ignored", msg.type)
+        rt.folded.log("unknown agent", logging.INFO, "unknown agent message type %r ignored",
+                      msg.type)
         return
     rt.call.agent(msg, rt.now())

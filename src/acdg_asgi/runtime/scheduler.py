@@ -10,6 +10,11 @@ not thousands.
 The scheduler holds its loop rather than asking ``asyncio.get_running_loop()``: on
 Python 3.11 that call makes a ``getpid`` system call each time, and the clock is read
 for every audio frame.
+
+It also notices when the loop itself did not run (a callback that blocked it, the process
+not scheduled): a heartbeat every :data:`STALL_CHECK_S` while anyone watches
+(:meth:`Scheduler.watch_stalls`) that comes late by more than that is a stall, and the
+watchers (the calls) hear how long it was.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import itertools
 import weakref
 from collections.abc import Callable
 
-__all__ = ["Kick", "Scheduler"]
+__all__ = ["STALL_CHECK_S", "Kick", "Scheduler"]
+
+STALL_CHECK_S = 0.05
 
 
 class Scheduler:
@@ -33,6 +40,9 @@ class Scheduler:
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
+        self._stall_watchers: dict[int, Callable[[float, float], None]] = {}
+        self._beat: asyncio.TimerHandle | None = None
+        self._beat_at = 0.0
 
     @classmethod
     def for_running_loop(cls) -> Scheduler:
@@ -72,6 +82,36 @@ class Scheduler:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    # --- stalls of the loop itself ---------------------------------------------------------
+
+    def watch_stalls(self, on_stall: Callable[[float, float], None]) -> Callable[[], None]:
+        """Call ``on_stall(now, seconds)`` after each stall of the loop; returns the
+        function that stops watching."""
+        key = next(self._seq)
+        self._stall_watchers[key] = on_stall
+        if self._beat is None:
+            self._heartbeat_at(self.loop.time() + STALL_CHECK_S)
+
+        def stop() -> None:
+            self._stall_watchers.pop(key, None)
+            if not self._stall_watchers and self._beat is not None:
+                self._beat.cancel()
+                self._beat = None
+
+        return stop
+
+    def _heartbeat_at(self, when: float) -> None:
+        self._beat_at = when
+        self._beat = self.loop.call_at(when, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        now = self.loop.time()
+        late = now - self._beat_at
+        self._heartbeat_at(now + STALL_CHECK_S)
+        if late > STALL_CHECK_S:
+            for on_stall in list(self._stall_watchers.values()):
+                on_stall(now, late)
 
 
 class Kick:

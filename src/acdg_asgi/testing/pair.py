@@ -39,7 +39,7 @@ import msgspec
 
 from .. import events as ev
 from ..audio import FORMATS
-from ..call import Action, Call, CloseAgent, CloseVaic, Measure
+from ..call import Action, Call, CloseAgent, CloseVaic, Measure, PingAgent
 from ..call.state import CallShared
 from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..policies import CallOptions
@@ -110,6 +110,7 @@ class ScriptedAgent:
         self._pair = pair
         self.received: list[dg.ClientMessage | bytes] = []
         self.connected = False  # a connection is open: connected, not lost or closed
+        self.answers_pings = True  # False: a black hole, which the call finds out
         self.settings: dg.Settings | None = None  # what the call sent on this connection
 
     def connect(self, request_id: str = "request-1") -> None:
@@ -274,6 +275,9 @@ class CallPair:
             for action in actions:
                 if isinstance(action, CloseAgent):
                     self.agent.connected = False
+                elif isinstance(action, PingAgent) and self.agent.connected \
+                        and self.agent.answers_pings:
+                    call.agent_pong(self.now)  # a live peer answers at once
                 elif isinstance(action, CloseVaic):
                     self.vaic.attached = False
 

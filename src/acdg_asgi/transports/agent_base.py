@@ -15,6 +15,9 @@ A connector that cannot connect raises :class:`~acdg_asgi.errors.AgentConnectErr
 :func:`refused` and :func:`unreachable` word it as both connectors do (the URL without
 its query, the host, the HTTP status, and what to check), and mark the answers that a
 retry cannot change.
+
+A connection that can also be pinged (:class:`PingableConnection`, both shipped ones) is
+watched for silence: one that does not answer a ping in time is treated as lost.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from ..errors import AgentConnectError
 from ..protocols.deepgram import DEFAULT_URL
 
 __all__ = [
-    "AgentConnection", "AgentConnector", "PushAgentConnection", "refused", "shown_url",
-    "unreachable",
+    "AgentConnection", "AgentConnector", "PingableConnection", "PushAgentConnection", "refused",
+    "shown_url", "unreachable",
 ]
 
 
@@ -66,6 +69,14 @@ class PushAgentConnection(AgentConnection, Protocol):
     def write_audio(self, data: bytes) -> bool:
         """Write a binary frame now; ``False`` if it was dropped because the agent does
         not read (memory stays bounded). Raises AgentClosed."""
+        ...
+
+
+@runtime_checkable
+class PingableConnection(Protocol):
+    def ping(self, on_pong: Callable[[], None]) -> None:
+        """Send a WebSocket ping now; call ``on_pong()`` when its pong arrives (never, if
+        the connection closes first). Raises AgentClosed."""
         ...
 
 

@@ -186,6 +186,8 @@ class LeanConnection(asyncio.Protocol):
         self._url = ""
         self._key_sent = False
         self.tunnelled = False  # through a proxy, which answered CONNECT
+        self._on_pong: Callable[[], None] | None = None
+        self._pings = 0
 
     # --- handshake -----------------------------------------------------------------------
 
@@ -202,6 +204,8 @@ class LeanConnection(asyncio.Protocol):
             "Sec-WebSocket-Version: 13", "User-Agent: acdg-asgi",
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
+        if self._closed_event.is_set():
+            raise AgentConnectError(f"the agent closed the connection at once ({self._closed})")
         self._handshake = asyncio.get_running_loop().create_future()
         self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await self._handshake
@@ -287,6 +291,10 @@ class LeanConnection(asyncio.Protocol):
         if opcode >= CLOSE:
             if opcode == PING:
                 self._write(PONG, payload)
+            elif opcode == PONG:
+                if payload == self._pings.to_bytes(4, "big") and self._on_pong is not None:
+                    on_pong, self._on_pong = self._on_pong, None
+                    on_pong()
             elif opcode == CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 reason = payload[2:].decode("utf-8", "replace")
@@ -346,6 +354,7 @@ class LeanConnection(asyncio.Protocol):
             return
         self._closed = self._closed or reason
         self._closed_event.set()
+        self._on_pong = None
         if self._handshake is not None and not self._handshake.done():
             self._handshake.set_exception(AgentConnectError(
                 f"the agent at {shown_url(self._url)} closed the connection during the "
@@ -377,6 +386,12 @@ class LeanConnection(asyncio.Protocol):
 
     def write_text(self, data: bytes) -> None:
         self._write(TEXT, data)
+
+    def ping(self, on_pong: Callable[[], None]) -> None:
+        """Send a ping now; ``on_pong()`` when its pong comes (a newer ping replaces it)."""
+        self._pings = (self._pings + 1) & 0xFFFFFFFF
+        self._on_pong = on_pong
+        self._write(PING, self._pings.to_bytes(4, "big"))
 
     def write_audio(self, data: bytes) -> bool:
         transport = self._transport

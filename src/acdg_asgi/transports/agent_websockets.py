@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl as ssl_module
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,10 +29,25 @@ _ws_logger = redacted_logger("acdg_asgi.agent.websocket")
 
 
 class _WebsocketsConnection:
-    __slots__ = ("_ws",)
+    __slots__ = ("_pinging", "_ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        self._pinging: asyncio.Task[None] | None = None
+
+    def ping(self, on_pong: Callable[[], None]) -> None:
+        """Ping now; ``on_pong()`` once the pong comes (a newer ping replaces it)."""
+        if self._pinging is not None:
+            self._pinging.cancel()
+        self._pinging = asyncio.get_running_loop().create_task(self._ping(on_pong))
+
+    async def _ping(self, on_pong: Callable[[], None]) -> None:
+        try:
+            pong = await self._ws.ping()
+            await pong
+        except (ConnectionClosed, RuntimeError):  # closed before, or while, it waited
+            return
+        on_pong()
 
     async def recv(self) -> str | bytes:
         try:
@@ -52,6 +68,8 @@ class _WebsocketsConnection:
             raise AgentClosed(_describe(exc)) from None
 
     async def close(self) -> None:
+        if self._pinging is not None:
+            self._pinging.cancel()
         await self._ws.close()
 
 

@@ -7,18 +7,27 @@ A server's ``send`` usually finishes without waiting (uvicorn's does, unless the
 is backed up), so :meth:`VaicSocket.send_text_now` runs it right there, in the callback
 that produced the message, instead of in a writer task woken for it: that saves a task
 switch for every agent audio frame. Only a send that does wait goes on in a task.
+
+Reads keep to the socket's :class:`~acdg_asgi.transports.budget.ReadBudget`: past it,
+:meth:`VaicSocket.receive` waits before it returns the frame, so the server reads no
+more of the socket meanwhile (uvicorn reads a socket again only once its app has taken
+what was read); a socket that stays over its budget is closed with 1008.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Protocol
 
+import anyio
 from starlette.types import Receive, Send
 
+from ..config import Budget
 from ..errors import VaicClosed
+from .budget import ReadBudget
 
 __all__ = ["DIRECT", "VaicSocket"]
 
@@ -31,8 +40,16 @@ class DirectProtocol(Protocol):
     """What a server protocol offers through the ``acdg.direct`` extension, once the
     socket is accepted."""
 
+    def limit(self, budget: ReadBudget) -> None:
+        """Read no faster than ``budget`` allows (frames it reads by hand)."""
+        ...
+
     def listen(self, on_text: Callable[[str], None]) -> None:
         """Hand every text message to ``on_text`` inside ``data_received`` from now on."""
+        ...
+
+    def ping(self) -> None:
+        """Send a ping; the pong counts as a frame read."""
         ...
 
     def backed_up(self) -> bool:
@@ -49,33 +66,55 @@ class VaicSocket:
     (:mod:`acdg_asgi.transports.vaic_direct`): text frames then come by callback and go
     out unawaited."""
 
-    __slots__ = ("_receive", "_send", "broken", "client", "closed", "direct", "max_frame_bytes")
+    __slots__ = ("_receive", "_send", "broken", "budget", "client", "closed", "direct",
+                 "max_frame_bytes")
 
     def __init__(
         self, receive: Receive, send: Send, *, client: str, max_frame_bytes: int,
-        direct: DirectProtocol | None = None,
+        budget: ReadBudget | None = None, direct: DirectProtocol | None = None,
     ) -> None:
+        """``budget``: how fast the socket may be read (by default, ``Budget()``'s)."""
         self._receive = receive
         self._send = send
         self.client = client
         self.max_frame_bytes = max_frame_bytes
+        if budget is None:
+            budget = ReadBudget(Budget(), max_frame_bytes=max_frame_bytes, clock=time.monotonic)
+        self.budget = budget
         self.closed = False  # disconnected, or closed by us: nothing more to read
         self.broken = False  # a write failed; what VAIC sent before may still be read
         self.direct = direct
+        if direct is not None:
+            direct.limit(budget)
 
     async def receive(self) -> str | bytes | None:
-        """The next frame, or ``None`` once the socket is closed."""
+        """The next frame, or ``None`` once the socket is closed (by the peer, or here
+        for staying over its budget)."""
         if self.closed:
             return None
         message = await self._receive()
         kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        self.closed = True  # websocket.disconnect
-        return None
+        if kind != "websocket.receive":
+            self.closed = True  # websocket.disconnect
+            return None
+        text = message.get("text")
+        frame = str(text) if text is not None else bytes(message.get("bytes") or b"")
+        self.budget.left -= len(frame) + self.budget.per_message
+        if self.budget.left < 0:
+            budget = self.budget
+            wait = budget.pause()
+            if budget.closing is not None:
+                await self.close(1008, "message rate over budget")
+                return None
+            await anyio.sleep(wait)  # the server reads nothing more of it meanwhile
+        return frame
+
+    def ping(self) -> bool:
+        """Ping VAIC, where the server lets us (the direct protocol); ``False`` if not."""
+        if self.direct is None or self.closed:
+            return False
+        self.direct.ping()
+        return True
 
     def send_text_now(self, data: bytes) -> Awaitable[None] | None:
         """Send one text frame as far as it goes without waiting: ``None`` once sent,

@@ -17,6 +17,11 @@ handshake, the close and the ``receive``/``send`` path stay uvicorn's.
 
 Apps that do not know the extension see an ordinary uvicorn WebSocket.
 
+Reads keep to the socket's :class:`~acdg_asgi.transports.budget.ReadBudget` (``limit``):
+once a frame spends what was left, reading pauses and what had already arrived waits
+here (raw, or as texts the websockets parser had already read) until the pause is over;
+a socket that stays over its budget is closed with 1008.
+
 It relies on internals of uvicorn's class, as reworked in uvicorn 0.52.1, and is tested
 with 0.52.1 to 0.54; a newer uvicorn gets one warning at import.
 """
@@ -24,6 +29,7 @@ with 0.52.1 to 0.54; a newer uvicorn gets one warning at import.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any, Final
@@ -31,15 +37,25 @@ from typing import Any, Final
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
+from ..config import Budget
+from ..observability.logs import get_logger
+from .budget import ReadBudget
 from .vaic_asgi import DIRECT
 from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
 
 __all__ = ["DirectWebSocketProtocol"]
 
+_log = get_logger("acdg_asgi.vaic")
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"
+
 _TEXT_MESSAGE = FIN | TEXT
 _PING_FRAME = FIN | PING
 _PONG_FRAME = FIN | PONG
 _PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
+_PING_PAYLOAD = b"acdg"
 _NEWEST_TESTED: Final = (0, 54)  # the oldest, 0.52.1, is pyproject's lower bound
 
 if tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) > _NEWEST_TESTED:
@@ -51,8 +67,12 @@ if tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) > _NE
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     _on_text: Callable[[str], None] | None = None
+    _fast = False  # listening, and not paused: a whole text frame goes straight on
     _by_hand = False  # frames are read here, not by the websockets parser
-    _partial = b""  # the start of a frame that has not fully arrived
+    _partial = b""  # the start of a frame that has not fully arrived (or, paused, the rest)
+    _budget: ReadBudget | None = None
+    _paused = False  # over the budget: not reading until the pause is over
+    _held: deque[str] | None = None  # texts the websockets parser read during a pause
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -60,9 +80,17 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][DIRECT] = {"protocol": self}
 
+    def limit(self, budget: ReadBudget) -> None:
+        """Read no faster than ``budget`` allows."""
+        self._budget = budget
+
     def listen(self, on_text: Callable[[str], None]) -> None:
         """Hand every text message to ``on_text`` inside ``data_received`` from now on."""
+        if self._budget is None:  # not limited by its app: only a guard against floods
+            self._budget = ReadBudget(Budget(), max_frame_bytes=self.config.ws_max_size,
+                                      clock=self.loop.time)
         self._on_text = on_text
+        self._fast = not self._paused
         if self.read_paused and self.queue.empty():
             # Otherwise uvicorn's receive() resumes once the app has read what is queued,
             # so no message overtakes an older one.
@@ -71,12 +99,18 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._by_hand:
-            if not self._partial and self._on_text is not None and self._one_text(data):
+            if not self._partial and self._fast and self._one_text(data):
                 return
             self._read_frames(self._partial + data if self._partial else data)
             return
+        if self._paused:
+            self._wait_turn(data)
+            return
         upgrading = not self.handshake_initiated
         super().data_received(data)
+        if upgrading and not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._bad_upgrade()
+            return
         # Read by hand from the first frame on, if the upgrade request came alone: then
         # the websockets parser holds no part of a frame.
         self._by_hand = (
@@ -98,9 +132,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         except UnicodeDecodeError:
             return False  # the frame loop hands it to the websockets parser
         self._on_text(text)  # type: ignore[misc]  # checked by the caller
+        self._budget.left -= frame[2] + self._budget.per_message  # type: ignore[union-attr]
+        if self._budget.left < 0:  # type: ignore[union-attr]  # set by listen()
+            self._over_budget(b"")
         return True
 
     def _read_frames(self, buf: bytes) -> None:
+        if self._paused:  # what waited, and what came before the transport stopped
+            self._partial = buf
+            self.transport.pause_reading()
+            return
         pos, end, limit = 0, len(buf), self.config.ws_max_size
         while (frame := read_header(buf, pos)) is not None:
             if self.close_sent or self.disconnected:
@@ -122,7 +163,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 if on_text is None:  # not listening yet: uvicorn's queue, as usual
                     pos = stop
                     self.curr_msg_data_type, self.frames = "text", [payload]
-                    super().send_receive_event_to_app()
+                    self.send_receive_event_to_app()
                 else:
                     try:
                         text = payload.decode()
@@ -130,13 +171,19 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                         break
                     pos = stop
                     on_text(text)
+                    if self._spent(length) and self._over_budget(buf[pos:]):
+                        return
             elif first == _PING_FRAME:
                 pos = stop
                 if not self.close_sent:
                     self.transport.write(header(_PONG_FRAME, length) + payload)
+                if self._spent(length) and self._over_budget(buf[pos:]):
+                    return
             else:
                 pos = stop
                 self.handle_pong(Frame(Opcode.PONG, payload))
+                if self._spent(length) and self._over_budget(buf[pos:]):
+                    return
         else:
             self._partial = buf[pos:]
             return
@@ -145,17 +192,121 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         on_text = self._on_text
-        if on_text is None or self.curr_msg_data_type != "text" or self.close_sent:
+        if self.curr_msg_data_type != "text" or self.close_sent:
             super().send_receive_event_to_app()
             return
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         try:
             text = data.decode()
         except UnicodeDecodeError:
-            super().send_receive_event_to_app()  # uvicorn's own handling of bad UTF-8
+            self.frames = []
+            self._not_utf8()
+            return
+        if on_text is None:  # not listening yet: uvicorn's queue, as usual
+            super().send_receive_event_to_app()
             return
         self.frames = []
+        if self._paused:  # the parser read it during a pause: it goes once that is over
+            if self._held is None:
+                self._held = deque()
+            self._held.append(text)
+            return
         on_text(text)
+        if self._spent(len(data)):
+            self._over_budget(b"")
+
+    # --- what a peer may get wrong -------------------------------------------------------
+
+    def _not_utf8(self) -> None:
+        """A text message that is not UTF-8: the connection fails (1007, as RFC 6455
+        wants), with one warning instead of uvicorn's ERROR and traceback."""
+        _log.warning("VAIC socket from %s sent a text message that is not UTF-8: closed (1007)",
+                     _peer(self.client))
+        self.conn.send_close(1007, "invalid UTF-8")
+        self.handle_parser_exception()
+
+    def _bad_upgrade(self) -> None:
+        """The websockets parser refused the upgrade request (header fields too large, a
+        request line too long, not HTTP): send its answer and close, with one warning.
+        uvicorn would leave the connection open, and the client waiting, for good."""
+        _log.warning("upgrade from %s refused: %s", _peer(self.client), self.conn.handshake_exc)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.handshake_complete = self.close_sent = True
+        self.transport.close()
+
+    # --- the read budget ------------------------------------------------------------------
+
+    def _spent(self, size: int) -> bool:
+        """Take one frame of ``size`` bytes from the budget: ``True`` if it ran out."""
+        budget = self._budget
+        if budget is None:
+            return False
+        budget.left -= size + budget.per_message
+        return budget.left < 0
+
+    def _wait_turn(self, data: bytes) -> None:
+        """Bytes that came in a pause (before the transport stopped, or after uvicorn
+        resumed it): they wait for the pause to end."""
+        self._partial += data
+        self.transport.pause_reading()
+
+    def _over_budget(self, rest: bytes) -> bool:
+        """The budget ran out: stop reading for the pause it asks (``rest``, what arrived
+        after this frame, waits), or close the socket. ``True`` if reading stopped."""
+        budget = self._budget
+        assert budget is not None
+        wait = budget.pause()
+        if budget.closing is not None:
+            self.close_now(1008, "message rate over budget")
+            return True
+        if wait <= 0:
+            return False
+        self._paused, self._fast = True, False
+        self._partial = rest
+        self.transport.pause_reading()
+        self.loop.call_later(wait, self._read_again)
+        return True
+
+    def _read_again(self) -> None:
+        self._paused = False
+        self._fast = self._on_text is not None
+        if self.disconnected or self.close_sent:
+            return
+        held, on_text = self._held, self._on_text
+        while held and on_text is not None and not self._paused:
+            text = held.popleft()
+            on_text(text)
+            if self._spent(len(text)) and self._over_budget(b""):
+                return
+        rest, self._partial = self._partial, b""
+        if rest:
+            self.data_received(rest)
+        if not self._paused and not self.read_paused:
+            self.transport.resume_reading()
+
+    def handle_pong(self, event: Frame) -> None:
+        if self._budget is not None and not self._by_hand:  # by hand, it was counted
+            self._budget.left -= self._budget.per_message  # a sign of life (heard_since)
+        super().handle_pong(event)
+
+    def ping(self) -> None:
+        """Ping the peer; its pong counts as a frame read (a sign it is alive)."""
+        if not (self.close_sent or self.disconnected or self.transport.is_closing()):
+            self.transport.write(header(_PING_FRAME, len(_PING_PAYLOAD)) + _PING_PAYLOAD)
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close the socket from here, as the app's ``websocket.close`` would; the app
+        reads the disconnect."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self._paused, self._fast, self._partial, self._held = False, False, b"", None
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.read_paused = False
+        self.transport.resume_reading()  # to read the peer's close frame
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     async def send(self, message: Any) -> None:
         await super().send(message)

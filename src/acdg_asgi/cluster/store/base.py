@@ -28,7 +28,7 @@ from ...protocols import audiocodes as ac
 from ...protocols import deepgram as dg
 
 __all__ = [
-    "CallShared", "CallSnapshot", "CallStore", "LiveStore", "Message", "Release",
+    "CallShared", "CallSnapshot", "CallStore", "LiveStore", "Message", "Probe", "Release",
     "RemoteCommand", "Reply", "Stored",
 ]
 
@@ -60,13 +60,22 @@ class Release(msgspec.Struct, tag=True, frozen=True):
     by: str  # instance id of the new owner
 
 
+class Probe(msgspec.Struct, tag=True, frozen=True):
+    """Is the call's VAIC socket alive on its owner? A Reply says: ``ok`` if it is."""
+
+    id: str
+    conversation_id: str
+    reply_to: str  # instance id of the requester
+    probe_s: float  # how long the owner may take to find out
+
+
 class Reply(msgspec.Struct, tag=True, frozen=True):
     id: str
     ok: bool
     error: str | None = None
 
 
-Message = RemoteCommand | Release | Reply
+Message = RemoteCommand | Release | Probe | Reply
 Stored = tuple[CallSnapshot, list[dg.History], CallShared]  # what load() finds of a call
 
 
