@@ -246,12 +246,19 @@ _KEYS: dict[str, str] = {
     "media_formats": "formats accepted from VAIC, in order of preference",
     "tags": "Deepgram tags for usage reports",
     "mip_opt_out": "opt out of Deepgram's model improvement program",
+    "vaic_budget": "how fast each VAIC socket may send; a socket over it is read slower, "
+                   "warned, then closed",
+    "dead_air_s": "the longest silence agent trouble may leave a caller in; then the hold "
+                  "prompt, or a polite hang-up",
+    "hold_prompt_url": "played (playUrl) to a caller waiting past dead_air_s while the agent "
+                       "reconnects",
 }
 _EXAMPLES: dict[str, object] = {
     "app": "myapp:app", "host": "0.0.0.0", "ssl_certfile": "/etc/acdg/tls/tls.crt",
     "ssl_keyfile": "/etc/acdg/tls/tls.key", "ops_port": 9090, "forwarded_allow_ips": "10.0.0.0/8",
     "drain_timeout_s": DEFAULT_DRAIN_TIMEOUT_S, "records": "/var/log/acdg/calls.jsonl",
     "tags": ["acme"], "mip_opt_out": True, "max_calls": 1000,
+    "hold_prompt_url": "https://example.com/hold.wav",
 }
 
 
@@ -264,6 +271,8 @@ def _toml(value: object) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, msgspec.Struct):  # a setting of its own (Limits.vaic_budget)
+        return _toml(msgspec.to_builtins(value))
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(value)
