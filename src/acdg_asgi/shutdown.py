@@ -208,6 +208,9 @@ def server_workers() -> int:
     return 1
 
 
+_PARSERS = {"HttpToolsProtocol": "httptools", "H11Protocol": "h11"}
+
+
 def serving_with(server: object, name: str) -> str:
     """The loop, HTTP parser and WebSocket protocol in use, as far as they can be known."""
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
@@ -215,9 +218,10 @@ def serving_with(server: object, name: str) -> str:
     config = getattr(server, "config", None)
     http = getattr(config, "http_protocol_class", None)
     ws = getattr(config, "ws_protocol_class", None)
-    if isinstance(http, type):
-        parts.append("HTTP " + {"HttpToolsProtocol": "httptools", "H11Protocol": "h11"}.get(
-            http.__name__, http.__name__))
+    if isinstance(http, type):  # uvicorn's parsers by name, also beneath a subclass
+        parser = next((_PARSERS[c.__name__] for c in http.__mro__ if c.__name__ in _PARSERS),
+                      http.__name__)
+        parts.append(f"HTTP {parser}")
     if isinstance(ws, type):
         parts.append(f"WebSocket {ws.__name__}")
     return ", ".join(parts)

@@ -9,8 +9,8 @@ deadline). ``acdg serve`` uses it; elsewhere::
 
     uvicorn.run(app, http="acdg_asgi.transports.http_guard:GuardedHttpProtocol", ...)
 
-It is uvicorn's httptools protocol when httptools is installed (the ``fast`` extra),
-its h11 protocol otherwise.
+It is uvicorn's httptools protocol when httptools is installed (a dependency of the
+bridge), its h11 protocol otherwise (:class:`GuardedH11Protocol`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..observability.logs import get_logger
 
-__all__ = ["GuardedHttpProtocol", "guarded_http"]
+__all__ = ["GuardedH11Protocol", "GuardedHttpProtocol", "GuardedHttpToolsProtocol", "guarded_http"]
 
 _log = get_logger("acdg_asgi.vaic")
 
@@ -58,23 +58,38 @@ class _HeadDeadline:
         transport.close()
 
 
+class GuardedH11Protocol(_HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with the deadline."""
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover (httptools is a dependency; uvicorn's is optional)
+    GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
+else:
+    class _GuardedHttpTools(_HeadDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the deadline."""
+
+    _GuardedHttpTools.__name__ = _GuardedHttpTools.__qualname__ = "GuardedHttpToolsProtocol"
+    GuardedHttpToolsProtocol = _GuardedHttpTools
+
+
 def guarded_http(
-    header_timeout_s: float = 10.0, *, parser: str = "auto"
+    header_timeout_s: float = _HeadDeadline.header_timeout_s, *, parser: str = "auto"
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (``parser``: ``"auto"`` is httptools where installed, else
     h11; or ``"httptools"``, ``"h11"``) that closes a connection whose first request has
-    not come whole within ``header_timeout_s``."""
-    base: type[asyncio.Protocol] = H11Protocol
+    not come whole within ``header_timeout_s``. With the default deadline it is one of
+    this module's classes, so uvicorn's worker processes can import it by name."""
+    base: type[asyncio.Protocol] = GuardedH11Protocol
     if parser != "h11":
-        try:
-            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-        except ImportError:
-            if parser == "httptools":
-                raise
-        else:
-            base = HttpToolsProtocol
-    return type("GuardedHttpProtocol", (_HeadDeadline, base),
-                {"header_timeout_s": header_timeout_s})
+        if GuardedHttpToolsProtocol is not None:
+            base = GuardedHttpToolsProtocol
+        elif parser == "httptools":
+            raise ImportError("httptools is not installed: pip install httptools")
+    if header_timeout_s == _HeadDeadline.header_timeout_s:
+        return base
+    return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
 
 
 GuardedHttpProtocol = guarded_http()
