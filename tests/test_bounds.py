@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import msgspec
 import pytest
 
 from acdg_asgi import events as ev
 from acdg_asgi.audio import FORMATS
-from acdg_asgi.call import Call, CloseAgent, PingAgent
+from acdg_asgi.call import Call, CallState, CloseAgent, PingAgent
+from acdg_asgi.call import commands as cmd
 from acdg_asgi.call.fold import Fold
 from acdg_asgi.call.playout import PlayoutClock
+from acdg_asgi.call.state import Timer
 from acdg_asgi.config import AgentConfig, Budget, Limits, Playout
 from acdg_asgi.errors import ConfigError
 from acdg_asgi.observability.logs import TextFormatter, get_logger, peer_text
+from acdg_asgi.policies import CallOptions, NoInput
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.transports.budget import ReadBudget
@@ -348,16 +352,76 @@ def test_with_a_hold_prompt_the_caller_hears_it_and_the_reconnects_go_on() -> No
     assert stop.activities[0].name == "abortPrompts" and not call.on_hold
 
 
+def test_a_transfer_under_way_is_not_dead_air_and_a_failed_one_starts_the_budget() -> None:
+    call = make_call(limits=Limits(dead_air_s=2, agent_ping_s=0, handshake_timeout_s=60))
+    ready(call)
+    cmd.Transfer(destination="sip:queue@pbx").apply(call, 1.0)
+    assert call.state is CallState.TRANSFERRING
+    call.agent_lost(1.5, "connection lost")  # the agent goes while the caller is ringing
+    for now in (3.5, 6.0, 9.0):
+        call.tick(now)
+        assert not hangups(call.to_vaic) and not of(drain(call), ev.BridgeErrorEvent)
+    assert call.state is CallState.TRANSFERRING
+    activities = ({"type": "event", "name": "transferStatus",
+                   "value": {"status": "failed", "reasonCode": "busy"}},)
+    call.vaic(ac.Activities(activities=activities), 10.0)
+    assert call.state is CallState.ACTIVE  # back, with no agent: the budget from here
+    assert call.timers.at(Timer.DEAD_AIR) == pytest.approx(12.0)
+    drain(call)
+    call.tick(12.0)
+    assert hangups(call.to_vaic) == [{"hangupReason": "agent unavailable"}]
+
+
+def test_no_input_leaves_a_silence_without_an_agent_to_the_dead_air_budget() -> None:
+    """The two never act on one silence: while no agent is ready the no-input policy
+    neither times nor counts it (VAIC's noUserInput neither), the budget hangs up."""
+    call = make_call(limits=Limits(dead_air_s=4, agent_ping_s=0, handshake_timeout_s=60),
+                     no_input=NoInput(timeout_s=2, reprompts=1))
+    ready(call)
+    call.agent(dg.ConversationText(role="assistant", content="Hello!"), 0.0)
+    call.agent(dg.AgentAudioDone(), 0.0)
+    assert Timer.NO_INPUT in call.timers
+    call.agent_lost(1.0, "connection lost")
+    assert Timer.NO_INPUT not in call.timers
+    call.vaic(ac.Activities(activities=(
+        {"type": "event", "name": "noUserInput", "value": 1},)), 3.0)
+    for now in (3.0, 4.0):
+        call.tick(now)
+    events = drain(call)
+    assert not of(events, ev.NoInputActionEvent) and call.no_input.count == 0
+    call.tick(5.0)  # the budget, from the agent's loss
+    assert hangups(call.to_vaic) == [{"hangupReason": "agent unavailable"}]
+    assert not of(drain(call), ev.NoInputActionEvent)
+
+
+def test_once_an_agent_is_back_the_callers_silence_is_timed_again() -> None:
+    call = make_call(limits=Limits(dead_air_s=4, agent_ping_s=0),
+                     no_input=NoInput(timeout_s=2, reprompts=1))
+    ready(call)
+    call.agent(dg.AgentAudioDone(), 0.0)
+    call.agent_lost(1.0, "connection lost")
+    call.agent_connected(2.0)
+    call.agent(dg.Welcome(request_id="r2"), 2.0)
+    call.agent(dg.SettingsApplied(), 2.1)
+    assert Timer.DEAD_AIR not in call.timers
+    assert call.timers.at(Timer.NO_INPUT) == pytest.approx(4.1)
+    drain(call)
+    call.tick(4.1)
+    (action,) = of(drain(call), ev.NoInputActionEvent)
+    assert (action.action, action.count) == ("reprompt", 1)
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
-def make_call(*, limits: Limits | None = None) -> Call:
+def make_call(*, limits: Limits | None = None, **options: Any) -> Call:
     """A call whose session starts at once (no wait for VAIC's ``start``)."""
     initiate = ac.SessionInitiate(conversation_id="c1", supported_media_formats=("raw/lpcm16",))
     limits = msgspec.structs.replace(limits or Limits(), start_wait_s=0)
     return Call(initiate, session_id="s1", media_format=PCM16, now=0.0,
                 agent_config=AgentConfig(agent=dg.AgentSettings()),
-                playout=Playout(lead_ms=100, chunk_ms=20), limits=limits)
+                playout=Playout(lead_ms=100, chunk_ms=20), limits=limits,
+                options=CallOptions(**options))
 
 
 def ready(call: Call, now: float = 0.0) -> None:
@@ -371,3 +435,12 @@ def drain(call: Call) -> list[ev.Event]:
     events = call.events
     call.to_vaic, call.to_agent, call.events, call.actions = [], [], [], []
     return events
+
+
+def of(events: list[ev.Event], cls: type[ev.Event]) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+def hangups(to_vaic: list[Any]) -> list[Any]:
+    return [a.activity_params for m in to_vaic if isinstance(m, ac.OutboundActivities)
+            for a in m.activities if a.name == "hangup"]

@@ -49,6 +49,7 @@ def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> N
     if gap_ms is not None:
         call.stats.agent_reconnects += 1
         call.emit(ev.AgentReconnectedEvent, now, attempts=attempts, gap_ms=gap_ms)
+        call.no_input.agent_back(call, now)
     call.to_agent.extend(call.agent_ready())  # updates and injections that waited
     call.to_agent.extend(held)
     call.dead_air_over(now)

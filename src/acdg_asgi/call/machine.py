@@ -45,7 +45,11 @@ application with a warning event; the call goes on.
 Agent trouble is bounded by the dead-air budget (``Limits.dead_air_s``, timer
 ``DEAD_AIR``): from the moment the caller has heard the last agent audio with no agent
 connected, it has that long to come back; then the caller hears the hold prompt
-(``Limits.hold_prompt_url``) while the reconnects go on, or a polite hangup.
+(``Limits.hold_prompt_url``) while the reconnects go on, or a polite hangup. While no
+agent is ready the budget alone speaks for the silence: the no-input policy neither
+times nor counts it (its timer starts again once an agent is back), so the two never
+both act on one silence. A transfer under way is not dead air (the caller hears the
+transfer); one that fails with no agent connected starts the budget when it fails.
 """
 
 from __future__ import annotations
@@ -313,6 +317,7 @@ class Call:
             self.hangup(now, "agent unavailable", end_reason="error")
         else:
             self.warn(now, "AGENT_CONNECTION_LOST", f"{reason}; reconnecting")
+            self.no_input.agent_busy(self)  # the silence is the agent's: the budget's to bound
             self._dead_air_from(now)
 
     def agent_pong(self, now: float) -> None:
@@ -612,6 +617,8 @@ class Call:
             self.state = CallState.ACTIVE
             self.playout.clear()  # nothing said meanwhile is worth playing now
             self.discard_agent_audio = False
+            if not self.link.ready:  # back with no agent: the dead-air budget from here
+                self._dead_air_from(now)
         self.emit(ev.TransferFailedEvent, now, destination=destination,
                   reason_code=reason_code, reason=reason)
         if self.tools.transfer_outcome(self, status, reason_code, reason, now):
@@ -931,6 +938,7 @@ class Call:
         if self.state is not CallState.ACTIVE:
             if self.state is CallState.DETACHED:  # nobody hears it: count again on resume
                 self.timers.set(Timer.DEAD_AIR, now + budget)
+            # TRANSFERRING: the caller hears the transfer; a failed one starts it again
             return
         url = self.limits.hold_prompt_url
         if url:

@@ -5,6 +5,10 @@ have been heard (from ``AgentAudioDone``, plus what is still to play) and stops 
 agent takes a turn again, asks for a function, or the caller speaks or keys. Once VAIC
 sends ``noUserInput`` itself, its count drives the policy and the bridge's timer stays
 off for the rest of the call.
+
+A silence while no agent is ready (lost, reconnecting) is not the caller's: the
+dead-air budget (``Limits.dead_air_s``) bounds it, with the hold prompt or a hangup, and
+neither timer counts it here. Once an agent is back the caller's turn starts again.
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ class NoInputWatch:
 
     def due(self, call: CallBase, now: float) -> None:
         """The bridge's timer ran out."""
-        if call.state is CallState.ACTIVE:
+        if call.state is CallState.ACTIVE and call.link.ready:
             self._silence(call, now, "bridge")
+
+    def agent_back(self, call: CallBase, now: float) -> None:
+        """A new agent connection is ready after a lost one: the caller's turn again."""
+        self.agent_done(call, now)
 
     def vaic(self, call: CallBase, count: int | None, now: float) -> None:
         """VAIC's ``noUserInput``."""
@@ -54,7 +62,7 @@ class NoInputWatch:
             return
         self.vaic_times = True
         call.timers.clear(Timer.NO_INPUT)
-        if call.state is CallState.ACTIVE:
+        if call.state is CallState.ACTIVE and call.link.ready:  # else: the dead-air budget's
             self._silence(call, now, "vaic")
 
     def _silence(self, call: CallBase, now: float, source: str) -> None:

@@ -127,6 +127,10 @@ class Timers:
     def __contains__(self, timer: Timer) -> bool:
         return timer in self._at
 
+    def at(self, timer: Timer) -> float | None:
+        """When ``timer`` is due, if it is set."""
+        return self._at.get(timer)
+
     def set(self, timer: Timer, at: float) -> None:
         self._at[timer] = at
         self.first = min(self._at.values())
