@@ -4,7 +4,11 @@ finished by the writer, with everything after it queued behind it, in order.
 
 The ASGI ``send`` here is a coroutine function like uvicorn's: it waits only while the
 socket is "backed up". The same paths run over real sockets in test_fastws (a VAIC that
-stops reading) and test_servers (servers whose every send waits)."""
+stops reading) and test_servers (servers whose every send waits).
+
+Behind a send that waits the queue is bounded in bytes (``limit``), as on every path: the
+oldest audio is dropped and counted; a VAIC that reads not even control messages has its
+socket closed (1008), the send it never finished given up."""
 
 from __future__ import annotations
 
@@ -35,13 +39,19 @@ class Server:
         self.written: list[str] = []
         self.started = 0
         self.gone = False
+        self.closed_with: int | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.close":
+            self.closed_with = message["code"]
+            return
         self.started += 1
         await self.writable.wait()
         if self.gone:
             raise OSError("connection reset")
-        self.written.append(base64.b64decode(json.loads(message["text"])["audioChunk"]).decode())
+        sent = json.loads(message["text"])
+        self.written.append(base64.b64decode(sent["audioChunk"]).decode()
+                            if "audioChunk" in sent else sent["type"])
 
     async def receive(self) -> dict[str, Any]:
         await anyio.sleep_forever()
@@ -58,10 +68,12 @@ def chunk(n: int) -> ac.PlayStreamChunk:
     return ac.PlayStreamChunk(stream_id="1", audio_chunk=str(n).encode())
 
 
-async def outlet_on(server: Server) -> tuple[VaicOutlet, VaicSocket, list[str]]:
+async def outlet_on(server: Server, *, limit: int = 100, stats: CallStats | None = None,
+                    stuck: list[int] | None = None) -> tuple[VaicOutlet, VaicSocket, list[str]]:
     shed: list[str] = []
-    outlet = VaicOutlet(Kick(asyncio.get_running_loop()), CallStats(), limit=100,
-                        on_shed=lambda peer, n: shed.append(peer), on_stop_written=lambda: None)
+    outlet = VaicOutlet(Kick(asyncio.get_running_loop()), stats or CallStats(), limit=limit,
+                        on_shed=lambda peer, n: shed.append(peer), on_stop_written=lambda: None,
+                        on_stuck=None if stuck is None else stuck.append)
     socket = VaicSocket(server.receive, server.send, client="test", max_frame_bytes=1 << 20)
     outlet.attach(socket)
     return outlet, socket, shed
@@ -120,3 +132,45 @@ async def test_a_server_whose_every_send_waits_is_left_to_the_writer() -> None:
         outlet.close(1000)
     assert server.written == [str(n) for n in range(12)]
     assert began_in_offer == [True] * 8 + [False] * 4  # tried 8 times, then left to the writer
+
+
+def audio(size: int) -> ac.PlayStreamChunk:
+    return ac.PlayStreamChunk(stream_id="1", audio_chunk=b"a" * size)
+
+
+async def test_behind_a_send_that_waits_the_queue_is_bounded_in_bytes() -> None:
+    server, stats = Server(), CallStats()
+    outlet, _, shed = await outlet_on(server, limit=1000, stats=stats)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(outlet.run)
+        server.writable.clear()  # VAIC stops reading
+        outlet.offer([audio(300)])  # begun at once; it waits
+        for _ in range(10):
+            outlet.offer([audio(300)])
+            assert outlet.queued_bytes <= 1000
+        assert shed and stats.play_bytes_dropped == 7 * 300  # 3 of the 10 wait behind it
+        server.writable.set()
+        await written(server, 4)
+        assert outlet.queued_bytes == 0
+        outlet.close(1000)
+
+
+async def test_a_vaic_that_reads_nothing_is_closed_though_a_send_to_it_waits() -> None:
+    server, stats, stuck = Server(), CallStats(), []
+    outlet, socket, _ = await outlet_on(server, limit=600, stats=stats, stuck=stuck)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(outlet.run)
+        server.writable.clear()  # VAIC reads nothing, for good
+        outlet.offer([audio(100)])  # begun at once; it waits
+        await anyio.sleep(0.01)  # the writer awaits it
+        for n in range(3):  # control messages alone fill the queue
+            outlet.offer([ac.PlayStreamStop(stream_id=str(n))])
+        with anyio.fail_after(5):
+            while server.closed_with is None:  # noqa: ASYNC110 - nothing to wait on
+                await anyio.sleep(0.001)
+        assert server.closed_with == 1008 and socket.closed and stuck == [3]
+        assert stats.play_bytes_dropped == 100  # the audio it never took
+        outlet.offer([audio(50)])  # for the closed socket: counted, not queued
+        assert stats.play_bytes_dropped == 150 and outlet.queued_bytes == 0
+        tg.cancel_scope.cancel()
+    assert server.written == []

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+import anyio
+
 from ..call import CallStats
 from ..errors import AgentClosed, VaicClosed
 from ..protocols import audiocodes as ac
@@ -67,7 +69,7 @@ class VaicOutlet:
         self._queue: deque[ac.OutboundMessage] = deque()
         # A send begun at once that has to wait: the writer finishes it before the queue.
         self._rest: tuple[VaicSocket, Awaitable[None], ac.OutboundMessage] | None = None
-        self._writing = False  # the writer is in a send
+        self._sending: anyio.CancelScope | None = None  # the writer is in a send
         self._waited = 0  # sends begun at once that had to wait, in a row
         self._queued = 0  # bytes, as _vaic_bytes counts them
         self._stuck: VaicSocket | None = None  # reads nothing: to be closed by the writer
@@ -111,7 +113,7 @@ class VaicOutlet:
         if socket is self._stuck:
             self._dropped(batch)  # it reads nothing: the writer is closing it
             return
-        if not (self._queue or self._writing or self._rest) and self._waited < _EAGER_TRIES:
+        if not (self._queue or self._sending or self._rest) and self._waited < _EAGER_TRIES:
             self._send_now(socket, batch)
             return
         self._enqueue(batch)
@@ -182,19 +184,25 @@ class VaicOutlet:
 
     async def _write(self, socket: VaicSocket, send: Awaitable[None],
                      msg: ac.OutboundMessage) -> bool:
-        """Await one send to ``socket``; ``False`` if it failed (what it would have
-        written, and the queue if the socket is still this outlet's, counted as dropped:
-        its reader reads what VAIC sent, then reports the loss)."""
-        self._writing = True
-        try:
-            await send
-        except VaicClosed:
+        """Await one send to ``socket``; ``False`` if it failed or was given up (what it
+        would have written, and the queue if the socket is still this outlet's, counted as
+        dropped: its reader reads what VAIC sent, then reports the loss). A socket closed
+        meanwhile (one that read nothing, closed by :meth:`run`) is not waited for."""
+        with anyio.CancelScope() as scope:
+            self._sending = scope
+            if socket.closed or socket.broken:
+                scope.cancel()
+            try:
+                await send
+            except VaicClosed:
+                scope.cancel()
+            finally:
+                self._sending = None
+        if scope.cancel_called:
             self._dropped((msg,))
             if self.socket is socket:  # not already replaced by a resumed socket
                 self._drop_queued()
             return False
-        finally:
-            self._writing = False
         if msg.__class__ is ac.PlayStreamStop:
             self._on_stop_written()
         return True
@@ -229,6 +237,8 @@ class VaicOutlet:
                 self._on_stuck(len(queue))
             self._stuck, self._direct = self.socket, None
             self._drop_queued()
+            if self._sending is not None:  # a send it will never finish: the writer closes it
+                self._sending.cancel()
 
     def _drop_queued(self) -> None:
         self._dropped(self._queue)
