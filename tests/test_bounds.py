@@ -287,6 +287,22 @@ def test_the_call_warns_once_when_a_stall_skips_audio() -> None:
     assert warning.code == "BRIDGE_STALLED" and "1000 ms" in warning.description
 
 
+def test_a_playout_that_overflows_holds_at_most_its_bound_plus_the_slack() -> None:
+    """Agent audio far faster than real time for a VAIC that takes nothing: the oldest is
+    dropped, and the buffer's memory stays within max_buffer and 64 KiB (and the room a
+    bytearray keeps to grow)."""
+    clock = PlayoutClock(PCM16, lead_ms=100, chunk_ms=20, max_buffer_ms=10_000,
+                         next_stream_id=lambda: "1")
+    clock.begin("words")
+    out: list[ac.OutboundMessage] = []
+    for i in range(6000):  # 120 s of audio in 6 s
+        clock.push(CHUNK)
+        clock.pull(i * 0.001, out)
+        assert clock.pending <= clock.max_buffer
+        assert clock.held <= (clock.max_buffer + 65536 + len(CHUNK)) * 1.2  # growth room
+    assert clock.stats.play_bytes_dropped > 0
+
+
 # --- agent liveness --------------------------------------------------------------------------
 
 

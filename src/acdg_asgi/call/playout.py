@@ -43,6 +43,9 @@ __all__ = ["BY_DTMF", "BY_SPEECH", "Cut", "PlayoutClock", "split_heard"]
 BY_SPEECH = 1
 BY_DTMF = 2
 
+# Audio already sent that the buffer may still hold before it is compacted (a copy of
+# what is left): while the buffer overflows, at most this beyond max_buffer.
+_SLACK = 65536
 _LATE_WINDOW_S = 0.5  # after a stall, audio arriving this soon was held up by it
 
 
@@ -164,6 +167,9 @@ class PlayoutClock:
             return 0
         over += -over % self.fmt.sample_width
         self._skip(over)
+        if self._off > _SLACK:  # full and dropping: a copy of what is left, which frees
+            self._buf = self._buf[self._off :]  # the rest (del would keep the allocation)
+            self._off = 0
         self.stats.play_bytes_dropped += over
         return over
 
@@ -232,6 +238,12 @@ class PlayoutClock:
     @property
     def pending(self) -> int:
         return len(self._buf) - self._off
+
+    @property
+    def held(self) -> int:
+        """The memory the buffer takes: :attr:`pending`, sent audio not yet let go, and
+        the allocator's room to grow."""
+        return self._buf.__alloc__()
 
     @property
     def speaking(self) -> bool:
@@ -380,6 +392,6 @@ class PlayoutClock:
         if self._off == len(self._buf):  # all sent: free it (the usual case, and no copy)
             self._buf = bytearray()
             self._off = 0
-        elif self._off > 65536 and self._off * 2 > len(self._buf):
+        elif self._off > _SLACK and self._off * 2 > len(self._buf):
             del self._buf[: self._off]
             self._off = 0
