@@ -15,7 +15,7 @@ from acdg_asgi.audio import FORMATS, is_loud
 from acdg_asgi.call import Call, CallState, CloseAgent
 from acdg_asgi.call import commands as cmd
 from acdg_asgi.call.state import CallShared, CheckTool, Timer
-from acdg_asgi.config import AgentConfig, Playout
+from acdg_asgi.config import AgentConfig, Limits, Playout
 from acdg_asgi.errors import ConfigError
 from acdg_asgi.policies import (
     CallOptions,
@@ -51,11 +51,13 @@ TOOLS = TelephonyTools(
 )
 
 
-def make_call(config: AgentConfig | None = AGENT, **options: Any) -> Call:
+def make_call(config: AgentConfig | None = AGENT, *, limits: Limits | None = None,
+              **options: Any) -> Call:
     initiate = ac.SessionInitiate(conversation_id="conv-1", caller="+15551230000",
                                   supported_media_formats=("raw/lpcm16",))
     return Call(initiate, session_id="s-1", media_format=PCM16, agent_config=config, now=0.0,
-                playout=Playout(lead_ms=100, chunk_ms=20), options=CallOptions(**options))
+                playout=Playout(lead_ms=100, chunk_ms=20), limits=limits or Limits(),
+                options=CallOptions(**options))
 
 
 def drain(call: Call) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
@@ -474,7 +476,8 @@ def test_loud_tells_voice_from_silence_in_both_encodings() -> None:
 
 
 def test_no_input_reprompts_then_says_goodbye_and_hangs_up() -> None:
-    call = make_call(no_input=NoInput(timeout_s=5, reprompts=2))
+    # no agent pings: nobody here answers them, and the deadlines below are no-input's
+    call = make_call(limits=Limits(agent_ping_s=0), no_input=NoInput(timeout_s=5, reprompts=2))
     ready(call)
     say(call, 0.0, "Hello!", ms=1000)
     play_all(call, 0.0, 1.0)
