@@ -299,6 +299,8 @@ class HoleProxy(TcpProxy):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.holes: set[int] = set()  # links whose bytes vanish, both ways
+        self.answered: set[int] = set()  # links the agent sent something down (not kept:
+        # the slow-reader test counts this process's memory)
         self.reset_upgrades = False
         self.stall_upgrades = False
         self.resets = 0
@@ -312,7 +314,7 @@ class HoleProxy(TcpProxy):
             while data := await reader.read(65536):
                 if link.index in self.holes:
                     continue  # read and dropped: no data, no FIN, no RST
-                if direction == "down" and not link.down_bytes:
+                if direction == "down" and link.index not in self.answered:
                     if self.reset_upgrades:
                         self.resets += 1
                         link.abort()
@@ -320,7 +322,7 @@ class HoleProxy(TcpProxy):
                     while self.stall_upgrades and link.index not in self.holes:  # noqa: ASYNC110
                         await anyio.sleep(0.05)  # (a test's switch: polled)
                 if direction == "down":
-                    link.down_bytes += data
+                    self.answered.add(link.index)
                 if link.cut:
                     return
                 writer.write(data)
