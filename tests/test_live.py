@@ -144,7 +144,8 @@ async def test_the_page_and_its_files_with_their_types() -> None:
         page = await client.get(base)
         slash = await client.get(base + "/?token=t")
         assets = {name: await client.get(f"{base}/{name}")
-                  for name in ("phone.js", "phone-worklet.js", "phone.css", "nope.js")}
+                  for name in ("phone.js", "events.js", "phone-worklet.js", "phone.css",
+                               "nope.js")}
 
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<meta name="acdg-events" content="live/events">' in page.text
@@ -154,6 +155,8 @@ async def test_the_page_and_its_files_with_their_types() -> None:
     assert assets["phone-worklet.js"].headers["content-type"].startswith("text/javascript")
     assert assets["phone.css"].headers["content-type"].startswith("text/css")
     assert "acdgPhone" in assets["phone.js"].text
+    assert 'src="phone/events.js"' in page.text  # the event-stream reader both pages share
+    assert "acdgReadEvents" in assets["events.js"].text
     assert assets["nope.js"].status_code == 404
 
 

@@ -290,7 +290,7 @@ async def test_the_supervisor_page_and_its_files() -> None:
         page = await client.get(base)
         slash = await client.get(base + "/")
         assets = {name: await client.get(f"{base}/{name}")
-                  for name in ("live.js", "live.css", "phone.js")}
+                  for name in ("live.js", "events.js", "live.css", "phone.js")}
 
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="live/live.js"' in page.text and "cfg-token" in page.text  # relative links
@@ -299,4 +299,6 @@ async def test_the_supervisor_page_and_its_files() -> None:
     assert assets["live.js"].headers["content-type"].startswith("text/javascript")
     assert "Authorization" in assets["live.js"].text and "token=" not in assets["live.js"].text
     assert assets["live.css"].headers["content-type"].startswith("text/css")
+    assert 'src="live/events.js"' in page.text
+    assert assets["events.js"].text.startswith("// Server-Sent Events")
     assert assets["phone.js"].status_code == 404  # the phone's files are the phone's

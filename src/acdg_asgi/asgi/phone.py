@@ -4,11 +4,11 @@
                                        in the browser that calls <mount>
     GET <mount>/phone/                 redirects to <mount>/phone (the page's links are
                                        relative to it, so they work behind any prefix)
-    GET <mount>/phone/phone.js, phone.css, phone-worklet.js
+    GET <mount>/phone/phone.js, events.js, phone.css, phone-worklet.js
     GET <mount>/live                   the supervisor page (``live=True`` or ``phone=True``):
                                        the calls in progress, one call's transcript, and
                                        the control actions
-    GET <mount>/live/live.js, live.css
+    GET <mount>/live/live.js, events.js, live.css
 
 The phone finds the bridge's event stream (``<mount>/live/events``) in its
 ``acdg-events`` meta tag. No page holds a secret: the token is typed into the page, and
@@ -81,7 +81,7 @@ class PhonePage(WebPage):
     """The browser phone; ``events_url`` (relative to the page) goes in its meta tag."""
 
     def __init__(self, *, events_url: str | None = "live/events") -> None:
-        super().__init__("phone", ("phone.js", "phone.css", "phone-worklet.js"))
+        super().__init__("phone", ("phone.js", "events.js", "phone.css", "phone-worklet.js"))
         if events_url:
             meta = b'<meta name="acdg-events" content="%s">' % events_url.encode()
             self._files["phone.html"] = self._files["phone.html"].replace(_EVENTS_META, meta)
@@ -92,7 +92,7 @@ class SupervisorPage(WebPage):
     ``/live/calls``) and the control route it posts to (``/calls/...``)."""
 
     def __init__(self) -> None:
-        super().__init__("live", ("live.js", "live.css"),
+        super().__init__("live", ("live.js", "events.js", "live.css"),
                          reserved=("/live/events", "/live/calls"))
 
 

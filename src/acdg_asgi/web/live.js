@@ -218,42 +218,17 @@
     result.textContent = entry.ok ? `${method}: done` : `${method}: ${entry.error || entry.status}`;
   }
 
-  // --- Server-Sent Events from a fetch body (as the browser phone reads them) -------------
-
-  async function readEvents(body, onEvent) {
-    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return false;
-      buffer += value.replace(/\r\n?/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let name = "message", id = null;
-        const data = [];
-        for (const text of block.split("\n")) {
-          if (!text || text.startsWith(":")) continue;
-          const colon = text.indexOf(":");
-          const field = colon < 0 ? text : text.slice(0, colon);
-          const value = colon < 0 ? "" : text.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") name = value;
-          else if (field === "data") data.push(value);
-          else if (field === "id") id = value;
-        }
-        let parsed = {};
-        try {
-          parsed = JSON.parse(data.join("\n"));
-        } catch {
-          continue;
-        }
-        if (data.length && onEvent(name, parsed, id)) {
-          reader.cancel().catch(() => {});
-          return true;
-        }
+  // Events whose data is JSON (the bridge's): onEvent(name, object, id); others skipped.
+  function readEvents(body, onEvent) {
+    return acdgReadEvents(body, (name, text, id) => {
+      let data;
+      try {
+        data = JSON.parse(text);
+      } catch {
+        return false;
       }
-    }
+      return onEvent(name, data, id);
+    });
   }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

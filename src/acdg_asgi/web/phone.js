@@ -788,7 +788,7 @@
           const res = await fetch(url.href, { headers, signal: abort.signal, cache: "no-store" });
           if (res.status >= 400 && res.status < 500) failures = 2; // will not get better
           if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
-          if (await readEvents(res.body, onEvent)) return;
+          if (await acdgReadEvents(res.body, onEvent)) return;
         } catch (err) {
           if (abort.signal.aborted) return;
           if (++failures === 3) return log("local", "events", "event stream unavailable");
@@ -796,38 +796,6 @@
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
     })();
-  }
-
-  // Server-Sent Events from a response body: onEvent(name, data, id) for each event;
-  // resolves true once onEvent says the stream is complete, false if the body ended first.
-  async function readEvents(body, onEvent) {
-    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return false;
-      buffer += value.replace(/\r\n?/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let name = "message", id = null;
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (!line || line.startsWith(":")) continue;
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") name = text;
-          else if (field === "data") data.push(text);
-          else if (field === "id") id = text;
-        }
-        if (data.length && onEvent(name, data.join("\n"), id)) {
-          reader.cancel().catch(() => {});
-          return true;
-        }
-      }
-    }
   }
 
   function showEvent(name, data) {
