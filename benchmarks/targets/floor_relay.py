@@ -1,10 +1,16 @@
 """Yardstick: the floor relay, about the least CPU a Python relay can spend per frame.
 
 Raw asyncio Protocols on both sides with a minimal RFC 6455 framing, uvloop, and every
-forward done inside ``data_received``: no task, no queue and no await per frame. JSON is
-read with msgspec (which also decodes the base64 audio in C); ``playStream.chunk`` is
-written by concatenating a per-stream prefix with the base64 text. It speaks just enough
-of both protocols for the load generator, like the straightforward relay.
+forward done inside ``data_received``: no task, no queue and no await per frame. Frames
+that arrive whole are read from the received bytes as they are (only a partial frame is
+buffered), and masking is websockets' C ``apply_mask``. JSON is read with msgspec (which
+also decodes the base64 audio in C); ``playStream.chunk`` is written by concatenating a
+per-stream prefix with the base64 text. It speaks just enough of both protocols for the
+load generator, like the straightforward relay.
+
+:class:`Call` is the AudioCodes side of the relay, whatever carries VAIC's socket;
+``uvicorn_floor.py`` carries it through a raw ASGI app instead of :class:`VaicSide`, with
+the same :class:`AgentSide` toward the agent.
 
 Usage::
 
@@ -21,10 +27,21 @@ import hashlib
 import os
 import random
 import struct
+from collections.abc import Callable
 from typing import Final, cast
 from urllib.parse import urlsplit
 
 import msgspec
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+
+    def apply_mask(data: bytes, mask: bytes) -> bytes:
+        n = len(data)
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+        return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+
 
 WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SETTINGS: Final = (
@@ -32,6 +49,8 @@ SETTINGS: Final = (
     b'"output":{"encoding":"linear16","sample_rate":16000,"container":"none"}},"agent":{}}'
 )
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+NORMAL: Final = b"\x03\xe8"  # close codes as sent: 1000
+AGENT_FAILED: Final = b"\x03\xf3"  # 1011
 
 
 class Message(msgspec.Struct, rename="camel"):
@@ -40,12 +59,6 @@ class Message(msgspec.Struct, rename="camel"):
 
 
 decode: Final = msgspec.json.Decoder(Message).decode
-
-
-def mask(data: bytes, key: bytes) -> bytes:
-    n = len(data)
-    k = (key * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
 
 
 def header(opcode: int, n: int, masked: bool) -> bytes:
@@ -58,57 +71,65 @@ def header(opcode: int, n: int, masked: bool) -> bytes:
 
 
 class Peer(asyncio.Protocol):
-    """One WebSocket after its handshake: parse frames, write frames."""
+    """One WebSocket: its handshake (a subclass's), then parse frames, write frames."""
 
     masked_writes = False  # True on the client side (toward the agent)
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.buf = bytearray()  # the handshake, or a frame not received whole
         self.open = False
-        self.other: Peer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.close()
 
-    def write(self, opcode: int, payload: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self.buf or not self.open:
+            self.buf += data
+            if not self.open and not self.handshake():
+                return
+            data = bytes(self.buf)
+            self.buf.clear()
+        end = self.parse(data)
+        if end < len(data):
+            self.buf += data[end:]
+
+    def write(self, payload: bytes, opcode: int = OP_TEXT) -> None:
         assert self.transport is not None
         if self.masked_writes:
             # Keys from `random`: the RFC's entropy rule guards browsers against hostile
-            # scripts, which a server-side client is not.
+            # scripts, which a server-side client is not; cheaper per frame than slicing
+            # keys from a batch of os.urandom.
             key = random.getrandbits(32).to_bytes(4, "little")
-            self.transport.write(header(opcode, len(payload), True) + key + mask(payload, key))
+            frame = (header(opcode, len(payload), True), key, apply_mask(payload, key))
+            self.transport.write(b"".join(frame))
         else:
             self.transport.write(header(opcode, len(payload), False) + payload)
 
-    def parse(self) -> None:
-        buf = self.buf
-        pos, size = 0, len(buf)
+    def parse(self, data: bytes) -> int:
+        """Handle the whole frames at the start of ``data``; where they end."""
+        pos, size = 0, len(data)
         while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
+            b0, b1 = data[pos], data[pos + 1]
             n, hdr = b1 & 0x7F, 2
             if n == 126:
                 if size - pos < 4:
                     break
-                n, hdr = (buf[pos + 2] << 8) | buf[pos + 3], 4
+                n, hdr = (data[pos + 2] << 8) | data[pos + 3], 4
             elif n == 127:
                 if size - pos < 10:
                     break
-                n, hdr = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            key_at = pos + hdr
-            if b1 & 0x80:
-                hdr += 4
-            end = pos + hdr + n
+                n, hdr = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+            start = pos + hdr + (4 if b1 & 0x80 else 0)
+            end = start + n
             if end > size:
                 break
-            payload = bytes(buf[pos + hdr : end])
+            payload = data[start:end]
             if b1 & 0x80:
-                payload = mask(payload, bytes(buf[key_at : key_at + 4]))
+                payload = apply_mask(payload, data[start - 4 : start])
             pos = end
             opcode = b0 & 0x0F
             if opcode == OP_TEXT:
@@ -116,41 +137,110 @@ class Peer(asyncio.Protocol):
             elif opcode == OP_BINARY:
                 self.on_binary(payload)
             elif opcode == OP_PING:
-                self.write(OP_PONG, payload)
+                self.write(payload, OP_PONG)
             elif opcode == OP_CLOSE:
                 self.close(payload[:2])
                 break
             # Fragmented messages are not needed here: neither peer sends them.
-        del buf[:pos]
+        return pos
 
-    def close(self, code: bytes = b"\x03\xe8") -> None:
+    def close(self, code: bytes = NORMAL) -> None:
         if self.transport is not None and not self.transport.is_closing():
             if self.open:
-                self.write(OP_CLOSE, code)
+                self.write(code, OP_CLOSE)
             self.open = False
             self.transport.close()
+
+    def handshake(self) -> bool:
+        """Read the upgrade from ``buf``: ``True`` once the socket is open."""
+        raise NotImplementedError
 
     def on_text(self, payload: bytes) -> None: ...
     def on_binary(self, payload: bytes) -> None: ...
 
 
-class VaicSide(Peer):
-    """The server side: VAIC's connection."""
+class Call:
+    """The AudioCodes side of one call, whatever carries VAIC's socket: the carrier hands
+    VAIC's text messages to :meth:`on_text` and provides ``send_text`` and ``close``."""
 
-    def __init__(self, agent_url: str, token: str | None, agent_key: str | None) -> None:
-        super().__init__()
+    send_text: Callable[[bytes], None]  # one text message to VAIC
+    close: Callable[[bytes], None]  # close VAIC's socket with this code
+
+    def __init__(self, agent_url: str, agent_key: str | None) -> None:
         self.agent_url = agent_url
-        self.token = token
         self.agent_key = agent_key
         self.agent: AgentSide | None = None
         self.stream = 0
         self.chunk_prefix: bytes | None = None  # set while a play stream is open
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.open and not self.handshake():
-            return
-        self.parse()
+    def on_text(self, payload: bytes | str) -> None:
+        try:
+            msg = decode(payload)
+        except msgspec.DecodeError:
+            return  # not for a yardstick to handle
+        kind = msg.type
+        if kind == "userStream.chunk":
+            agent = self.agent
+            if agent is not None and agent.ready:
+                agent.write(msg.audio_chunk, OP_BINARY)
+        elif kind == "session.initiate" and self.agent is None:
+            asyncio.get_running_loop().create_task(self.connect_agent())
+        elif kind == "userStream.start":
+            self.send_text(b'{"type":"userStream.started"}')
+        elif kind == "userStream.stop":
+            self.send_text(b'{"type":"userStream.stopped"}')
+        elif kind == "session.end":
+            self.close(NORMAL)
+
+    async def connect_agent(self) -> None:
+        url = urlsplit(self.agent_url)
+        loop = asyncio.get_running_loop()
+        try:
+            _, self.agent = await loop.create_connection(
+                lambda: AgentSide(self, url.netloc, url.path or "/", self.agent_key),
+                url.hostname or "127.0.0.1",
+                url.port or 80,
+            )
+        except OSError:
+            self.close(AGENT_FAILED)
+
+    # --- from the agent ---
+
+    def play(self, audio: bytes) -> None:
+        prefix = self.chunk_prefix
+        if prefix is None:
+            self.stream += 1
+            sid = str(self.stream).encode()
+            self.send_text(
+                b'{"type":"playStream.start","streamId":"' + sid + b'","mediaFormat":"raw/lpcm16"}'
+            )
+            prefix = self.chunk_prefix = (
+                b'{"type":"playStream.chunk","streamId":"' + sid + b'","audioChunk":"'
+            )
+        self.send_text(prefix + binascii.b2a_base64(audio, newline=False) + b'"}')
+
+    def stop_stream(self) -> None:
+        if self.chunk_prefix is not None:
+            self.chunk_prefix = None
+            sid = str(self.stream).encode()
+            self.send_text(b'{"type":"playStream.stop","streamId":"' + sid + b'"}')
+
+
+class VaicSide(Call, Peer):
+    """The server side: VAIC's connection, on a raw asyncio Protocol."""
+
+    send_text = Peer.write
+    close = Peer.close
+
+    def __init__(self, agent_url: str, token: str | None, agent_key: str | None) -> None:
+        Peer.__init__(self)
+        Call.__init__(self, agent_url, agent_key)
+        self.bearer = b"Bearer " + token.encode() if token else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.agent is not None:
+            self.agent.close()
 
     def handshake(self) -> bool:
         assert self.transport is not None
@@ -164,8 +254,7 @@ class VaicSide(Peer):
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         key = headers.get(b"sec-websocket-key")
-        bearer = b"Bearer " + self.token.encode() if self.token else None
-        if key is None or (bearer and headers.get(b"authorization") != bearer):
+        if key is None or (self.bearer and headers.get(b"authorization") != self.bearer):
             status = b"400 Bad Request" if key is None else b"401 Unauthorized"
             self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
             self.transport.close()
@@ -178,78 +267,22 @@ class VaicSide(Peer):
         self.open = True
         return True
 
-    def on_text(self, payload: bytes) -> None:
-        try:
-            msg = decode(payload)
-        except msgspec.DecodeError:
-            return  # not for a yardstick to handle
-        kind = msg.type
-        if kind == "userStream.chunk":
-            agent = self.agent
-            if agent is not None and agent.ready:
-                agent.write(OP_BINARY, msg.audio_chunk)
-        elif kind == "session.initiate" and self.agent is None:
-            asyncio.get_running_loop().create_task(self.connect_agent())
-        elif kind == "userStream.start":
-            self.write(OP_TEXT, b'{"type":"userStream.started"}')
-        elif kind == "userStream.stop":
-            self.write(OP_TEXT, b'{"type":"userStream.stopped"}')
-        elif kind == "session.end":
-            self.close()
-
-    async def connect_agent(self) -> None:
-        url = urlsplit(self.agent_url)
-        loop = asyncio.get_running_loop()
-        try:
-            _, agent = await loop.create_connection(
-                lambda: AgentSide(self, url.netloc, url.path or "/", self.agent_key),
-                url.hostname or "127.0.0.1",
-                url.port or 80,
-            )
-        except OSError:
-            self.close(b"\x03\xf3")  # 1011
-            return
-        self.agent, agent.other, self.other = agent, self, agent
-
-    # --- from the agent ---
-
-    def play(self, audio: bytes) -> None:
-        prefix = self.chunk_prefix
-        if prefix is None:
-            self.stream += 1
-            sid = str(self.stream).encode()
-            self.write(
-                OP_TEXT,
-                b'{"type":"playStream.start","streamId":"' + sid
-                + b'","mediaFormat":"raw/lpcm16"}',
-            )  # fmt: skip
-            prefix = self.chunk_prefix = (
-                b'{"type":"playStream.chunk","streamId":"' + sid + b'","audioChunk":"'
-            )
-        self.write(OP_TEXT, prefix + binascii.b2a_base64(audio, newline=False) + b'"}')
-
-    def stop_stream(self) -> None:
-        if self.chunk_prefix is not None:
-            self.chunk_prefix = None
-            sid = str(self.stream).encode()
-            self.write(OP_TEXT, b'{"type":"playStream.stop","streamId":"' + sid + b'"}')
-
 
 class AgentSide(Peer):
     """The client side: our connection to the agent."""
 
     masked_writes = True
 
-    def __init__(self, vaic: VaicSide, host: str, path: str, key: str | None) -> None:
+    def __init__(self, vaic: Call, host: str, path: str, key: str | None) -> None:
         super().__init__()
         self.vaic = vaic
         self.ready = False
-        self.key = base64.b64encode(os.urandom(16))
         auth = b"Authorization: Token " + key.encode() + b"\r\n" if key else b""
         self.request = (
             b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + host.encode()
-            + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + self.key
-            + b"\r\nSec-WebSocket-Version: 13\r\n" + auth + b"\r\n"
+            + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+            + base64.b64encode(os.urandom(16)) + b"\r\nSec-WebSocket-Version: 13\r\n" + auth
+            + b"\r\n"
         )  # fmt: skip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -257,21 +290,23 @@ class AgentSide(Peer):
         assert self.transport is not None
         self.transport.write(self.request)
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.open:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(self.buf[: self.buf.find(b"\r\n")])
-            del self.buf[: end + 4]
-            if b" 101 " not in status:
-                self.vaic.close(b"\x03\xf3")
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.open = True
-        self.parse()
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.vaic.close(AGENT_FAILED)  # a no-op once VAIC's socket is closing
+
+    def handshake(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        status = bytes(self.buf[: self.buf.find(b"\r\n")])
+        del self.buf[: end + 4]
+        if b" 101 " not in status:
+            self.vaic.close(AGENT_FAILED)
+            assert self.transport is not None
+            self.transport.close()
+            return False
+        self.open = True
+        return True
 
     def on_binary(self, payload: bytes) -> None:
         self.vaic.play(payload)
@@ -280,14 +315,14 @@ class AgentSide(Peer):
         kind = decode(payload).type
         if kind == "UserStartedSpeaking":
             self.vaic.stop_stream()
-            self.vaic.write(OP_TEXT, b'{"type":"userStream.speech.started"}')
+            self.vaic.send_text(b'{"type":"userStream.speech.started"}')
         elif kind == "AgentAudioDone":
             self.vaic.stop_stream()
         elif kind == "Welcome":
-            self.write(OP_TEXT, SETTINGS)
+            self.write(SETTINGS)
         elif kind == "SettingsApplied":
             self.ready = True
-            self.vaic.write(OP_TEXT, b'{"type":"session.accepted","mediaFormat":"raw/lpcm16"}')
+            self.vaic.send_text(b'{"type":"session.accepted","mediaFormat":"raw/lpcm16"}')
 
 
 async def serve(host: str, port: int, agent_url: str, token: str | None, key: str | None) -> None:
