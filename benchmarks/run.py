@@ -1,4 +1,4 @@
-"""The benchmark suite: the bridge and its two yardsticks under the same simulated calls.
+"""The benchmark suite: the bridge and its yardsticks under the same simulated calls.
 
 For every repeat, concurrency and target, in that nesting (targets interleaved: A B C D,
 A B C D, ...), start the stand-in agent (echo mode) and the target in fresh processes,
@@ -42,15 +42,15 @@ import loadgen
 import report
 
 HERE: Final = Path(__file__).resolve().parent
-# name -> script and its extra arguments. The first three run by default.
+# name -> script and its extra arguments; DEFAULT_TARGETS run by default.
 MOUNTED: Final = ("mounted_app.py", "--serve")
-UVICORN_STOCK: Final = ("uvicorn", "--ws", "auto", "--loop", "uvloop")
+UVICORN_STOCK: Final = ("--ws", "auto", "--loop", "uvloop")  # uvicorn's default WebSockets
 TARGETS: Final = {
     "acdg-serve": ("acdg_serve.py",),
     # A user's Starlette app with the bridge at /audiocodes: under stock uvicorn + uvloop,
     # under `acdg serve APP`, under uvicorn with the direct protocol, and as a plain pip
     # install serves it (no uvloop, no httptools).
-    "bridge": (*MOUNTED, *UVICORN_STOCK),
+    "bridge": (*MOUNTED, "uvicorn", *UVICORN_STOCK),
     "mounted-acdg": (*MOUNTED, "acdg"),
     "mounted-direct": (*MOUNTED, "uvicorn", "--ws", "direct", "--loop", "uvloop"),
     "mounted-plain": (*MOUNTED, "uvicorn", "--ws", "auto", "--loop", "asyncio", "--http", "h11"),
@@ -65,14 +65,17 @@ TARGETS: Final = {
     )},
     "straightforward": ("straightforward_relay.py",),
     "floor": ("floor_relay.py",),
+    # The floor relay as a raw ASGI app, served as `bridge` is: uvicorn's own share.
+    "uvicorn-floor": ("uvicorn_floor.py", *UVICORN_STOCK),
     "predecessor": ("predecessor.py",),  # needs $PREDECESSOR_CHECKOUT
-    "bridge-unpaced": (*MOUNTED, *UVICORN_STOCK, "--lead-ms", "0"),
+    "bridge-unpaced": (*MOUNTED, "uvicorn", *UVICORN_STOCK, "--lead-ms", "0"),
 }
 PATHS: Final = {"mounted_app.py": "/audiocodes/"}  # where a target serves VAIC, if not at /
 DEFAULT_TARGETS: Final = ("acdg-serve", "mounted-acdg", "mounted-direct", "bridge",
-                          "straightforward", "floor")
+                          "uvicorn-floor", "straightforward", "floor")
 QUICK_TARGETS: Final = ("acdg-serve", "mounted-acdg", "bridge", "floor")  # CI: under a minute
-YARDSTICKS: Final = frozenset({"floor", "straightforward", "predecessor"})  # none of our code
+YARDSTICKS: Final = frozenset({"floor", "uvicorn-floor", "straightforward",
+                               "predecessor"})  # none of our code
 UNCOUNTED: Final = frozenset({"bridge-granian"})  # serves from a worker: no line count
 BUSY_LIMIT: Final = 0.85  # the load processes' own CPU over the window: beyond it they lag
 CORE_LIMIT: Final = 0.95  # the load core busy with anything (other jobs share the machine)
