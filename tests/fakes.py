@@ -28,6 +28,8 @@ class _Room:
 class DirectVaic(_Room):
     """VAIC's socket on the direct path (``DirectProtocol``), always keeping up."""
 
+    backed_up = False
+
     def __init__(self, log: Log | None = None, *, room: int | None = None) -> None:
         super().__init__(log, room)
 
@@ -39,9 +41,6 @@ class DirectVaic(_Room):
 
     def ping(self) -> None:
         pass
-
-    def backed_up(self) -> bool:
-        return False
 
     def write_text(self, data: bytes) -> bool:
         return self._take("vaic", data)

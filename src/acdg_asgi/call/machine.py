@@ -289,19 +289,22 @@ class Call:
         if handler is not None:
             handler(self, msg, now)
 
-    def agent_audio(self, audio: bytes, now: float) -> None:
+    def agent_audio(self, audio: bytes, now: float) -> bool:
+        """Audio from the agent. ``True`` in the steady state, where it went straight
+        through: one chunk added to ``to_vaic`` and nothing else, no deadline moved."""
         stats = self.stats
         stats.agent_frames += 1
         stats.agent_bytes += len(audio)
         if self.discard_agent_audio or self.state is CallState.ENDED:
-            return
+            return False
         if self.state is CallState.ACTIVE and self._deferred_end is None \
                 and self.playout.pass_through(audio, now, self.to_vaic):
-            return  # the steady state: one chunk in, one out
+            return True
         dropped = self.playout.push(audio)
         if dropped:
             self.warn(now, "PLAYOUT_OVERFLOW", f"dropped {dropped} bytes of agent audio")
         self.pull(now)
+        return False
 
     def agent_lost(self, now: float, reason: str) -> None:
         """The agent socket closed, failed to open, or timed out in the handshake."""

@@ -196,10 +196,13 @@ class CallRuntime:
         try:
             if frame.__class__ is bytes:
                 call = self.call
-                call.agent_audio(frame, self.now())
+                if call.agent_audio(frame, self.now()):  # the steady state
+                    batch, call.to_vaic = call.to_vaic, []
+                    self.vaic.offer(batch)
+                    return
                 if call.events or call.actions or call.observations or call.to_agent:
                     self.flush()
-                elif call.to_vaic:  # the usual case: one chunk out, only the playout moved
+                elif call.to_vaic:  # chunks out after a push: only the playout moved
                     batch, call.to_vaic = call.to_vaic, []
                     self.vaic.offer(batch)
                     self._wake_by(call.playout.next_deadline())

@@ -98,7 +98,7 @@ class VaicOutlet:
 
     def offer(self, batch: list[ac.OutboundMessage]) -> None:
         direct = self._direct
-        if direct is not None and not self._queue and not direct.backed_up():
+        if direct is not None and not self._queue and not direct.backed_up:
             for i, msg in enumerate(batch):
                 if not direct.write_text(ac.encode(msg)):
                     self._broken(batch[i:])

@@ -37,6 +37,7 @@ __all__ = ["LeanConnection", "LeanConnector"]
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_WRITE_BUFFER: Final = 1 << 20  # beyond this the agent is not reading: drop audio
+_AUDIO_16: Final = bytes((FIN | BINARY, 126))  # an unmasked binary frame with a 16-bit length
 
 
 class LeanConnector:
@@ -247,6 +248,12 @@ class LeanConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if data[:2] == _AUDIO_16 and not self._buf and not self._fragments \
+                and self._closed is None and (on_message := self._on_message) is not None \
+                and len(data) - 4 == int.from_bytes(data[2:4], "big") <= self.max_frame_bytes:
+            # Nearly every frame: one whole chunk of audio with a 16-bit length.
+            on_message(data[4:])
+            return
         if not self._buf and self._closed is None and self._on_message is not None:
             # The usual case, one whole frame from the agent: no buffer, no copy.
             frame = read_header(data, 0)

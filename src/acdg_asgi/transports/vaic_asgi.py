@@ -40,6 +40,9 @@ class DirectProtocol(Protocol):
     """What a server protocol offers through the ``acdg.direct`` extension, once the
     socket is accepted."""
 
+    backed_up: bool
+    """The peer reads slower than we write: writes should wait for the socket."""
+
     def limit(self, budget: ReadBudget) -> None:
         """Read no faster than ``budget`` allows (frames it reads by hand)."""
         ...
@@ -50,10 +53,6 @@ class DirectProtocol(Protocol):
 
     def ping(self) -> None:
         """Send a ping; the pong counts as a frame read."""
-        ...
-
-    def backed_up(self) -> bool:
-        """The peer reads slower than we write: writes should wait for the socket."""
         ...
 
     def write_text(self, data: bytes) -> bool:
