@@ -5,6 +5,7 @@ the host's own WebSocket and HTTP routes stay ordinary ASGI on the same server."
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from vaic_raw import vaic, wait_until
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp
+from acdg_asgi.asgi.admission import DIRECT_HINT
 from acdg_asgi.testing.agent import AgentScript
 from acdg_asgi.testing.server import serve
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
@@ -68,7 +70,10 @@ def host_app(framework: str, bridge: BridgeApp) -> Any:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-async def test_the_bridge_takes_the_direct_path_inside_a_host_app(framework: str) -> None:
+async def test_the_bridge_takes_the_direct_path_inside_a_host_app(
+    framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="acdg_asgi")
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         app = host_app(framework, bridge)
@@ -97,17 +102,26 @@ async def test_the_bridge_takes_the_direct_path_inside_a_host_app(framework: str
             await caller.end()
             await caller.wait_closed()
         assert not bridge.calls
+    assert DIRECT_HINT not in caplog.messages
 
 
-async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi() -> None:
-    """The control case: under stock uvicorn the same app has no direct path."""
+async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The control case: under stock uvicorn the same app has no direct path, and the
+    first call says once how to get it."""
+    caplog.set_level(logging.INFO, logger="acdg_asgi")
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
-        async with serve(host_app("starlette", bridge)) as host, \
-                vaic(host, "/audiocodes/") as caller:
-            assert (await caller.initiate())["type"] == "session.accepted"
-            await wait_until(lambda: len(bridge.calls) == 1)
-            (runtime,) = bridge.calls.runtimes()
-            assert runtime.vaic.socket is not None and runtime.vaic.socket.direct is None
-            await caller.end()
-            await caller.wait_closed()
+        async with serve(host_app("starlette", bridge)) as host:
+            for _ in range(2):
+                async with vaic(host, "/audiocodes/") as caller:
+                    assert (await caller.initiate())["type"] == "session.accepted"
+                    await wait_until(lambda: len(bridge.calls) == 1)
+                    (runtime,) = bridge.calls.runtimes()
+                    assert runtime.vaic.socket is not None
+                    assert runtime.vaic.socket.direct is None
+                    await caller.end()
+                    await caller.wait_closed()
+                await wait_until(lambda: not bridge.calls)
+    assert caplog.messages.count(DIRECT_HINT) == 1

@@ -78,6 +78,12 @@ AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec | None] | AgentSpec | No
 AgentSource = Callable[[CallInfo], Awaitable[AgentConfig | None]]  # ``agent=``, normalised
 
 
+DIRECT_HINT = (
+    "calls take the server's standard WebSocket path, about twice the CPU per call of the "
+    "direct one: serve with `acdg serve APP`, or under uvicorn with "
+    "--ws acdg_asgi.serving:DirectWebSocketProtocol (README, Performance)")
+
+
 class Admission:
     """Handles each VAIC WebSocket from the upgrade until it closes."""
 
@@ -99,6 +105,7 @@ class Admission:
         self._observers = observers
         self._deps = deps
         self._options = options or CallOptions()
+        self._hinted = False  # the direct path's hint, once per bridge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = Connection.from_scope(scope, route_path(scope))
@@ -124,6 +131,9 @@ class Admission:
         await send(accept)
         client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
         direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
+        if direct is None and not self._hinted:
+            self._hinted = True
+            logger.info(DIRECT_HINT)
         limits = self._limits
         budget = ReadBudget(limits.vaic_budget, max_frame_bytes=limits.max_frame_bytes,
                             clock=Scheduler.for_running_loop().now)
