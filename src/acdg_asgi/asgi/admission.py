@@ -34,7 +34,7 @@ from ..cluster.cluster import LIVE_ELSEWHERE, Cluster
 from ..config import AgentConfig, Limits, Playout, Reconnect
 from ..errors import AuthError, SessionClosedError
 from ..events import CallDetails
-from ..observability.logs import for_call, logger, peer_text, security
+from ..observability.logs import for_call, get_logger, logger, peer_text, security
 from ..observability.observer import Observers
 from ..policies import CallOptions
 from ..protocols import audiocodes as ac
@@ -78,6 +78,7 @@ AgentFactory = Callable[[CallInfo], Awaitable[AgentSpec | None] | AgentSpec | No
 AgentSource = Callable[[CallInfo], Awaitable[AgentConfig | None]]  # ``agent=``, normalised
 
 
+serve_log = get_logger("acdg_asgi.serve")  # how the bridge is served, not one call
 DIRECT_HINT = (
     "calls take the server's standard WebSocket path, about twice the CPU per call of the "
     "direct one: serve with `acdg serve APP`, or under uvicorn with "
@@ -133,7 +134,7 @@ class Admission:
         direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
         if direct is None and not self._hinted:
             self._hinted = True
-            logger.info(DIRECT_HINT)
+            serve_log.info(DIRECT_HINT)
         limits = self._limits
         budget = ReadBudget(limits.vaic_budget, max_frame_bytes=limits.max_frame_bytes,
                             clock=Scheduler.for_running_loop().now)

@@ -342,9 +342,9 @@ class LeanConnection(asyncio.Protocol):
             raise AgentClosed(self._closed or "connection closed")
         at = self._mask_at
         if at == 0:
-            self._masks = os.urandom(4096)  # one system call per 1024 frames
+            self._masks = os.urandom(512)  # one system call per 128 frames, 512 B a call
         mask = self._masks[at : at + 4]
-        self._mask_at = (at + 4) & 4095
+        self._mask_at = (at + 4) & 511
         transport.write(b"".join((header(FIN | opcode, len(payload), MASKED), mask,
                                   apply_mask(payload, mask))))
 
