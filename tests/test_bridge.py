@@ -7,6 +7,7 @@ Scripts are short (few, short words) so the whole file stays fast.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,9 @@ from acdg_asgi import (
     SessionClosedError,
 )
 from acdg_asgi.audio import DEFAULT_PREFERENCE
+from acdg_asgi.call import Call
 from acdg_asgi.protocols import deepgram as dg
+from acdg_asgi.runtime.call_runtime import CallRuntime
 from acdg_asgi.testing.agent import AgentScript, Turn
 
 pytestmark = pytest.mark.anyio
@@ -155,6 +158,24 @@ async def test_a_call_from_greeting_to_caller_hangup() -> None:
         assert env.log.names()[-1] == "session_end"
         assert caller.invalid == []
         assert len(caller.play_streams()) == 2
+
+
+async def test_a_finished_call_is_let_go_at_once() -> None:
+    """Nothing keeps an ended call's objects until the deadlines it had asked to be woken
+    for (the agent's next keep-alive or ping, seconds away) come due: with many short
+    calls that would add up."""
+    async with rig(script(), agent=AgentSettings(greeting="Hi")) as env, \
+            vaic(env.host) as caller:
+        await caller.initiate(["raw/lpcm16"])
+        await caller.start_stream()
+        await caller.wait_for("playStream.stop")
+        await caller.end()
+        await caller.wait_closed()
+        await env.settled([caller.conversation_id], end_reasons="caller")
+        env.sessions.clear()  # the rig's own hold on the call
+        gc.collect()
+        # (by type: isinstance would look through a dead weak proxy, and raise)
+        assert [o for o in gc.get_objects() if type(o) in (Call, CallRuntime)] == []
 
 
 # --- barge-in -----------------------------------------------------------------------------

@@ -132,6 +132,8 @@ class CallRuntime:
             reason, code, detail = self.call.end_reason or ("unknown", None, None)
             why = ": ".join(str(part) for part in (code, detail) if part)
             self.log.info("call finished: %s%s", reason, f" ({why})" if why else "")
+            # A deadline posted before the end would keep the whole call until it came due.
+            self.scheduler.forget(self._wake)
 
     async def attach(self, vaic: VaicSocket) -> None:
         """``session.resume`` on a new socket: carry on with it, until it closes."""

@@ -63,6 +63,15 @@ class Scheduler:
         if when < self._armed_at:
             self._arm(when)
 
+    def forget(self, wake: Callable[[float], None]) -> None:
+        """Drop the wake-ups pending for ``wake`` (a call that ended): what they hold goes
+        now, not when they would have come due."""
+        heap = self._heap
+        kept = [entry for entry in heap if entry[2] != wake]
+        if len(kept) != len(heap):
+            heapq.heapify(kept)
+            heap[:] = kept  # in place: the list is the one _fire walks
+
     def _arm(self, when: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
