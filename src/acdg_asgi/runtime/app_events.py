@@ -5,14 +5,15 @@ had it, ``async def handler(event)``); plain functions work too. A handler that 
 becomes an ``error`` event and a log line: it never takes the call down.
 
 Application code must not stall audio, so handlers never run inside a reader: events go
-through a bounded stream to one dispatcher task per call, in order. When the stream is
-full (a handler is stuck), new events are dropped with a warning, except ``session_end``,
-which always gets through. Every event is also logged where it matters and shown to the
-observers (metrics, tracing) as it happens.
+through a bounded queue (a :class:`~.mailbox.Mailbox`) to one dispatcher task per call,
+in order. When the queue is full (a handler is stuck), new events are dropped with a
+warning, except ``session_end``, which always gets through. Every event is also logged
+where it matters and shown to the observers (metrics, tracing) as it happens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -29,6 +30,7 @@ from ..events import EVENT_NAMES, BridgeErrorEvent, Event
 from ..observability.logs import FoldedLog
 from ..observability.observer import CallView, Observers
 from ..session import Session
+from .mailbox import Mailbox
 
 __all__ = ["EventDispatch", "EventHandlers", "Handler"]
 
@@ -106,6 +108,7 @@ class EventDispatch:
         log: logging.LoggerAdapter[Any],
         *,
         queue: int,
+        loop: asyncio.AbstractEventLoop,
         folded: FoldedLog | None = None,
     ) -> None:
         self._session = session
@@ -114,7 +117,7 @@ class EventDispatch:
         self.observers = observers
         self._log = log
         self._folded = folded or FoldedLog(log, time.monotonic)
-        self._in, self._out = anyio.create_memory_object_stream[ev.Event](queue)
+        self._queue = Mailbox[ev.Event](loop, limit=queue)
         self._last: ev.SessionEndEvent | None = None  # the end, when the queue was full
         self.finished = anyio.Event()  # every event was handed to the handlers
 
@@ -124,16 +127,13 @@ class EventDispatch:
             self._log_event(event)
             if observers:
                 observers.call_event(call, event)
-            try:
-                self._in.send_nowait(event)
-            except anyio.WouldBlock:
-                if isinstance(event, ev.SessionEndEvent):
-                    self._last = event  # handed over after the rest
-                else:
-                    self._folded.log("queue full", logging.WARNING, "event queue full: %s dropped",
-                                     type(event).__name__)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # the call is over and its dispatcher gone
+            if self._queue.put(event) or self._queue.closed:
+                continue  # (closed: the call is over and its dispatcher gone)
+            if isinstance(event, ev.SessionEndEvent):
+                self._last = event  # handed over after the rest
+            else:
+                self._folded.log("queue full", logging.WARNING, "event queue full: %s dropped",
+                                 type(event).__name__)
 
     def observe(self, observations: list[tuple[Measure, float]]) -> None:
         if self.observers:
@@ -142,13 +142,13 @@ class EventDispatch:
 
     def close(self) -> None:
         """No more events: the dispatcher finishes once it has handed over the rest."""
-        self._in.close()
+        self._queue.close()
 
     async def run(self) -> None:
         session = self._session
         try:
-            async with self._out:
-                async for event in self._out:
+            async with self._queue:
+                async for event in self._queue:
                     await self._handlers.dispatch(session, event, self._log)
             if self._last is not None:
                 await self._handlers.dispatch(session, self._last, self._log)

@@ -20,7 +20,6 @@ budget, whether that socket is still alive when a resume asks for the call.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,6 +45,7 @@ from ..transports.vaic_asgi import VaicSocket
 from . import readers
 from .app_events import EventDispatch
 from .deps import CallDeps
+from .mailbox import Mailbox
 from .outlets import AgentOutlet, VaicOutlet
 from .scheduler import Kick
 
@@ -74,18 +74,19 @@ class CallRuntime:
         self.agent = AgentOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed)
         self._scheduled = math.inf
         self._gathers = call.limits.caller_frame_ms > 0
-        self._connect_send, self._connect_requests = anyio.create_memory_object_stream[int](8)
+        self._connect_requests = Mailbox[int](loop, limit=8)
         # Tasks asked for in socket and timer callbacks start from inside a task: anyio
         # starts tasks only from one, and under uvicorn a callback runs in none.
-        self._spawn_send, self._spawn_requests = anyio.create_memory_object_stream[
-            Callable[[], Coroutine[Any, Any, None]]](math.inf)
+        self._spawn_requests = Mailbox[Callable[[], Coroutine[Any, Any, None]]](loop)
         self._observers = deps.observers
         self._events = EventDispatch(self.session, call, deps.handlers, deps.observers,
-                                     self.log, queue=call.limits.event_queue, folded=self.folded)
+                                     self.log, queue=call.limits.event_queue, loop=loop,
+                                     folded=self.folded)
         self.done = anyio.Event()
         self.finished = False  # set in the same step as observers hear of the end
         self._cluster = deps.cluster if deps.cluster and deps.cluster.shared else None
-        self._history_grew = anyio.Event()  # or the call's other shared state changed
+        # Set when the history grew or the rest of the shared state changed (a store only).
+        self._history_grew = anyio.Event() if self._cluster is not None else None
         self._agent_scope: anyio.CancelScope | None = None  # reading the agent connection
         self.persisted = len(call.transcript.entries)  # history entries already shared
         self.persisted_version = call.shared_version  # of the rest of the call's state
@@ -296,16 +297,15 @@ class CallRuntime:
             call.masking.captured = []
         if call.actions:
             self._take_actions()
-        if self._cluster is not None and (len(call.transcript.entries) != self.persisted
-                                          or call.shared_version != self.persisted_version):
+        if self._history_grew is not None and (len(call.transcript.entries) != self.persisted
+                                               or call.shared_version != self.persisted_version):
             self._history_grew.set()
 
     def _take_actions(self) -> None:
         actions, self.call.actions = self.call.actions, []
         for action in actions:
             if isinstance(action, ConnectAgent):
-                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-                    self._connect_send.send_nowait(action.attempt)
+                self._connect_requests.put(action.attempt)  # dropped once 8 wait, or ended
             elif isinstance(action, CloseAgent):
                 self.agent.close()
                 if self._agent_scope is not None:
@@ -373,7 +373,7 @@ class CallRuntime:
         if self.finished:
             return
         self.finished = True
-        self._connect_send.close()
+        self._connect_requests.close()
         if self._keys is not None:
             self._keys.close()
         self._events.close()
@@ -427,8 +427,7 @@ class CallRuntime:
 
     def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``job`` in the call's task group (see ``_spawner``)."""
-        with contextlib.suppress(anyio.ClosedResourceError):
-            self._spawn_send.send_nowait(job)
+        self._spawn_requests.put(job)
 
     # --- the call's own tasks ------------------------------------------------------------
 
@@ -487,22 +486,25 @@ class CallRuntime:
 
     async def _listen_agent(self, conn: PushAgentConnection) -> str:
         """A pushing connection: each message is handled inside its data callback."""
-        closed = anyio.Event()
-        why = ["closed"]
+        closed = Kick(self.scheduler.loop)
+        why = "closed"
 
         def on_closed(reason: str) -> None:
-            why[0] = reason
+            nonlocal why
+            why = reason
             closed.set()
 
         conn.listen(self.agent_frame, on_closed)
         await closed.wait()
-        return why[0]
+        return why
 
     async def _keep_loop(self, cluster: Cluster) -> None:
         """Share new history per turn and renew this instance's lease on the call."""
         while not self.done.is_set():
+            grew = self._history_grew
+            assert grew is not None  # kept with a shared store
             with anyio.move_on_after(cluster.lease_ttl_s / 3):
-                await self._history_grew.wait()
+                await grew.wait()
             self._history_grew = anyio.Event()
             if self.done.is_set():
                 return
