@@ -11,7 +11,6 @@ synthesising at the caller's first word either way, hears the caller, and answer
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Final
 
 from .. import events as ev
@@ -43,13 +42,14 @@ class BargeIn:
         self._min_ms = float(policy.min_speech_ms)
         self._grace = self._min_ms / 1000 + _PENDING_GRACE_S
         self._fmt = fmt
-        self._protected: deque[str] = deque(maxlen=_PROTECTED_KEPT)
+        self._protected: list[str] = []  # the newest _PROTECTED_KEPT (an empty deque: 760 B)
         self.pending = False  # a barge-in waits for min_speech_ms of the caller's voice
         self.voiced_ms = 0.0
 
     def protect(self, text: str) -> None:
         """The agent was asked to say ``text``, which the caller may not cut."""
         self._protected.append(text.strip())
+        del self._protected[:-_PROTECTED_KEPT]
 
     def cut_by(self, text: str) -> int:
         """What may cut the agent utterance ``text``, which begins now."""
