@@ -327,7 +327,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # uvicorn keeps the upgrade's response, headers and all, for the socket's life
+            # (the request, the websockets parser keeps too); nothing reads them now.
+            self.request = self.response = None  # type: ignore[assignment]
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             # The refusal is answered in full. uvicorn does not count that as a finished
             # handshake, and would log "ASGI callable returned without completing
             # handshake." at ERROR after every refused upgrade.
