@@ -21,8 +21,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
-
 from .. import events as ev
 from ..call import Measure
 from ..errors import ConfigError
@@ -31,6 +29,7 @@ from ..observability.logs import FoldedLog
 from ..observability.observer import CallView, Observers
 from ..session import Session
 from .mailbox import Mailbox
+from .scheduler import Kick
 
 __all__ = ["EventDispatch", "EventHandlers", "Handler"]
 
@@ -119,7 +118,7 @@ class EventDispatch:
         self._folded = folded or FoldedLog(log, time.monotonic)
         self._queue = Mailbox[ev.Event](loop, limit=queue)
         self._last: ev.SessionEndEvent | None = None  # the end, when the queue was full
-        self.finished = anyio.Event()  # every event was handed to the handlers
+        self.finished = Kick(loop)  # every event was handed to the handlers (one waiter)
 
     def deliver(self, events: list[ev.Event]) -> None:
         call, observers = self._call, self.observers

@@ -82,7 +82,7 @@ class CallRuntime:
         self._events = EventDispatch(self.session, call, deps.handlers, deps.observers,
                                      self.log, queue=call.limits.event_queue, loop=loop,
                                      folded=self.folded)
-        self.done = anyio.Event()
+        self._done = Kick(loop)  # set with finished, for run()
         self.finished = False  # set in the same step as observers hear of the end
         self._cluster = deps.cluster if deps.cluster and deps.cluster.shared else None
         # Set when the history grew or the rest of the shared state changed (a store only).
@@ -116,7 +116,7 @@ class CallRuntime:
                     tg.start_soon(self._keep_loop, self._cluster)
                 self.flush()
                 await self._read_vaic(vaic)
-                await self.done.wait()
+                await self._done.wait()
                 with anyio.move_on_after(self.deps.end_handler_timeout_s):
                     await self._events.finished.wait()
                 tg.cancel_scope.cancel()
@@ -377,7 +377,7 @@ class CallRuntime:
         if self._keys is not None:
             self._keys.close()
         self._events.close()
-        self.done.set()
+        self._done.set()
         if self._observers:
             self._observers.call_finished(self.call)
 
@@ -500,13 +500,13 @@ class CallRuntime:
 
     async def _keep_loop(self, cluster: Cluster) -> None:
         """Share new history per turn and renew this instance's lease on the call."""
-        while not self.done.is_set():
+        while not self.finished:
             grew = self._history_grew
             assert grew is not None  # kept with a shared store
             with anyio.move_on_after(cluster.lease_ttl_s / 3):
                 await grew.wait()
             self._history_grew = anyio.Event()
-            if self.done.is_set():
+            if self.finished:
                 return
             cid = self.call.conversation_id
             if not await cluster.keep(cid, self.unshared_history(), self.log,
