@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from vaic_raw import vaic
 
 from acdg_asgi import AgentSettings, BridgeApp, Connection
+from acdg_asgi.asgi.admission import DIRECT_HINT
 from acdg_asgi.cli import main
 from acdg_asgi.cli.serve import find_bridges
 from acdg_asgi.cli.settings import ServeSettings, load_settings, sample_config
@@ -373,6 +374,27 @@ async def test_plain_uvicorn_drains_on_sigterm(tmp_path: Path) -> None:
                      r"\(server uvicorn", log), log
     assert re.search(stamp + "SIGTERM received: draining", log), log
     assert "INFO:     Started server process" in log
+    assert log.count(DIRECT_HINT) == 1, log  # stock uvicorn: how to get the direct path
+
+
+async def test_readme_uvicorn_command_line_gives_the_direct_path(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("or from uvicorn's command"):]
+    block = section[section.index("```sh\n") + 6: section.index("```\n", 6)]
+    command = block.replace("\\\n", " ").split()
+    assert command[:2] == ["uvicorn", "myapp:app"], block
+    async with standin(PLAIN) as agent:
+        port = free_port()
+        cwd = bridge_module(tmp_path, agent.url)
+        argv = ["-m", "uvicorn", "voiceapp:app", *command[2:], "--port", str(port)]
+        with process(argv, tmp_path / "uvicorn.log", cwd=cwd) as proc:
+            await wait_for_http(f"http://127.0.0.1:{port}/audiocodes", proc)
+            report = await run_call(f"ws://127.0.0.1:{port}/audiocodes",
+                                    CallScript(utterances=(Utterance(),)))
+            log = proc.log
+    assert report.ok, report.violations
+    assert "WebSocket DirectWebSocketProtocol)" in log, log
+    assert DIRECT_HINT not in log, log
 
 
 async def test_gunicorn_uvicorn_workers_drain_on_sigterm(tmp_path: Path) -> None:
