@@ -228,7 +228,10 @@ def stream_echo(clock: PlayoutClock, start: float, frames: int) -> list[ac.Outbo
     out: list[ac.OutboundMessage] = []
     for i in range(frames):
         now = start + i * 0.02
-        if not clock.pass_through(CHUNK, now, out):
+        chunk = clock.pass_through(CHUNK, now)
+        if chunk is not None:
+            out.append(chunk)
+        else:
             clock.push(CHUNK)
             clock.pull(now, out)
     return out

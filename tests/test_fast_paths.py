@@ -30,6 +30,7 @@ from acdg_asgi.call import Call, Measure
 from acdg_asgi.config import AgentConfig, Limits, Playout, Reconnect
 from acdg_asgi.events import Event
 from acdg_asgi.observability.observer import CallView, Observers
+from acdg_asgi.policies import CallOptions, Interruption
 from acdg_asgi.protocols import audiocodes as ac
 from acdg_asgi.protocols import deepgram as dg
 from acdg_asgi.runtime import readers
@@ -239,6 +240,7 @@ def random_inputs(rng: random.Random) -> list[tuple[str, Any]]:
     """A call's worth of inputs: mostly audio both ways at about real time, with the rest
     of what happens in a call mixed in."""
     frame = bytes(640)
+    loud = b"\x00\x40" * 320  # the caller's voice: it confirms a pending barge-in
     ops: list[tuple[str, Any]] = [("agent", agent_text(dg.Welcome(request_id="r")))]
     if rng.random() < 0.5:  # caller audio before the agent is ready: held
         ops += [("vaic", vaic_text(ac.UserStreamChunk(audio_chunk=frame)))] * rng.randint(1, 9)
@@ -251,8 +253,13 @@ def random_inputs(rng: random.Random) -> list[tuple[str, Any]]:
             vaic_up = True
             continue
         if roll < 0.30 and vaic_up:
-            chunk = frame if rng.random() < 0.9 else bytes(rng.choice((320, 1280, 642)))
-            ops.append(("vaic", vaic_text(ac.UserStreamChunk(audio_chunk=chunk))))
+            pick = rng.random()
+            chunk = frame if pick < 0.8 else loud if pick < 0.9 else bytes(
+                rng.choice((320, 1280, 642)))
+            # Agent assist now and then: a participant's stream, the caller's or another's.
+            who = rng.choice((None, "caller", "agent")) if rng.random() < 0.1 else None
+            ops.append(("vaic", vaic_text(ac.UserStreamChunk(audio_chunk=chunk,
+                                                             participant=who))))
         elif roll < 0.58:
             if agent_up:
                 size = 640 if rng.random() < 0.85 else rng.choice((320, 1280, 4000, 6))
@@ -306,6 +313,8 @@ def settings_for(rng: random.Random) -> dict[str, Any]:
                          keepalive_s=rng.choice((0.3, 8.0)), pre_ready_audio_ms=100,
                          resume_grace_s=rng.choice((0.5, 30.0))),
         "reconnect": Reconnect(attempts=5, initial_backoff_s=0.05),
+        # A barge-in that waits for the caller's voice: the lane's tap cuts the agent.
+        "options": CallOptions(interruption=Interruption(min_speech_ms=rng.choice((0, 40)))),
     }
 
 
@@ -347,3 +356,21 @@ async def test_audio_kept_ahead_of_the_lead_plays_on_while_the_agent_pauses() ->
         side.apply(("time", 0.01))
         assert chunks_written() <= 5 + round(side.clock.t / 0.02) + 1  # paced, not at once
     assert chunks_written() == 50
+
+
+async def test_the_random_calls_reach_what_the_vaic_shortcut_must_step_aside_for() -> None:
+    """Not vacuous: among the seeds, barge-ins confirmed by the caller's voice (the tap
+    cuts the agent inside the shortcut) and other participants' audio both happen."""
+    confirmed = other = 0
+    for seed in SEEDS:
+        rng = random.Random(seed)
+        settings = settings_for(rng)
+        side = Side(CallRuntime, settings)
+        side.connect_agent()
+        for op in random_inputs(rng):
+            side.apply(op)
+        stats = side.rt.call.stats
+        if settings["options"].interruption.min_speech_ms:
+            confirmed += stats.barge_ins
+        other += stats.other_participant_frames
+    assert confirmed > 0 and other > 0, (confirmed, other)

@@ -49,19 +49,22 @@ def test_pass_through_is_push_then_pull_in_the_steady_state() -> None:
     fast_out: list[ac.OutboundMessage] = []
     slow_out: list[ac.OutboundMessage] = []
     frame = bytes(range(256)) * 2 + bytes(128)  # 640 bytes, one chunk
-    assert not fast.pass_through(frame, 0.0, fast_out)  # no stream open yet
+    assert fast.pass_through(frame, 0.0) is None  # no stream open yet
     for clock in (fast, slow):
         clock.push(frame)
         clock.pull(0.0, fast_out if clock is fast else slow_out)
     taken = []
     for n in range(1, 11):  # audio at 4x real time: 15 ms further ahead each frame
         now = n * 0.005
-        taken.append(fast.pass_through(frame, now, fast_out))
-        if not taken[-1]:
+        chunk = fast.pass_through(frame, now)
+        taken.append(chunk is not None)
+        if chunk is not None:
+            fast_out.append(chunk)
+        else:
             fast.push(frame)
             fast.pull(now, fast_out)
         slow.push(frame)
         slow.pull(now, slow_out)
         assert fast_out == slow_out and fast.play_head == slow.play_head
     assert taken[0] and not all(taken)  # refused once the lead was reached
-    assert not fast.pass_through(bytes(320), 1.0, fast_out)  # not one whole chunk
+    assert fast.pass_through(bytes(320), 1.0) is None  # not one whole chunk

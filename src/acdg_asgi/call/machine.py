@@ -303,22 +303,35 @@ class Call:
         if handler is not None:
             handler(self, msg, now)
 
-    def agent_audio(self, audio: bytes, now: float) -> bool:
-        """Audio from the agent. ``True`` in the steady state, where it went straight
-        through: one chunk added to ``to_vaic`` and nothing else, no deadline moved."""
+    def agent_audio(self, audio: bytes, now: float) -> None:
+        """Audio from the agent, into the playout: what is due goes to ``to_vaic``."""
+        chunk = self.agent_chunk(audio, now)
+        if chunk is not None:
+            self.to_vaic.append(chunk)
+            return
         stats = self.stats
         stats.agent_frames += 1
         stats.agent_bytes += len(audio)
         if self.discard_agent_audio or self.state is CallState.ENDED:
-            return False
-        if self.state is CallState.ACTIVE and self._deferred_end is None \
-                and self.playout.pass_through(audio, now, self.to_vaic):
-            return True
+            return
         dropped = self.playout.push(audio)
         if dropped:
             self.warn(now, "PLAYOUT_OVERFLOW", f"dropped {dropped} bytes of agent audio")
         self.pull(now)
-        return False
+
+    def agent_chunk(self, audio: bytes, now: float) -> ac.PlayStreamChunk | None:
+        """The steady state of :meth:`agent_audio`, for the runtime: the chunk for VAIC
+        when ``audio`` goes straight through, changing nothing else and moving no
+        deadline. ``None`` otherwise, and nothing done: then :meth:`agent_audio` takes it."""
+        if self.state is CallState.ACTIVE and self._deferred_end is None \
+                and not self.discard_agent_audio:
+            chunk = self.playout.pass_through(audio, now)
+            if chunk is not None:
+                stats = self.stats
+                stats.agent_frames += 1
+                stats.agent_bytes += len(audio)
+                return chunk
+        return None
 
     def agent_lost(self, now: float, reason: str) -> None:
         """The agent socket closed, failed to open, or timed out in the handshake."""

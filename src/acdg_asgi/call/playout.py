@@ -275,26 +275,25 @@ class PlayoutClock:
             return 0.0  # due now
         return self.play_head + size / self.bytes_per_s - self.lead
 
-    def pass_through(self, audio: bytes, now: float, out: list[OutboundMessage]) -> bool:
+    def pass_through(self, audio: bytes, now: float) -> PlayStreamChunk | None:
         """The steady state, as :meth:`push` then :meth:`pull` but without the copies:
         a stream is open, nothing is waiting, and ``audio`` is one chunk that is due now.
-        ``False`` (nothing done) otherwise."""
+        The chunk to send; ``None`` (nothing done) otherwise."""
         n = len(audio)
         if n != self.chunk_bytes or self.stream_id is None or len(self._buf) != self._off \
                 or len(self._queue) != 1 or self._queue[0].end is not None or self._late:
-            return False
+            return None
         duration = n / self.bytes_per_s
         head = self.play_head
         if self.lead and head > now and head + duration - now > self.lead + 1e-9:
-            return False  # not due yet (as _due, inline: this runs for every chunk)
+            return None  # not due yet (as _due, inline: this runs for every chunk)
         self._read += n
         self.sent_bytes += n  # as _sent
         stats = self.stats
         stats.play_chunks += 1
         stats.play_bytes += n
         self.play_head = (head if head > now else now) + duration
-        out.append(PlayStreamChunk(stream_id=self.stream_id, audio_chunk=audio))
-        return True
+        return PlayStreamChunk(stream_id=self.stream_id, audio_chunk=audio)
 
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""

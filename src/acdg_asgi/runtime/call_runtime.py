@@ -179,18 +179,25 @@ class CallRuntime:
 
     def vaic_frame(self, frame: str | bytes) -> None:
         try:
-            kind = readers.vaic_frame(self, frame)
+            msg = readers.vaic_message(self, frame)
             call = self.call
-            if kind is ac.UserStreamChunk and not (call.events or call.actions or call.to_vaic):
-                # The usual case: caller audio for the agent. Of the call's deadlines only
-                # the link's can move, and only earlier when it gathers larger frames (the
-                # keep-alive only moves later: the timer already armed comes first).
-                if call.to_agent:
-                    batch, call.to_agent = call.to_agent, []
-                    self.agent.offer(batch)
-                if self._gathers:
-                    self._wake_by(call.link.next_deadline())
-                return
+            if msg.__class__ is ac.UserStreamChunk and msg.participant is None \
+                    and call.state is CallState.ACTIVE:
+                # The usual case, caller audio for the agent: the table's handler, inline.
+                audio = call.link.caller_audio(msg.audio_chunk, self.now())
+                if not (call.events or call.actions or call.to_vaic or call.to_agent):
+                    # Of the call's deadlines only the link's can move, and only earlier
+                    # when it gathers larger frames (the keep-alive only moves later: the
+                    # timer already armed comes first).
+                    if audio is not None:
+                        self.agent.offer_audio(audio)
+                    if self._gathers:
+                        self._wake_by(call.link.next_deadline())
+                    return
+                if audio is not None:
+                    call.to_agent.append(audio)  # after what the chunk led to, as the table does
+            elif msg is not None:
+                readers.take_vaic(self, msg)
             self.flush()
         except Exception:
             self._fail("a VAIC frame")
@@ -199,10 +206,11 @@ class CallRuntime:
         try:
             if frame.__class__ is bytes:
                 call = self.call
-                if call.agent_audio(frame, self.now()):  # the steady state
-                    batch, call.to_vaic = call.to_vaic, []
-                    self.vaic.offer(batch)
+                chunk = call.agent_chunk(frame, self.now())
+                if chunk is not None:  # the steady state
+                    self.vaic.offer_chunk(chunk)
                     return
+                call.agent_audio(frame, self.now())
                 if call.events or call.actions or call.observations or call.to_agent:
                     self.flush()
                 elif call.to_vaic:  # chunks out after a push: only the playout moved

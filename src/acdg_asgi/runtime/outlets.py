@@ -118,6 +118,15 @@ class VaicOutlet:
             return
         self._enqueue(batch)
 
+    def offer_chunk(self, chunk: ac.PlayStreamChunk) -> None:
+        """:meth:`offer` for the steady state's one message, a chunk of agent audio."""
+        direct = self._direct
+        if direct is not None and not self._queue and not direct.backed_up:
+            if not direct.write_text(ac.encode(chunk)):
+                self._broken([chunk])
+            return
+        self.offer([chunk])
+
     def _enqueue(self, batch: list[ac.OutboundMessage]) -> None:
         """Queue ``batch`` for the writer, counted in bytes; past the limit, shed."""
         self._queue.extend(batch)
@@ -306,6 +315,18 @@ class AgentOutlet:
         if self.drop() and conn is not None:
             self._closing.append(conn)
             self._kick.set()
+
+    def offer_audio(self, audio: bytes) -> None:
+        """:meth:`offer` for the steady state's one item, a chunk of caller audio."""
+        push = self.push
+        if push is not None and not self._queue:
+            try:
+                if not push.write_audio(audio):
+                    self._stats.caller_frames_dropped += 1
+            except AgentClosed:
+                self._stats.caller_frames_dropped += 1  # the connection reports its loss
+            return
+        self.offer([audio])
 
     def offer(self, batch: list[dg.ClientMessage | bytes]) -> None:
         push = self.push

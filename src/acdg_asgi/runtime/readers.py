@@ -1,8 +1,9 @@
 """What a frame from either socket means to the call: checked, decoded, handed in.
 
-Every frame goes through the call's own tables (:meth:`Call.vaic
+Every message goes through the call's own tables (:meth:`Call.vaic
 <acdg_asgi.call.machine.Call.vaic>`, :meth:`Call.agent <acdg_asgi.call.machine.Call.agent>`);
-nothing here decides what a message does. What is wrong with a frame is the peer's fault:
+nothing here decides what a message does. (The runtime hands the caller's audio to the
+agent link itself in the steady state, as the table's handler would.) What is wrong with a frame is the peer's fault:
 it becomes a warning on the call and a count for the metrics, and the call goes on.
 """
 
@@ -17,7 +18,7 @@ from ..observability.logs import CallLog, FoldedLog
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 
-__all__ = ["CallInputs", "agent_message", "vaic_frame"]
+__all__ = ["CallInputs", "agent_message", "take_vaic", "vaic_frame", "vaic_message"]
 
 
 class CallInputs(Protocol):
@@ -32,30 +33,40 @@ class CallInputs(Protocol):
     def peer_error(self, source: str, kind: str, description: str) -> None: ...
 
 
-def vaic_frame(rt: CallInputs, frame: str | bytes) -> type[ac.InboundMessage] | None:
-    """One frame from VAIC; the class of the message it carried, if the call took one."""
-    call = rt.call
+def vaic_frame(rt: CallInputs, frame: str | bytes) -> None:
+    """One frame from VAIC, into the call."""
+    msg = vaic_message(rt, frame)
+    if msg is not None:
+        take_vaic(rt, msg)
+
+
+def vaic_message(rt: CallInputs, frame: str | bytes) -> ac.InboundMessage | None:
+    """One frame from VAIC, checked and decoded: the message for the call, or ``None``
+    when there is none (what was wrong with the frame is reported)."""
     if frame.__class__ is not str:
         rt.peer_error("audiocodes", "binary", f"binary frame ({len(frame)} B) ignored")
-    elif len(frame) > call.limits.max_frame_bytes:
+        return None
+    if len(frame) > rt.call.limits.max_frame_bytes:
         rt.peer_error("audiocodes", "oversized", f"frame of {len(frame)} bytes ignored")
-    else:
-        try:
-            msg = ac.decode(frame)
-        except ac.DecodeError as exc:
-            rt.peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
-            return None
-        if msg.__class__ is ac.UnknownMessage:
-            rt.folded.log("unknown", logging.INFO, "unknown VAIC message type %r ignored",
-                          msg.type)
-            return None
-        try:
-            call.vaic(msg, rt.now())  # type: ignore[arg-type]
-        except RemoteProtocolError as exc:
-            rt.peer_error("audiocodes", "out_of_order", str(exc))
-            return None
-        return msg.__class__  # type: ignore[return-value]
-    return None
+        return None
+    try:
+        msg = ac.decode(frame)
+    except ac.DecodeError as exc:
+        rt.peer_error("audiocodes", "malformed", f"malformed message ignored: {exc}")
+        return None
+    if msg.__class__ is ac.UnknownMessage:
+        rt.folded.log("unknown", logging.INFO, "unknown VAIC message type %r ignored",
+                      msg.type)
+        return None
+    return msg  # type: ignore[return-value]
+
+
+def take_vaic(rt: CallInputs, msg: ac.InboundMessage) -> None:
+    """The call takes a message from VAIC; one it did not expect now is reported."""
+    try:
+        rt.call.vaic(msg, rt.now())
+    except RemoteProtocolError as exc:
+        rt.peer_error("audiocodes", "out_of_order", str(exc))
 
 
 def agent_message(rt: CallInputs, text: str) -> None:

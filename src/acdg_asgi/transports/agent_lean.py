@@ -31,7 +31,19 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from ..errors import AgentClosed, AgentConnectError, ConfigError
 from .agent_base import proxy_refused, refused, shown_url, unreachable
-from .wsframe import BINARY, CLOSE, FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
+from .wsframe import (
+    BINARY,
+    CLOSE,
+    FIN,
+    MASKED,
+    PING,
+    PONG,
+    TEXT,
+    apply_mask,
+    header,
+    header16,
+    read_header,
+)
 
 __all__ = ["LeanConnection", "LeanConnector"]
 
@@ -401,10 +413,21 @@ class LeanConnection(asyncio.Protocol):
         self._write(PING, self._pings.to_bytes(4, "big"))
 
     def write_audio(self, data: bytes) -> bool:
+        # As _write does for any frame, inline: this runs for every caller frame.
         transport = self._transport
-        if transport is not None and transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+        if transport is None or transport.is_closing():
+            raise AgentClosed(self._closed or "connection closed")
+        if transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
             return False  # the agent stopped reading: keep memory bounded
-        self._write(BINARY, data)
+        at = self._mask_at
+        if at == 0:
+            self._masks = os.urandom(512)
+        mask = self._masks[at : at + 4]
+        self._mask_at = (at + 4) & 511
+        n = len(data)
+        transport.write(b"".join((
+            header16(FIN | BINARY, MASKED | 126, n) if 125 < n < 65536
+            else header(FIN | BINARY, n, MASKED), mask, apply_mask(data, mask))))
         return True
 
     async def send_text(self, data: bytes) -> None:

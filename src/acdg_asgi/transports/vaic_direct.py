@@ -41,7 +41,7 @@ from ..config import Budget
 from ..observability.logs import get_logger
 from .budget import ReadBudget
 from .vaic_asgi import DIRECT
-from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, read_header
+from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, header16, read_header
 
 __all__ = ["DirectWebSocketProtocol"]
 
@@ -341,5 +341,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         """Write one text frame now; ``False`` if the socket is gone or closing."""
         if self.disconnected or self.close_sent or self.transport.is_closing():
             return False
-        self.transport.write(header(_TEXT_MESSAGE, len(data)) + data)
+        n = len(data)
+        self.transport.write((header16(_TEXT_MESSAGE, 126, n) if 125 < n < 65536
+                              else header(_TEXT_MESSAGE, n)) + data)
         return True

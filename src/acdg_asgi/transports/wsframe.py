@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - websockets always ships it on CPython/
 
 
 __all__ = ["BINARY", "CLOSE", "FIN", "MASKED", "PING", "PONG", "TEXT", "apply_mask",
-           "header", "read_header"]
+           "header", "header16", "read_header"]
 
 TEXT: Final = 1
 BINARY: Final = 2
@@ -31,6 +31,10 @@ MASKED: Final = 0x80
 
 _SHORT: Final = struct.Struct("!BBH")
 _LONG: Final = struct.Struct("!BBQ")
+
+# ``header16(first, second | 126, length)``: the header of a payload of 126 to 65535
+# bytes, an audio chunk's size, for the hot paths to build without calling header().
+header16: Final = _SHORT.pack
 
 
 def header(first: int, length: int, masked: int = 0) -> bytes:
