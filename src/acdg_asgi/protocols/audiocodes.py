@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._codec import DecodeError, decode_known, tags
+from ._codec import DecodeError, not_known, tags
 
 __all__ = [
     "Activities",
@@ -306,7 +306,11 @@ def decode(frame: str | bytes) -> InboundMessage | UnknownMessage:
     Raises :class:`DecodeError` for frames that are not a message at all, or that are a
     known message with fields of the wrong type (invalid base64 included).
     """
-    return decode_known(_decoder, _unknown_decoder, _INBOUND_TAGS, frame)
+    try:
+        message: InboundMessage = _decoder.decode(frame)
+    except Exception as exc:  # whatever decoding raises, the frame is not a known message
+        return not_known(_unknown_decoder, _INBOUND_TAGS, frame, exc)
+    return message
 
 
 def decode_outbound(frame: str | bytes) -> OutboundMessage:

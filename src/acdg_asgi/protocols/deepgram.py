@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from . import _codec
-from ._codec import CheckedKeywords, decode_known, tags
+from ._codec import CheckedKeywords, not_known, tags
 
 DecodeError = _codec.DecodeError  # raised by decode_server/decode_client
 AGENT_PATH: Final = "/v1/agent/converse"
@@ -417,12 +417,20 @@ CLIENT_TAGS: Final = tags(ClientMessage)
 
 def decode_server(frame: str | bytes) -> ServerMessage | UnknownMessage:
     """Decode one server -> client text frame (what the bridge reads)."""
-    return decode_known(_server_decoder, _unknown_decoder, SERVER_TAGS, frame)
+    try:
+        message: ServerMessage = _server_decoder.decode(frame)
+    except Exception as exc:  # whatever decoding raises, the frame is not a known message
+        return not_known(_unknown_decoder, SERVER_TAGS, frame, exc)
+    return message
 
 
 def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
     """Decode one client -> server text frame (what the stand-in agent reads)."""
-    return decode_known(_client_decoder, _unknown_decoder, CLIENT_TAGS, frame)
+    try:
+        message: ClientMessage = _client_decoder.decode(frame)
+    except Exception as exc:  # whatever decoding raises, the frame is not a known message
+        return not_known(_unknown_decoder, CLIENT_TAGS, frame, exc)
+    return message
 
 
 def encode(message: ClientMessage | ServerMessage) -> bytes:

@@ -2,9 +2,10 @@
 
 Every message goes through the call's own tables (:meth:`Call.vaic
 <acdg_asgi.call.machine.Call.vaic>`, :meth:`Call.agent <acdg_asgi.call.machine.Call.agent>`);
-nothing here decides what a message does. (The runtime hands the caller's audio to the
-agent link itself in the steady state, as the table's handler would.) What is wrong with a frame is the peer's fault:
-it becomes a warning on the call and a count for the metrics, and the call goes on.
+nothing here decides what a message does (in the steady state the runtime hands the
+caller's audio to the agent link itself, as the table's handler would). What is wrong
+with a frame is the peer's fault: it becomes a warning on the call and a count for the
+metrics, and the call goes on.
 """
 
 from __future__ import annotations
