@@ -121,9 +121,15 @@ class VaicOutlet:
     def offer_chunk(self, chunk: ac.PlayStreamChunk) -> None:
         """:meth:`offer` for the steady state's one message, a chunk of agent audio."""
         direct = self._direct
-        if direct is not None and not self._queue and not direct.backed_up:
-            if not direct.write_text(ac.encode(chunk)):
-                self._broken([chunk])
+        if direct is not None:
+            if not self._queue and not direct.backed_up:
+                if not direct.write_text(ac.encode(chunk)):
+                    self._broken([chunk])
+                return
+        elif (socket := self.socket) is not None and socket is not self._stuck \
+                and not (self._queue or self._sending or self._rest) \
+                and self._waited < _EAGER_TRIES:
+            self._send_one(socket, chunk)
             return
         self.offer([chunk])
 
@@ -140,20 +146,31 @@ class VaicOutlet:
         """Send each message right here, as far as its send goes without waiting; a send
         that has to wait is the writer's to finish, and what follows it is queued."""
         for i in range(len(batch)):
-            msg = batch[i]
-            try:
-                rest = socket.send_text_now(ac.encode(msg))
-            except VaicClosed:
-                self._dropped(batch[i:])  # its reader reads what VAIC sent, then reports it
+            if not self._send_one(socket, batch[i]):
+                if self._rest is not None:
+                    self._enqueue(batch[i + 1 :])
+                else:
+                    self._dropped(batch[i + 1 :])  # the socket is closed
                 return
-            if rest is not None:
-                self._waited += 1
-                self._rest = (socket, rest, msg)
-                self._enqueue(batch[i + 1 :])
-                return
-            if msg.__class__ is ac.PlayStreamStop:
-                self._on_stop_written()
+
+    def _send_one(self, socket: VaicSocket, msg: ac.OutboundMessage) -> bool:
+        """Send ``msg`` right here, as far as its send goes without waiting: ``True`` once
+        written; ``False`` if the rest of its send is the writer's (``_rest``), or if the
+        socket is closed (then it is dropped: its reader reads what VAIC sent, then
+        reports the loss)."""
+        try:
+            rest = socket.send_text_now(ac.encode(msg))
+        except VaicClosed:
+            self._dropped((msg,))
+            return False
+        if rest is not None:
+            self._waited += 1
+            self._rest = (socket, rest, msg)
+            return False
         self._waited = 0
+        if msg.__class__ is ac.PlayStreamStop:
+            self._on_stop_written()
+        return True
 
     def close(self, code: int) -> None:
         """Close the socket once what is queued is written."""
