@@ -20,6 +20,8 @@ __all__ = ["VAIC_TABLE"]
 
 def _chunk(call: CallParts, msg: ac.UserStreamChunk, now: float) -> None:
     # A plain call's stream has no participant; agent assist has one stream each.
+    # CallRuntime.vaic_frame does what this does for a plain stream itself, in the steady
+    # state: a change here is a change there (tests/test_fast_paths.py holds them equal).
     if msg.participant is not None and msg.participant != call.hearing \
             and not call.heard_from(msg.participant, now):
         return

@@ -32,8 +32,8 @@ MASKED: Final = 0x80
 _SHORT: Final = struct.Struct("!BBH")
 _LONG: Final = struct.Struct("!BBQ")
 
-# ``header16(first, second | 126, length)``: the header of a payload of 126 to 65535
-# bytes, an audio chunk's size, for the hot paths to build without calling header().
+# ``header16(first, masked | 126, length)``: the header of a payload of 126 to 65535
+# bytes (an audio chunk's size), for the hot paths to build without calling header().
 header16: Final = _SHORT.pack
 
 
