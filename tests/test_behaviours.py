@@ -664,6 +664,54 @@ def test_the_redaction_hook_runs_over_both_sides_of_the_transcript() -> None:
     assert [t[3] for t in call.transcript.texts()] == [1.0, 1.1, 1.2]  # when, for the record
 
 
+def test_function_calls_are_kept_redacted_while_the_handler_gets_them_as_sent() -> None:
+    call = make_call(redact=redact_card_numbers)
+    ready(call)
+    asked = '{"card": "4111 1111 1111 1111", "amount": 12, "again": 4111111111111111}'
+    call.agent(dg.FunctionCallRequest(functions=(
+        dg.FunctionCall(id="f1", name="charge", arguments=asked),)), 1.0)
+    (request,) = of(drain(call)[2], ev.FunctionCallRequestEvent)
+    assert request.functions[0].arguments == asked  # what the handler acts on
+    call.send_to_agent(dg.FunctionCallResponse(
+        id="f1", name="charge", content='{"charged": "4111-1111-1111-1111", "ok": true}'), 1.5)
+    assert drain(call)[1][0].content.startswith('{"charged": "4111')  # the agent gets it as sent
+    # A server-side function's record, as Deepgram's History gives it.
+    call.agent(dg.History(function_calls=(dg.FunctionCallRecord(
+        id="f2", name="lookup", client_side=False, arguments='{"q": "4111111111111111"}',
+        response="card 4111 1111 1111 1111 on file"),)), 2.0)
+    # The history (so the shared store and a new agent connection) has them redacted.
+    call.agent_lost(2.5, "connection lost")
+    call.agent_connected(2.6)
+    call.agent(dg.Welcome(request_id="r2"), 2.7)
+    (settings,) = [m for m in drain(call)[1] if isinstance(m, dg.Settings)]
+    context = settings.agent.context
+    assert context is not None
+    records = [r for m in context.messages for r in m.function_calls or ()]
+    assert [(r.name, msgspec.json.decode(r.arguments), r.response) for r in records] == [
+        ("charge", {"card": "[card]", "amount": 12, "again": "[card]"},
+         '{"charged":"[card]","ok":true}'),
+        ("lookup", {"q": "[card]"}, "card [card] on file"),
+    ]
+    assert b"4111" not in msgspec.json.encode(call.transcript.entries)
+
+
+def test_in_sensitive_mode_a_function_calls_arguments_are_kept_masked() -> None:
+    call = make_call()  # no redaction hook: the mode alone masks
+    ready(call)
+    cmd.EnterSensitiveMode(pause_recording=False).apply(call, 1.0)
+    call.agent(dg.FunctionCallRequest(functions=(dg.FunctionCall(
+        id="f1", name="verify", arguments='{"pin": "1234", "tries": 1, "last": null}'),)), 1.1)
+    (request,) = of(drain(call)[2], ev.FunctionCallRequestEvent)
+    assert request.functions[0].args == {"pin": "1234", "tries": 1, "last": None}
+    cmd.LeaveSensitiveMode().apply(call, 1.2)  # masked as it was asked, answered after
+    call.send_to_agent(dg.FunctionCallResponse(id="f1", name="verify", content="verified"), 1.5)
+    (entry,) = [e for e in call.transcript.entries if e.function_calls]
+    record = entry.function_calls[0]  # type: ignore[index]
+    assert msgspec.json.decode(record.arguments) == {
+        "pin": "[redacted]", "tries": "[redacted]", "last": None}
+    assert record.response == "verified"
+
+
 def test_sensitive_mode_needs_a_live_call() -> None:
     call = make_call()
     call.end(1.0, "shutdown")

@@ -274,3 +274,49 @@ async def test_bridge_control_drives_sensitive_mode_from_outside_the_call() -> N
     assert names == ["pauseCallRecording", "resumeCallRecording"]
     assert [e.digits for e in log.of("dtmf")] == ["[redacted]"]
     assert "9876" not in str([e for _, e in log.events])
+
+
+async def test_a_function_calls_card_number_is_kept_redacted_in_the_store_and_the_history(
+    redis_url: str,
+) -> None:
+    """The handler gets the arguments as the agent sent them; the shared store and the
+    next agent connection's history get them, and the handler's answer, redacted."""
+    redis.Redis.from_url(redis_url).flushdb()
+    script = AgentScript(turns=(
+        Turn("It is charged.", heard="charge my card", function="charge",
+             arguments=f'{{"card": "{SPOKEN}", "amount": 12}}'),
+        Turn("Anything else?", heard="no thanks"),
+    ), ms_per_word=40, end_of_turn_ms=200, drop_after_turns=1)
+    async with standin(script) as agent:
+        bridge = BridgeApp(agent=AgentSettings(think=THINK, greeting="Hello"),
+                           deepgram_url=agent.url, tracing=False, store=redis_url,
+                           instance_id="a", redact=redact_card_numbers)
+        log = EventLog(bridge)
+        handed: list[str] = []
+
+        @bridge.on("function_call_request")
+        async def charge(session: Session, event: Event) -> None:
+            for fn in event.functions:  # type: ignore[attr-defined]
+                handed.append(fn.arguments)
+                await session.respond_to_function_call(fn.id, fn.name, {"charged": CARD})
+
+        async with serve(bridge) as host, vaic(host) as caller:
+            await caller.initiate()
+            await caller.start_stream()
+            await caller.wait_for("playStream.stop")  # the greeting
+            await caller.speak(voiced_ms=300, silent_ms=400, pace=0.5)
+            await log.wait_for("conversation_text", lambda e: e.content.startswith("It is charged"))
+            await wait_until(lambda: len(agent.connections) == 2 and any(
+                '"Settings"' in frame for frame in agent.connections[1].text_frames),
+                what="the agent connection after the drop, with its settings")
+            await wait_until(lambda: b"charge" in redis_contents(redis_url),
+                             what="the function call shared in Redis")
+            stored = redis_contents(redis_url)
+            await caller.end()
+            await log.wait_for("session_end")
+
+    assert handed == [f'{{"card": "{SPOKEN}", "amount": 12}}']
+    (settings,) = [f for f in agent.connections[1].text_frames if '"Settings"' in f]
+    assert '"name":"charge"' in settings and "[card]" in settings
+    assert leaks("the next agent's history", settings) == []
+    assert leaks("shared store", stored) == [] and b"[card]" in stored

@@ -355,7 +355,9 @@ class CallOptions(msgspec.Struct, kw_only=True, frozen=True):
     (``{reason}`` becomes e.g. "the line is busy"); ``None`` leaves it to the application's
     ``transfer_failed`` handler. A transfer the agent asked for with ``transfer_call``
     gets the outcome as the function's result instead. ``redact``: a function over every
-    transcript text (both sides) before anyone sees it (:func:`redact_card_numbers`).
+    transcript text (both sides) before anyone sees it (:func:`redact_card_numbers`), and
+    over every value in function calls' arguments and answers as the history keeps them
+    (the handler gets the arguments as sent).
     """
 
     vaic_session: VaicSessionParams | None = None

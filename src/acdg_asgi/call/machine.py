@@ -155,7 +155,9 @@ class Call:
             stats=self.stats, participant=participants.play_to,
             target_player=participants.target_player,
         )
-        self.transcript = Transcript()
+        self.masking = Masking(self.options.sensitive, self.options.redact)
+        self.masking.on = shared.sensitive
+        self.transcript = Transcript(self.masking)
         self.started_at = now
         self.started_wall = wall_clock  # for the record; the machine itself runs on ``now``
         self.state = CallState.ACTIVE
@@ -203,10 +205,8 @@ class Call:
         self.barge = BargeIn(options.interruption, media_format, self.tools)
         self.barge.first = self.barge.first and taken_over is None  # the greeting is past
         self.no_input = NoInputWatch(options.no_input)
-        self.masking = Masking(options.sensitive, options.redact)
         self.digits = DigitInput(options.dtmf, barge=self.barge, no_input=self.no_input,
                                  masking=self.masking)
-        self.masking.on = shared.sensitive
         self.saying_goodbye = False  # a goodbye was asked for; the hangup waits for it
         self._silence = bytes([media_format.silence_byte])
         self.watch_caller_audio()

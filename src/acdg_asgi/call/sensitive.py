@@ -9,13 +9,18 @@ raw only to :attr:`Masking.captured`, which the runtime hands to the ``sensitive
 block's reader and no one else.
 
 The redaction hook (``BridgeApp(redact=...)``) runs over every transcript text, of both
-sides, at the same place.
+sides, at the same place, and over every value in the arguments and answers of function
+calls as the history keeps them (in sensitive mode the arguments' values are masked
+there). The application's handlers get a function call's arguments as the agent sent
+them: they are what it must act on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Final
+
+import msgspec
 
 from .. import events as ev
 from ..policies import SensitiveMode
@@ -90,6 +95,45 @@ class Masking:
             return None
         if self.on:
             return self.mode.mask
+        return self._redact(text) if self._redact is not None else text
+
+    def arguments(self, text: str) -> str:
+        """A function call's arguments (JSON text) as the history keeps them: in sensitive
+        mode every value masked (the agent took them from what the caller said), else each
+        through the redaction hook."""
+        if not self.on and self._redact is None:
+            return text
+        return self._json_text(text, mask_all=self.on)
+
+    def answer(self, text: str) -> str:
+        """A function's answer as the history keeps it: through the redaction hook."""
+        if self._redact is None:
+            return text
+        return self._json_text(text, mask_all=False)
+
+    def _json_text(self, text: str, *, mask_all: bool) -> str:
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:  # not JSON: text like any other
+            return self.mode.mask if mask_all else self._redacted(text)
+        return msgspec.json.encode(self._values(value, mask_all)).decode()
+
+    def _values(self, value: Any, mask_all: bool) -> Any:
+        if isinstance(value, dict):
+            return {key: self._values(item, mask_all) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._values(item, mask_all) for item in value]
+        if value is None or isinstance(value, bool):
+            return value
+        if mask_all:
+            return self.mode.mask
+        if isinstance(value, str):
+            return self._redacted(value)
+        number = str(value)  # a card number may come as a JSON number
+        redacted = self._redacted(number)
+        return value if redacted == number else redacted
+
+    def _redacted(self, text: str) -> str:
         return self._redact(text) if self._redact is not None else text
 
     def keys(self, digits: str) -> str:

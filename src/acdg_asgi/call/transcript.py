@@ -3,15 +3,28 @@
 It is appended per turn, never per audio frame, and it is what a new agent connection
 is seeded with (``agent.context.messages``) when the old one drops. Entries stay as the
 agent said them; where the caller barged in, :attr:`Transcript.cuts` holds what was
-heard, and the history and the texts give that part only.
+heard, and the history and the texts give that part only. The arguments and answers of
+function calls are kept as :class:`Kept` gives them (redacted, masked in sensitive mode).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import msgspec
+
 from ..events import TransferRecord, TurnLatency
 from ..protocols import deepgram as dg
 
-__all__ = ["Transcript", "turn_latency"]
+__all__ = ["Kept", "Transcript", "turn_latency"]
+
+
+class Kept(Protocol):
+    """How a function call's texts are kept (:class:`~acdg_asgi.call.sensitive.Masking`)."""
+
+    def arguments(self, text: str) -> str: ...
+
+    def answer(self, text: str) -> str: ...
 
 
 def turn_latency(report: dg.LatencyReport) -> TurnLatency:
@@ -27,7 +40,8 @@ def turn_latency(report: dg.LatencyReport) -> TurnLatency:
 
 
 class Transcript:
-    def __init__(self) -> None:
+    def __init__(self, kept: Kept | None = None) -> None:
+        self._kept = kept
         self.entries: list[dg.History] = []
         self.cuts: dict[int, str] = {}  # entry index -> the part the caller heard
         self.latencies: list[float] = []  # AgentStartedSpeaking (experimental), seconds
@@ -57,7 +71,8 @@ class Transcript:
         return content[len(heard):].strip() or None
 
     def functions_asked(self, functions: tuple[dg.FunctionCall, ...]) -> None:
-        self._asked.update((fn.id, fn) for fn in functions if fn.client_side)
+        # Kept as they are to be recorded: the mode that masks them is the one in force now.
+        self._asked.update((fn.id, self._keep(fn)) for fn in functions if fn.client_side)
 
     def functions_withdrawn(self, ids: tuple[str, ...]) -> None:
         for fid in ids:
@@ -73,7 +88,7 @@ class Transcript:
         asked = self._asked.pop(answer.id, None)
         self._add_call(dg.FunctionCallRecord(
             id=answer.id, name=answer.name, client_side=True,
-            arguments=asked.arguments if asked else "{}", response=answer.content,
+            arguments=asked.arguments if asked else "{}", response=self._answer(answer.content),
             thought_signature=asked.thought_signature if asked else None,
         ))
         return True
@@ -83,7 +98,7 @@ class Transcript:
             return  # the server's History already had it, with its arguments
         self._add_call(dg.FunctionCallRecord(
             id=answer.id or "", name=answer.name, client_side=False, arguments="{}",
-            response=answer.content,
+            response=self._answer(answer.content),
         ))
 
     def server_history(self, entry: dg.History) -> None:
@@ -92,11 +107,22 @@ class Transcript:
         for call in entry.function_calls or ():
             if call.client_side:
                 continue
+            if self._kept is not None:
+                call = msgspec.structs.replace(call, arguments=self._kept.arguments(
+                    call.arguments), response=self._kept.answer(call.response))
             index = self._calls.get(call.id)
             if index is None:
                 self._add_call(call)
             else:
                 self.entries[index] = dg.History(function_calls=(call,))
+
+    def _keep(self, fn: dg.FunctionCall) -> dg.FunctionCall:
+        if self._kept is None:
+            return fn
+        return msgspec.structs.replace(fn, arguments=self._kept.arguments(fn.arguments))
+
+    def _answer(self, content: str) -> str:
+        return content if self._kept is None else self._kept.answer(content)
 
     def _add_call(self, record: dg.FunctionCallRecord) -> None:
         if record.id:
