@@ -10,6 +10,7 @@ Nothing in here reads a clock, opens a socket or imports an I/O library; the run
     notifications.py  what VAIC's activities mean: start, DTMF, transferStatus, ...
     agent_table.py  what each Deepgram message does
     agent_state.py  the agent's configuration as it stands: chosen, then updated
+    agent_setup.py  each agent connection's way to ready: Welcome, Settings, what waits
     parts.py        the interface the tables and the record are written against
     agent_link.py   the agent connection as a sub-machine: handshake, backoff, keep-alive
     playout.py      the playout clock: agent audio out at playback rate

@@ -39,7 +39,7 @@ _ASIDES: Final = frozenset({"backchannel", "filler"})
 
 
 def _welcome(call: CallParts, msg: dg.Welcome, now: float) -> None:
-    call.agent_welcomed(msg.request_id, now)  # Settings, once the config is known
+    call.setup.welcomed(call, msg.request_id, now)  # Settings, once the config is known
 
 
 def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> None:
@@ -50,7 +50,7 @@ def _settings_applied(call: CallParts, msg: dg.SettingsApplied, now: float) -> N
         call.stats.agent_reconnects += 1
         call.emit(ev.AgentReconnectedEvent, now, attempts=attempts, gap_ms=gap_ms)
         call.no_input.agent_back(call, now)
-    call.to_agent.extend(call.agent_ready())  # updates and injections that waited
+    call.to_agent.extend(call.setup.ready())  # updates and injections that waited
     call.to_agent.extend(held)
     call.dead_air_over(now)
 

@@ -2,7 +2,8 @@
 
 :class:`~acdg_asgi.call.machine.Call` is the one implementation. The sub-machines of the
 contact-centre policies (:mod:`.tools`, :mod:`.interruption`, :mod:`.no_input`,
-:mod:`.dtmf`, :mod:`.sensitive`) are written against this interface; the tables against
+:mod:`.dtmf`, :mod:`.sensitive`) and of each agent connection's setup
+(:mod:`.agent_setup`) are written against this interface; the tables against
 :class:`~.parts.CallParts`, which adds the sub-machines themselves.
 """
 
@@ -16,7 +17,7 @@ from ..policies import CallOptions
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .agent_link import AgentLink
-from .agent_state import AgentUpdate, CurrentAgent
+from .agent_state import CurrentAgent
 from .playout import PlayoutClock
 from .state import Action, CallState, Measure, Timers
 from .stats import CallStats
@@ -108,11 +109,5 @@ class CallBase(Protocol):
 
     def heard(self, cut_tag: int | None, share: float, unplayed: tuple[int, ...]
               ) -> tuple[str | None, str | None]: ...
-
-    def agent_welcomed(self, request_id: str, now: float) -> None: ...
-
-    def agent_ready(self) -> list[dg.ClientMessage]: ...
-
-    def update_agent(self, update: AgentUpdate, now: float) -> None: ...
 
     def shared_changed(self) -> None: ...

@@ -19,6 +19,10 @@ Inputs are methods, each taking ``now`` (seconds on a monotonic clock):
     command methods        what the application asks for (via Session)
     agent_chosen(config)   a per-call factory's answer (asked for with ChooseAgent)
 
+Each agent connection's way to ready (``Welcome``, ``Settings``, what waits for
+``SettingsApplied``) is a sub-machine of its own (:mod:`.agent_setup`), as the connection
+itself is (:mod:`.agent_link`).
+
 The contact-centre policies (``CallOptions``) are sub-machines of their own, each fed by
 the tables and the call: the agent's telephony tools (:mod:`.tools`), what may interrupt
 the agent (:mod:`.interruption`), the caller's silence (:mod:`.no_input`), keys
@@ -67,6 +71,7 @@ from ..policies import CallOptions, SensitiveMode, ToolVerdict
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 from .agent_link import AgentLink, AgentState
+from .agent_setup import AgentSetup
 from .agent_state import AgentUpdate, CurrentAgent
 from .agent_table import AGENT_TABLE
 from .dtmf import DigitInput
@@ -104,13 +109,13 @@ class Call:
     # Slots: a call has more attributes than CPython's instances share a dict's keys for
     # (30), so without them each call would carry a dict of its own (1.6 KB).
     __slots__ = (
-        "_after_ready", "_deferred_end", "_deferred_until", "_detached_at", "_pending_end",
-        "_settings_sent", "_silence", "_warnings", "_welcomed", "actions", "barge",
+        "_deferred_end", "_deferred_until", "_detached_at", "_pending_end",
+        "_silence", "_warnings", "actions", "barge",
         "barge_in_at", "configuration", "conversation_id", "details", "digits",
         "discard_agent_audio", "end_reason", "epoch", "events", "frustration", "hearing",
         "ignored", "initiate", "limits", "link", "masking", "media_format", "no_input",
         "observations", "on_hold", "options", "playout", "reconnect", "request_ids",
-        "saying_goodbye", "session_id", "session_started", "shared_version", "started_at",
+        "saying_goodbye", "session_id", "session_started", "setup", "shared_version", "started_at",
         "started_wall", "state", "stats", "timers", "to_agent", "to_vaic", "tools",
         "transcript", "transfer_pending",
     )
@@ -192,16 +197,13 @@ class Call:
             None if hears in ("caller", "first") else hears)
         self.ignored: list[str] = []  # participants kept from the agent
         self.shared_version = 0  # bumped whenever shared() would change
-        # The agent connection's own: Settings go once Welcome came and the config is known.
-        self._welcomed = False
-        self._settings_sent = False
-        self._after_ready: list[dg.ClientMessage] = []  # sent once SettingsApplied comes
-        self.request_ids: list[str] = []
+        self.request_ids: list[str] = []  # each agent connection's, from its Welcome
         self.frustration = 0
 
         # The contact-centre policies, each a sub-machine of its own.
         options = self.options
         self.tools = ToolRunner(options.tools)
+        self.setup = AgentSetup(self.tools)  # each agent connection's way to ready
         self.barge = BargeIn(options.interruption, media_format, self.tools)
         self.barge.first = self.barge.first and taken_over is None  # the greeting is past
         self.no_input = NoInputWatch(options.no_input)
@@ -295,7 +297,7 @@ class Call:
     def agent_connected(self, now: float) -> None:
         """The agent socket is open; the handshake starts with its ``Welcome``."""
         self.link.connected(now)
-        self._welcomed = self._settings_sent = False
+        self.setup.connected()
         self.tools.connected()
 
     def agent(self, msg: dg.ServerMessage, now: float) -> None:
@@ -496,7 +498,7 @@ class Call:
         if isinstance(msg, dg.FunctionCallResponse) and not self.transcript.function_answered(msg):
             return
         if isinstance(msg, AgentUpdate):
-            self.update_agent(msg, now)
+            self.setup.update(self, msg, now)
             return
         if self.link.ready:
             self.to_agent.append(msg)
@@ -670,7 +672,7 @@ class Call:
                 self.hangup(now, "no agent for this call", end_reason="ended")
             return
         self.configuration.config = config
-        self.configure_agent(now)
+        self.setup.configure(self, now)
 
     def agent_choice_failed(self, now: float, why: str) -> None:
         self.error(now, "AGENT_CONFIG", f"no agent configuration for this call: {why}",
@@ -678,75 +680,9 @@ class Call:
         if self.is_active:
             self.hangup(now, "no agent configuration for this call", end_reason="error")
 
-    def configure_agent(self, now: float) -> None:
-        """Send ``Settings`` once the agent said ``Welcome`` and the config is known."""
-        if not self._welcomed or self._settings_sent or self.configuration.config is None:
-            return
-        history = self.transcript.history()
-        audio = self.media_format.deepgram_audio()
-        settings, leftover = self.configuration.settings(audio, history)
-        settings = self._with_tools(settings, now)
-        self.to_agent.append(settings)
-        self._settings_sent = True
-        self._after_ready[:0] = leftover  # the application's changes first
-        self.link.last_send = now
-        if history and self.configuration.config.stored:
-            self.warn(now, "AGENT_HISTORY_NOT_REPLAYED", "a stored agent configuration cannot "
-                      "be given the conversation so far: the new agent starts afresh")
-
-    def agent_welcomed(self, request_id: str, now: float) -> None:
-        self._welcomed = True
-        if request_id:
-            self.request_ids.append(request_id)
-        self.configure_agent(now)
-
-    def agent_ready(self) -> list[dg.ClientMessage]:
-        """``SettingsApplied``: what waited for it."""
-        waiting, self._after_ready = self._after_ready, []
-        return [self._think_with_tools(m) for m in waiting]
-
-    def _with_tools(self, settings: dg.Settings, now: float) -> dg.Settings:
-        """``Settings`` with the telephony tools declared to the agent."""
-        if not self.tools.functions:
-            return settings
-        agent = settings.agent
-        if isinstance(agent, str):
-            self.warn(now, "TOOLS_NOT_DECLARED", "a stored agent configuration cannot be "
-                      "given the telephony tools: declare " + ", ".join(sorted(
-                          self.tools.names)) + " in it (the bridge runs them)")
-            return settings
-        if agent.think is None:
-            self.warn(now, "TOOLS_NOT_DECLARED", "the agent has no think settings to declare "
-                      "the telephony tools in")
-            return settings
-        return msgspec.structs.replace(settings, agent=msgspec.structs.replace(
-            agent, think=self.tools.declare(agent.think)))
-
-    def _think_with_tools(self, msg: dg.ClientMessage) -> dg.ClientMessage:
-        if isinstance(msg, dg.UpdateThink) and self.tools.functions:
-            think = self.tools.declare(msg.think)
-            assert think is not None
-            return dg.UpdateThink(think=think)
-        return msg
-
-    def update_agent(self, update: AgentUpdate, now: float) -> None:
-        """An ``Update*`` from the application: kept for every connection to come, and
-        sent to this one when it can take it."""
-        self.configuration.apply(update)
-        self.shared_changed()
-        if self.link.ready:
-            self.to_agent.append(self._think_with_tools(update))
-            self.link.last_send = now
-        elif self._settings_sent:
-            self._after_ready.append(update)
-        # else the next Settings carries it
-
     def to_agent_when_ready(self, msg: dg.ClientMessage, now: float) -> None:
-        if self.link.ready:
-            self.to_agent.append(msg)
-            self.link.last_send = now
-        elif self.link.state is not AgentState.CLOSED:
-            self._after_ready.append(msg)
+        """``msg`` now if the agent is ready, else once it is (none once it is closed)."""
+        self.setup.when_ready(self, msg, now)
 
     # --- the call's details: VAIC's start ------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .agent_setup import AgentSetup
 from .base_parts import CallBase
 from .dtmf import DigitInput
 from .interruption import BargeIn
@@ -22,6 +23,7 @@ __all__ = ["CallParts"]
 
 
 class CallParts(CallBase, Protocol):
+    setup: AgentSetup
     tools: ToolRunner
     barge: BargeIn
     no_input: NoInputWatch
