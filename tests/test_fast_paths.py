@@ -50,7 +50,9 @@ class GeneralPath(CallRuntime):
     """The runtime without its shortcuts: every frame goes into the call, then the flush."""
 
     def vaic_frame(self, frame: str | bytes) -> None:
-        readers.vaic_frame(self, frame)
+        msg = readers.vaic_message(self, frame)
+        if msg is not None:
+            readers.take_vaic(self, msg)
         self.flush()
 
     def agent_frame(self, frame: str | bytes) -> None:

@@ -310,7 +310,12 @@ class Call:
         chunk = self.agent_chunk(audio, now)
         if chunk is not None:
             self.to_vaic.append(chunk)
-            return
+        else:
+            self.agent_audio_buffered(audio, now)
+
+    def agent_audio_buffered(self, audio: bytes, now: float) -> None:
+        """:meth:`agent_audio` where :meth:`agent_chunk` refused it: into the playout's
+        buffer, and what is due from there to ``to_vaic``."""
         stats = self.stats
         stats.agent_frames += 1
         stats.agent_bytes += len(audio)
@@ -324,7 +329,8 @@ class Call:
     def agent_chunk(self, audio: bytes, now: float) -> ac.PlayStreamChunk | None:
         """The steady state of :meth:`agent_audio`, for the runtime: the chunk for VAIC
         when ``audio`` goes straight through, changing nothing else and moving no
-        deadline. ``None`` otherwise, and nothing done: then :meth:`agent_audio` takes it."""
+        deadline. ``None`` otherwise, and nothing done: then :meth:`agent_audio_buffered`
+        takes it."""
         if self.state is CallState.ACTIVE and self._deferred_end is None \
                 and not self.discard_agent_audio:
             chunk = self.playout.pass_through(audio, now)

@@ -87,7 +87,7 @@ class Masking:
         if role == "user" and (self.on or self.turn_masked):
             self.turn_masked = False
             return self.mode.mask
-        return self._redact(content) if self._redact is not None else content
+        return self._redacted(content)
 
     def said(self, text: str | None) -> str | None:
         """Text from VAIC (its own recognition) as everyone sees it."""
@@ -95,7 +95,7 @@ class Masking:
             return None
         if self.on:
             return self.mode.mask
-        return self._redact(text) if self._redact is not None else text
+        return self._redacted(text)
 
     def arguments(self, text: str) -> str:
         """A function call's arguments (JSON text) as the history keeps them: in sensitive

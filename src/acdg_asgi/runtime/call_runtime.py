@@ -205,12 +205,12 @@ class CallRuntime:
     def agent_frame(self, frame: str | bytes) -> None:
         try:
             if frame.__class__ is bytes:
-                call = self.call
-                chunk = call.agent_chunk(frame, self.now())
+                call, now = self.call, self.now()
+                chunk = call.agent_chunk(frame, now)
                 if chunk is not None:  # the steady state
                     self.vaic.offer_chunk(chunk)
                     return
-                call.agent_audio(frame, self.now())
+                call.agent_audio_buffered(frame, now)
                 if call.events or call.actions or call.observations or call.to_agent:
                     self.flush()
                 elif call.to_vaic:  # chunks out after a push: only the playout moved

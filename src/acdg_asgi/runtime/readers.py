@@ -19,7 +19,7 @@ from ..observability.logs import CallLog, FoldedLog
 from ..protocols import audiocodes as ac
 from ..protocols import deepgram as dg
 
-__all__ = ["CallInputs", "agent_message", "take_vaic", "vaic_frame", "vaic_message"]
+__all__ = ["CallInputs", "agent_message", "take_vaic", "vaic_message"]
 
 
 class CallInputs(Protocol):
@@ -32,13 +32,6 @@ class CallInputs(Protocol):
     def now(self) -> float: ...
 
     def peer_error(self, source: str, kind: str, description: str) -> None: ...
-
-
-def vaic_frame(rt: CallInputs, frame: str | bytes) -> None:
-    """One frame from VAIC, into the call."""
-    msg = vaic_message(rt, frame)
-    if msg is not None:
-        take_vaic(rt, msg)
 
 
 def vaic_message(rt: CallInputs, frame: str | bytes) -> ac.InboundMessage | None:
