@@ -670,8 +670,11 @@ def test_function_calls_are_kept_redacted_while_the_handler_gets_them_as_sent() 
     asked = '{"card": "4111 1111 1111 1111", "amount": 12, "again": 4111111111111111}'
     call.agent(dg.FunctionCallRequest(functions=(
         dg.FunctionCall(id="f1", name="charge", arguments=asked),)), 1.0)
+    ((raw, seen),) = call.observed  # the observers (the live view among them): as kept
+    assert msgspec.json.decode(seen.functions[0].arguments) == {  # type: ignore[attr-defined]
+        "card": "[card]", "amount": 12, "again": "[card]"}
     (request,) = of(drain(call)[2], ev.FunctionCallRequestEvent)
-    assert request.functions[0].arguments == asked  # what the handler acts on
+    assert request is raw and request.functions[0].arguments == asked  # the handler acts on it
     call.send_to_agent(dg.FunctionCallResponse(
         id="f1", name="charge", content='{"charged": "4111-1111-1111-1111", "ok": true}'), 1.5)
     assert drain(call)[1][0].content.startswith('{"charged": "4111')  # the agent gets it as sent
@@ -679,6 +682,10 @@ def test_function_calls_are_kept_redacted_while_the_handler_gets_them_as_sent() 
     call.agent(dg.History(function_calls=(dg.FunctionCallRecord(
         id="f2", name="lookup", client_side=False, arguments='{"q": "4111111111111111"}',
         response="card 4111 1111 1111 1111 on file"),)), 2.0)
+    call.agent(dg.ServerFunctionCallResponse(
+        id="f2", name="lookup", content="on file: 4111111111111111"), 2.1)
+    assert [seen.content for _, seen in call.observed[1:]] == [  # type: ignore[attr-defined]
+        "on file: [card]"]
     # The history (so the shared store and a new agent connection) has them redacted.
     call.agent_lost(2.5, "connection lost")
     call.agent_connected(2.6)
@@ -703,6 +710,9 @@ def test_in_sensitive_mode_a_function_calls_arguments_are_kept_masked() -> None:
         id="f1", name="verify", arguments='{"pin": "1234", "tries": 1, "last": null}'),)), 1.1)
     (request,) = of(drain(call)[2], ev.FunctionCallRequestEvent)
     assert request.functions[0].args == {"pin": "1234", "tries": 1, "last": None}
+    ((_, seen),) = call.observed
+    assert seen.functions[0].args == {  # type: ignore[attr-defined]
+        "pin": "[redacted]", "tries": "[redacted]", "last": None}
     cmd.LeaveSensitiveMode().apply(call, 1.2)  # masked as it was asked, answered after
     call.send_to_agent(dg.FunctionCallResponse(id="f1", name="verify", content="verified"), 1.5)
     (entry,) = [e for e in call.transcript.entries if e.function_calls]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import msgspec
 import pytest
 import redis
@@ -49,6 +50,7 @@ SPOKEN = "4111 1111 1111 1111"
 WORD = "periwinkle"
 NEEDLES = (CARD, SPOKEN, WORD, "1111 1111")
 SECRET = "webhook-secret-3141"
+SUPERVISOR = "supervisor-secret-2718"
 LEAD_S = 0.2  # more than the pacing lead: what was sent has played
 THINK = ThinkSettings(provider={"type": "open_ai", "model": "gpt-4o-mini"}, prompt="Be kind.")
 SCRIPT = AgentScript(turns=(
@@ -123,6 +125,8 @@ def redis_contents(url: str) -> bytes:
             out.extend(r.smembers(key))
         elif kind == b"zset":
             out.extend(r.zrange(key, 0, -1))
+        elif kind == b"stream":  # the live events
+            out.extend(value for _, fields in r.xrange(key) for value in fields.values())
     return b"\n".join(out)
 
 
@@ -279,8 +283,9 @@ async def test_bridge_control_drives_sensitive_mode_from_outside_the_call() -> N
 async def test_a_function_calls_card_number_is_kept_redacted_in_the_store_and_the_history(
     redis_url: str,
 ) -> None:
-    """The handler gets the arguments as the agent sent them; the shared store and the
-    next agent connection's history get them, and the handler's answer, redacted."""
+    """The handler gets the arguments as the agent sent them; the shared store, the next
+    agent connection's history, the observers and the live view (a supervisor's page, and
+    the live events in the store) get them, and the handler's answer, redacted."""
     redis.Redis.from_url(redis_url).flushdb()
     script = AgentScript(turns=(
         Turn("It is charged.", heard="charge my card", function="charge",
@@ -290,7 +295,8 @@ async def test_a_function_calls_card_number_is_kept_redacted_in_the_store_and_th
     async with standin(script) as agent:
         bridge = BridgeApp(agent=AgentSettings(think=THINK, greeting="Hello"),
                            deepgram_url=agent.url, tracing=False, store=redis_url,
-                           instance_id="a", redact=redact_card_numbers)
+                           instance_id="a", redact=redact_card_numbers, live=True,
+                           control_auth=SUPERVISOR, observers=[observer := Everything()])
         log = EventLog(bridge)
         handed: list[str] = []
 
@@ -311,12 +317,23 @@ async def test_a_function_calls_card_number_is_kept_redacted_in_the_store_and_th
                 what="the agent connection after the drop, with its settings")
             await wait_until(lambda: b"charge" in redis_contents(redis_url),
                              what="the function call shared in Redis")
-            stored = redis_contents(redis_url)
             await caller.end()
             await log.wait_for("session_end")
+            async with httpx.AsyncClient(base_url=f"http://{host}") as client:
+                page = await client.get(f"/live/events?call={caller.conversation_id}", headers={
+                    "Authorization": f"Bearer {SUPERVISOR}"})
+            await wait_until(lambda: b"session_end" in redis_contents(redis_url),
+                             what="the call's live events shared in Redis")
+            stored = redis_contents(redis_url)
 
     assert handed == [f'{{"card": "{SPOKEN}", "amount": 12}}']
     (settings,) = [f for f in agent.connections[1].text_frames if '"Settings"' in f]
     assert '"name":"charge"' in settings and "[card]" in settings
     assert leaks("the next agent's history", settings) == []
     assert leaks("shared store", stored) == [] and b"[card]" in stored
+    assert b'"function_call_request"' in stored  # the live events are in what was searched
+    asked = [e for e in observer.seen if b'"charge"' in e and b'"functions"' in e]
+    assert len(asked) == 1 and b"[card]" in asked[0], observer.seen
+    assert leaks("an observer", b"\n".join(observer.seen)) == []
+    assert page.status_code == 200 and "event: function_call_request" in page.text
+    assert leaks("the live view", page.text) == [] and "[card]" in page.text

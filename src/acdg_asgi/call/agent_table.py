@@ -150,6 +150,7 @@ def _function_call_request(call: CallParts, msg: dg.FunctionCallRequest, now: fl
     rest = call.tools.requested(call, msg.functions, now)  # the telephony tools run here
     if rest:
         call.emit(ev.FunctionCallRequestEvent, now, functions=rest)
+        call.observers_see(functions=tuple(map(call.transcript.keep, rest)))
 
 
 def _server_function_response(
@@ -157,6 +158,7 @@ def _server_function_response(
 ) -> None:
     call.transcript.function_ran_on_server(msg)
     call.emit(ev.FunctionCallResponseEvent, now, id=msg.id, name=msg.name, content=msg.content)
+    call.observers_see(content=call.transcript.answer(msg.content))
 
 
 def _function_call_cancelled(call: CallParts, msg: dg.FunctionCallCancelled, now: float) -> None:

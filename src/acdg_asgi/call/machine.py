@@ -114,7 +114,7 @@ class Call:
         "barge_in_at", "configuration", "conversation_id", "details", "digits",
         "discard_agent_audio", "end_reason", "epoch", "events", "frustration", "hearing",
         "ignored", "initiate", "limits", "link", "masking", "media_format", "no_input",
-        "observations", "on_hold", "options", "playout", "reconnect", "request_ids",
+        "observations", "observed", "on_hold", "options", "playout", "reconnect", "request_ids",
         "saying_goodbye", "session_id", "session_started", "setup", "shared_version", "started_at",
         "started_wall", "state", "stats", "timers", "to_agent", "to_vaic", "tools",
         "transcript", "transfer_pending",
@@ -173,6 +173,7 @@ class Call:
         self.to_vaic: list[ac.OutboundMessage] = []
         self.to_agent: list[dg.ClientMessage | bytes] = []
         self.events: list[ev.Event] = []
+        self.observed: list[tuple[ev.Event, ev.Event]] = []  # (event, as observers get it)
         self.actions: list[Action] = []
 
         self.discard_agent_audio = False
@@ -839,6 +840,13 @@ class Call:
         self.events.append(
             cls(session_id=self.session_id, conversation_id=self.conversation_id, at=now, **fields)
         )
+
+    def observers_see(self, **fields: Any) -> None:
+        """Observers get the event just emitted with these fields instead: what the history
+        keeps of a function call, where the handlers need it as the agent sent it."""
+        event = self.events[-1]
+        if any(getattr(event, name) != value for name, value in fields.items()):
+            self.observed.append((event, msgspec.structs.replace(event, **fields)))
 
     def warn(
         self, now: float, code: str, description: str, *, source: str = "bridge",

@@ -11,8 +11,8 @@ block's reader and no one else.
 The redaction hook (``BridgeApp(redact=...)``) runs over every transcript text, of both
 sides, at the same place, and over every value in the arguments and answers of function
 calls as the history keeps them (in sensitive mode the arguments' values are masked
-there). The application's handlers get a function call's arguments as the agent sent
-them: they are what it must act on.
+there, and so observers get them). The application's handlers get a function call's
+arguments as the agent sent them: they are what it must act on.
 """
 
 from __future__ import annotations

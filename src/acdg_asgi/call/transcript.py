@@ -72,7 +72,7 @@ class Transcript:
 
     def functions_asked(self, functions: tuple[dg.FunctionCall, ...]) -> None:
         # Kept as they are to be recorded: the mode that masks them is the one in force now.
-        self._asked.update((fn.id, self._keep(fn)) for fn in functions if fn.client_side)
+        self._asked.update((fn.id, self.keep(fn)) for fn in functions if fn.client_side)
 
     def functions_withdrawn(self, ids: tuple[str, ...]) -> None:
         for fid in ids:
@@ -88,7 +88,7 @@ class Transcript:
         asked = self._asked.pop(answer.id, None)
         self._add_call(dg.FunctionCallRecord(
             id=answer.id, name=answer.name, client_side=True,
-            arguments=asked.arguments if asked else "{}", response=self._answer(answer.content),
+            arguments=asked.arguments if asked else "{}", response=self.answer(answer.content),
             thought_signature=asked.thought_signature if asked else None,
         ))
         return True
@@ -98,7 +98,7 @@ class Transcript:
             return  # the server's History already had it, with its arguments
         self._add_call(dg.FunctionCallRecord(
             id=answer.id or "", name=answer.name, client_side=False, arguments="{}",
-            response=self._answer(answer.content),
+            response=self.answer(answer.content),
         ))
 
     def server_history(self, entry: dg.History) -> None:
@@ -116,12 +116,14 @@ class Transcript:
             else:
                 self.entries[index] = dg.History(function_calls=(call,))
 
-    def _keep(self, fn: dg.FunctionCall) -> dg.FunctionCall:
+    def keep(self, fn: dg.FunctionCall) -> dg.FunctionCall:
+        """A function call as the history keeps it."""
         if self._kept is None:
             return fn
         return msgspec.structs.replace(fn, arguments=self._kept.arguments(fn.arguments))
 
-    def _answer(self, content: str) -> str:
+    def answer(self, content: str) -> str:
+        """A function's answer as the history keeps it."""
         return content if self._kept is None else self._kept.answer(content)
 
     def _add_call(self, record: dg.FunctionCallRecord) -> None:

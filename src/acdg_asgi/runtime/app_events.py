@@ -120,12 +120,14 @@ class EventDispatch:
         self._last: ev.SessionEndEvent | None = None  # the end, when the queue was full
         self.finished = Kick(loop)  # every event was handed to the handlers (one waiter)
 
-    def deliver(self, events: list[ev.Event]) -> None:
+    def deliver(self, events: list[ev.Event], observed: dict[int, ev.Event] | None = None) -> None:
+        """Hand ``events`` to the observers at once and to the handlers in turn; where
+        ``observed`` has an event (by ``id``), the observers get that version of it."""
         call, observers = self._call, self.observers
         for event in events:
             self._log_event(event)
             if observers:
-                observers.call_event(call, event)
+                observers.call_event(call, observed.get(id(event), event) if observed else event)
             if self._queue.put(event) or self._queue.closed:
                 continue  # (closed: the call is over and its dispatcher gone)
             if isinstance(event, ev.SessionEndEvent):

@@ -168,8 +168,7 @@ class CallRuntime:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await self.vaic.last_words(hangup)
         self.call.end(self.now(), "error", detail=reason)
-        self._events.deliver(self.call.events)
-        self.call.events = []
+        self._deliver_events()
         self._finished()
 
     # --- inputs -------------------------------------------------------------------------
@@ -291,12 +290,19 @@ class CallRuntime:
             self.vaic.offer(out)
         self._wake_by(call.next_deadline())  # None once the call has ended
 
+    def _deliver_events(self) -> None:
+        call = self.call
+        events, observed = call.events, call.observed
+        call.events = []
+        if observed:
+            call.observed = []
+        self._events.deliver(events, {id(event): seen for event, seen in observed})
+
     def _hand_over(self) -> None:
         """The rarer outputs: events, measures, actions; and news for the shared store."""
         call = self.call
         if call.events:
-            events, call.events = call.events, []
-            self._events.deliver(events)
+            self._deliver_events()
         if call.observations:
             observations, call.observations = call.observations, []
             self._events.observe(observations)
