@@ -214,6 +214,56 @@ async def test_a_call_on_one_instance_is_followed_and_hung_up_from_another(
     assert after["calls"] == []
 
 
+async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_page(
+    redis_url: str,
+) -> None:
+    """VAIC loses A and resumes the call on B: pages on A and B, following from the start,
+    see one stream with no gap and no end until the call's own; a page that comes later,
+    to either, or resumes after an id from before the move, gets the same."""
+    redis.Redis.from_url(redis_url).flushdb()
+    cid = "moved-mid-call"
+    talk = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=300),
+                                  *(Utterance(speech_ms=300, pause_ms=700) for _ in range(3))),
+                      conversation_id=cid, max_duration_ms=20_000)
+    async with StandInAgent(script=SCRIPT) as agent, AsyncExitStack() as stack:
+        a, b = bridge(agent, store=redis_url, instance_id="a"), bridge(
+            agent, store=redis_url, instance_id="b")
+        host_a = await stack.enter_async_context(serve(a, lifespan="on"))
+        host_b = await stack.enter_async_context(serve(b, lifespan="on"))
+        client = await stack.enter_async_context(httpx.AsyncClient())
+        pages: dict[str, list[dict[str, Any]]] = {"on a": [], "on b": []}
+        async with anyio.create_task_group() as tg:
+            for name, host in (("on a", host_a), ("on b", host_b)):
+                tg.start_soon(read_until, client, f"http://{host}/live/events?call={cid}",
+                              ended(cid), None, None, pages[name])
+            await anyio.sleep(0.3)  # both pages wait for the call
+            script = msgspec.structs.replace(talk, drop_and_resume_at_ms=2300,
+                                             resume_urls=(f"ws://{host_b}/",))
+            report = await run_call(f"ws://{host_a}/", script)
+        later = {name: await read_until(client, f"http://{host}/live/events?call={cid}",
+                                        ended(cid))
+                 for name, host in (("later on a", host_a), ("later on b", host_b))}
+        resumed = await read_until(client, f"http://{host_a}/live/events?call={cid}",
+                                   ended(cid), headers={"Last-Event-ID": "2"})
+
+    assert report.resumed and report.ok, report.timeline
+    stream = pages["on a"]
+    names = [f["event"] for f in stream]
+    assert [f["id"] for f in stream] == [str(n) for n in range(1, len(stream) + 1)]
+    assert [f["data"]["seq"] for f in stream] == list(range(1, len(stream) + 1))
+    assert names.count("session_end") == 1 and names[-1] == "session_end"
+    assert stream[-1]["data"]["reason"] == "caller"  # not A's "migrated"
+    (moved,) = [i for i, f in enumerate(stream) if f["event"] == "session_resumed"]
+    assert stream[moved]["data"]["taken_over"] is True
+    said = texts(stream, cid)
+    assert ("assistant", "Hi") in said[:1] and said.count(("assistant", "Sure")) == 1
+    assert "assistant" in [role for role, _ in texts(stream[moved:], cid)]  # B's part too
+    for name, frames in (*pages.items(), *later.items()):
+        assert [(f["id"], f["event"], f["data"]) for f in frames] == [
+            (f["id"], f["event"], f["data"]) for f in stream], name
+    assert [f["id"] for f in resumed] == [f["id"] for f in stream[2:]]
+
+
 class _Stuck:
     """A store that never answers."""
 

@@ -256,6 +256,7 @@ class BridgeApp:
             static_agent=self.static_agent, media_formats=self.media_formats,
             playout=self.playout, limits=self.limits, reconnect=self.reconnect,
             observers=self.observers, deps=self._call_deps, options=self.options,
+            taking_over=live_source.taking_over if isinstance(live_source, SharedLive) else None,
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
                                   control_auth=self.control_auth, control=self.control,

@@ -93,6 +93,7 @@ class Admission:
         media_formats: tuple[str, ...], playout: Playout, limits: Limits,
         reconnect: Reconnect, observers: Observers, deps: Callable[[], CallDeps],
         static_agent: AgentConfig | None = None, options: CallOptions | None = None,
+        taking_over: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._calls = calls
         self._cluster = cluster
@@ -106,6 +107,7 @@ class Admission:
         self._observers = observers
         self._deps = deps
         self._options = options or CallOptions()
+        self._taking_over = taking_over  # the live view's stream goes on where it was
         self._hinted = False  # the direct path's hint, once per bridge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,6 +227,8 @@ class Admission:
                 "agent_config", f"unknown media format {snapshot.media_format!r}")
             await self._refuse(vaic, cid, cause, reason)
             return
+        if self._taking_over is not None:
+            await self._taking_over(cid)
         call = Call(snapshot.initiate, session_id=snapshot.session_id, media_format=fmt,
                     agent_config=agent, now=Scheduler.for_running_loop().now(),
                     playout=self._playout, limits=self._limits, reconnect=self._reconnect,

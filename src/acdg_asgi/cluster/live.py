@@ -21,6 +21,7 @@ import anyio
 
 from ..errors import StoreUnavailable
 from ..observability.live import LiveCall, LiveEvent, LiveEvents, LiveOutbox
+from ..observability.logs import for_call
 from .store.base import LiveStore
 
 __all__ = ["LiveShipper", "SharedLive"]
@@ -73,9 +74,10 @@ class SharedLive:
 
     shared = True
 
-    def __init__(self, local: LiveEvents, store: LiveStore) -> None:
+    def __init__(self, local: LiveEvents, store: LiveStore, *, timeout_s: float = 2.0) -> None:
         self.local = local
         self.store = store
+        self.timeout_s = timeout_s
 
     def __repr__(self) -> str:
         return f"<SharedLive {self.local!r} {self.store!r}>"
@@ -84,14 +86,47 @@ class SharedLive:
         return self.local.full()
 
     def follow(self, conversation_id: str | None, after: str) -> AsyncGenerator[LiveEvent, None]:
-        if conversation_id is not None and self.local.knows(conversation_id):
-            return self.local.follow(conversation_id, after)
-        events = self.store.live_follow(conversation_id, after,
-                                        wait_s=self.local.wait_for_call_s,
-                                        until=lambda: self.local.closed)
+        if conversation_id is not None and self.local.covers(conversation_id, _seq(after)):
+            here = self.local.follow(conversation_id, after)
+            return self._here_then_on(conversation_id, here, after)
         if self.full():
             raise OverflowError(f"{self.local.subscribers} live subscribers already")
-        return self._counted(events)
+        return self._counted(self._from_store(conversation_id, after))
+
+    async def taking_over(self, conversation_id: str) -> None:
+        """The call is about to be taken over here: its stream goes on from where it was
+        (the store's last ``seq``). A store that does not answer in time leaves it at the
+        start of this instance's part."""
+        try:
+            with anyio.fail_after(self.timeout_s):
+                seq = await self.store.live_last_seq(conversation_id)
+        except (StoreUnavailable, TimeoutError) as exc:
+            for_call(conversation_id, base=log).warning(
+                "live events: where the call's stream was is unknown (%s): pages following "
+                "it from here see its seq start again", exc or "the store did not answer in time")
+            return
+        self.local.continue_after(conversation_id, seq)
+
+    def _from_store(self, conversation_id: str | None, after: str) -> AsyncGenerator[
+            LiveEvent, None]:
+        return self.store.live_follow(conversation_id, after, wait_s=self.local.wait_for_call_s,
+                                      until=lambda: self.local.closed)
+
+    async def _here_then_on(
+        self, cid: str, events: AsyncGenerator[LiveEvent, None], after: str
+    ) -> AsyncGenerator[LiveEvent, None]:
+        """The call's events here; once it has moved to another instance, the rest from
+        the store, so that a page here follows it there without a break."""
+        last = None
+        async with aclosing(events):
+            async for event in events:
+                last = event
+                yield event
+        if (last is not None and last.event == "session_end") or not self.local.moved(cid):
+            return
+        rest = self._from_store(cid, after if last is None else str(last.seq))
+        async for event in self._counted(rest):
+            yield event
 
     async def _counted(
         self, events: AsyncGenerator[LiveEvent, None]
@@ -103,3 +138,8 @@ class SharedLive:
 
     async def calls(self) -> list[LiveCall]:
         return await self.store.live_calls()
+
+
+def _seq(after: str) -> int:
+    """``after`` as the seq a reader has (0: none, or not a seq: the store says why)."""
+    return int(after) if after.strip().isdigit() else 0

@@ -24,6 +24,9 @@ One event on the wire (version 1; the SSE frame is ``id: <seq>``, ``event: <even
 
 A call's stream starts with its first event (VAIC's ``start`` activity, then
 ``session_start``) and ends with ``session_end``, after which the subscription closes.
+A call that moves to another instance stays one stream: the old owner's ``session_end``
+(reason ``migrated``) is not in it, and the new owner goes on from the next ``seq``, after
+``session_resumed`` (see :mod:`acdg_asgi.cluster.live`).
 ``seq`` has no gaps unless events were dropped: a subscriber that falls more than
 ``max_events_per_call`` behind (or joins a call that has emitted more than that) skips
 ahead, and the jump in ``seq`` shows how many it missed. A subscriber resumes after a
@@ -159,13 +162,16 @@ class LiveSource(Protocol):
 class _Channel:
     """One call's recent events and the readers waiting for more."""
 
-    __slots__ = ("buffer", "call", "changed", "finished", "next_seq", "readers", "started")
+    __slots__ = ("buffer", "call", "changed", "finished", "moved", "next_seq", "readers",
+                 "since", "started")
 
     def __init__(self, size: int, call: LiveCall) -> None:
         self.buffer: deque[LiveEvent] = deque(maxlen=size)
         self.next_seq = 1
+        self.since = 1  # the first seq this instance gave the call (later after a move here)
         self.started = False
         self.finished = False
+        self.moved = False  # the call went on at another instance
         self.readers = 0
         self.changed = anyio.Event()
         self.call = call
@@ -258,6 +264,18 @@ class LiveEvents:
         channel = self._channels.get(conversation_id)
         return channel is not None and channel.started
 
+    def covers(self, conversation_id: str, after: int) -> bool:
+        """The call's stream after ``after`` is here: it is (or ended) on this instance,
+        and this instance has had it since then."""
+        channel = self._channels.get(conversation_id)
+        return channel is not None and channel.started and not channel.moved \
+            and channel.since <= after + 1
+
+    def moved(self, conversation_id: str) -> bool:
+        """The call left this instance for another, where its stream goes on."""
+        channel = self._channels.get(conversation_id)
+        return channel is not None and channel.moved
+
     def live_calls(self) -> list[LiveCall]:
         """The calls in progress here, oldest first."""
         found = [c.call for c in self._channels.values() if c.started and not c.finished]
@@ -270,11 +288,22 @@ class LiveEvents:
         channel = self._channel(cid)
         self._begin(channel, call)
         if channel.finished:  # the same conversation again: taken back over after a move
-            channel.finished = False
+            channel.finished = channel.moved = False
             self._finished.pop(cid, None)
+
+    def continue_after(self, conversation_id: str, seq: int) -> None:
+        """The call is taken over here and its stream had reached ``seq`` elsewhere: its
+        next event here is ``seq + 1``. Call before the call starts here."""
+        channel = self._channel(conversation_id)
+        if seq >= channel.next_seq:
+            channel.buffer.clear()  # what came between was not here
+            channel.next_seq = channel.since = seq + 1
 
     def call_event(self, call: CallView, event: Event) -> None:
         channel = self._channel(call.conversation_id)
+        if isinstance(event, SessionEndEvent) and event.reason == _MIGRATED:
+            channel.moved = True  # not the call's end: its stream goes on where it went
+            return
         self._begin(channel, call)
         name = event_name(event)
         now = self._clock()
@@ -444,3 +473,4 @@ def _updated(known: LiveCall, call: CallView, event: Event) -> LiveCall:
 
 
 _END: Final = _NAMES[SessionEndEvent]
+_MIGRATED: Final = "migrated"  # SessionEndEvent.reason: the call was handed to another instance

@@ -158,6 +158,9 @@
     switch (name) {
       case "session_start":
         return line("note", "", `call from ${d.caller || "unknown"} (${d.media_format})`);
+      case "session_resumed":
+        return line("note", "", d.taken_over ? "call moved to another bridge instance"
+          : `VAIC reconnected after ${ms(d.gap_ms)}`);
       case "conversation_text":
         return d.role === "user" ? line("caller", "Caller", d.content)
           : line("agent", "Agent", d.content);

@@ -149,3 +149,7 @@ class LiveStore(Protocol):
     async def live_calls(self) -> list[LiveCall]:
         """The calls in progress on instances that are alive."""
         ...
+
+    async def live_last_seq(self, conversation_id: str) -> int:
+        """The ``seq`` of the call's last stored event (0: none)."""
+        ...

@@ -268,6 +268,11 @@ class RedisStore:
             await self._run(self._redis.hdel(_LIVE_CALLS, *gone))
         return sorted(calls, key=lambda call: call.started)
 
+    async def live_last_seq(self, conversation_id: str) -> int:
+        newest = await self._run(
+            self._redis.xrevrange(f"acdg:live:{conversation_id}", count=1))
+        return int(newest[0][1][b"s"]) if newest else 0
+
     def live_follow(
         self, conversation_id: str | None, after: str, *, wait_s: float,
         until: Callable[[], bool] = bool,
