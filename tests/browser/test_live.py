@@ -120,3 +120,55 @@ async def test_a_page_on_b_follows_and_controls_a_call_on_a(
     assert any(e["call"] == "call-on-a" and e["event"] == "session_end" for e in live["events"])
     # Only the 401s of the first attempt, before the token was typed.
     assert all("401" in line for line in console), console
+
+
+async def test_a_page_follows_a_call_that_moves_to_another_instance(
+    browser: Any, redis_url: str
+) -> None:
+    """VAIC loses A mid-call and resumes the call on B (a rolling restart, a lost node):
+    the page on A says the call moved and follows it on B to its real end."""
+    redis.Redis.from_url(redis_url).flushdb()
+    cid = "moves-to-b"
+    reports: list[CallReport] = []
+    async with StandInAgent(script=SCRIPT) as agent, AsyncExitStack() as stack:
+        hosts = []
+        for name in ("a", "b"):
+            bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hello"),
+                               live=True, control_auth=TOKEN, store=redis_url,
+                               instance_id=name, tracing=False)
+            hosts.append(await stack.enter_async_context(
+                serve(phone_app(bridge), lifespan="on")))
+            await stack.enter_async_context(bridge)
+        host_a, host_b = hosts
+        script = CallScript(
+            conversation_id=cid, max_duration_ms=30_000, drop_and_resume_at_ms=2500,
+            resume_urls=(f"ws://{host_b}/audiocodes",),
+            utterances=(Utterance(speech_ms=0, pause_ms=300),
+                        *(Utterance(speech_ms=300, pause_ms=800) for _ in range(3))))
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://{host_a}/audiocodes/live")
+        await page.fill("#cfg-token", TOKEN)
+        await page.click("#connect")
+        async with anyio.create_task_group() as tg:
+            async def call() -> None:
+                reports.append(await run_call(f"ws://{host_a}/audiocodes", script))
+
+            tg.start_soon(call)
+            await wait_for(page, f"acdgLive.calls.some(c => c.conversation_id === {cid!r})",
+                           15, "the call in A's list")
+            await page.click(f"tr[data-call={cid!r}]")
+            await wait_for(page, "acdgLive.callState === 'ended'", 30, "the call's end")
+            live = await page.evaluate("JSON.parse(JSON.stringify(acdgLive))")
+        await context.close()
+
+    (report,) = reports
+    assert report.resumed and report.ok, report.timeline
+    notes = [line["text"] for line in live["transcript"] if line["kind"] == "note"]
+    assert "call moved to another bridge instance" in notes
+    (end,) = [n for n in notes if n.startswith("call ended")]  # not A's "migrated"
+    assert end.startswith("call ended: caller") and live["transcript"][-1]["text"] == end
+    texts = [line["text"] for line in live["transcript"]]
+    kinds = [line["kind"] for line in live["transcript"]]
+    moved = texts.index("call moved to another bridge instance")
+    assert "agent" in kinds[:moved] and "agent" in kinds[moved:]  # what each agent said
