@@ -114,6 +114,8 @@ async def test_two_racing_resumes_have_exactly_one_winner(redis_url: str) -> Non
             await other.send('{"type":"session.resume","conversationId":"race"}')
             answers[instance.url] = str(await other.recv())
             await anyio.sleep(0.5)
+            if "session.accepted" in answers[instance.url]:  # else the winner waits for
+                await other.send('{"type":"session.end","conversationId":"race"}')  # a resume
 
     async with (
         StandInAgent(script=SCRIPT) as agent,
@@ -292,7 +294,7 @@ async def test_a_resume_elsewhere_takes_a_call_only_from_a_dead_socket(redis_url
         StandInAgent(script=AgentScript(echo=True, idle_timeout=60)) as agent,
         cluster(redis_url, agent, 2) as (a, b),
         HoleProxy(a.url) as path,
-        connect(path.url) as owner,
+        connect(path.url, close_timeout=0.5) as owner,  # its close goes into the hole
         anyio.create_task_group() as tg,
     ):
         await owner.send(json.dumps({"type": "session.initiate", "conversationId": cid,
