@@ -259,11 +259,6 @@ class LiveEvents:
         finally:
             self._subscribers -= 1
 
-    def knows(self, conversation_id: str) -> bool:
-        """The call has emitted events here (and they are still kept)."""
-        channel = self._channels.get(conversation_id)
-        return channel is not None and channel.started
-
     def covers(self, conversation_id: str, after: int) -> bool:
         """The call's stream after ``after`` is here: it is (or ended) on this instance,
         and this instance has had it since then."""
