@@ -19,6 +19,10 @@ flatters whoever is slower).
     .venv/bin/python benchmarks/paired.py                     # the bridge's setups vs floor
     .venv/bin/python benchmarks/paired.py --targets predecessor --against bridge
     .venv/bin/python benchmarks/paired.py --targets mounted-acdg --calls 50,100,200 --repeats 8
+    .venv/bin/python benchmarks/paired.py --targets acdg-serve --base main   # a change's worth
+
+With ``--base REF`` each target is paired with itself on the package's sources as of
+commit ``REF``: the ratio is what the change since then costs (below 1: what it saved).
 """
 
 from __future__ import annotations
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default=DEFAULT_TARGETS,
                     help=f"comma-separated, of: {', '.join(run.TARGETS)}")
     ap.add_argument("--against", default="floor", help="the reference each target is paired with")
+    ap.add_argument("--base", metavar="REF",
+                    help="pair each target with itself on the sources of commit REF instead")
     ap.add_argument("--calls", default="50,100", help="calls to each, comma-separated")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of audio per call")
@@ -154,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in (*targets, args.against) if t not in run.TARGETS]
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {', '.join(run.TARGETS)}")
+    if args.base and set(targets) & run.YARDSTICKS:
+        ap.error("--base pairs the bridge's own targets: a yardstick has no older sources")
     concurrency = tuple(int(c) for c in args.calls.split(",") if c)
     cores = run.Cores.split()
     if cores.load is not None:
@@ -164,29 +172,32 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     total, done = args.repeats * len(concurrency) * len(targets), 0
     with tempfile.TemporaryDirectory(prefix="acdg-paired-") as logdir:
+        base = None if not args.base else run.export_base(args.base, Path(logdir) / "base")
+        info["base"] = base
         for repeat in range(args.repeats):
             for calls in concurrency:
                 for target in targets:
                     done += 1
-                    print(f"[{done}/{total}] {target:15} with {args.against}, {calls} calls "
+                    against = args.against if base is None else f"{target}@{base}"
+                    print(f"[{done}/{total}] {target:15} with {against}, {calls} calls "
                           f"each, repeat {repeat + 1}", end="", flush=True)
                     try:
-                        p = pairing(target, args.against, calls, repeat, args, cores,
-                                    Path(logdir))
+                        p = pairing(target, against, calls, repeat, args, cores, Path(logdir))
                     except run.TargetFailed as exc:
                         errors.append(str(exc))
                         print(f"  FAILED: {exc}")
                         continue
                     pairings.append(p)
                     print(f"  ratio {p['ratio']:.3f} ({p['cpu_ms_per_call_s'][target]:.2f} / "
-                          f"{p['cpu_ms_per_call_s'][args.against]:.2f} ms/call-s), core "
+                          f"{p['cpu_ms_per_call_s'][against]:.2f} ms/call-s), core "
                           f"{(p['shared_core_busy'] or 0):.0%}"
                           + (" SATURATED" if p["saturated"] else ""), flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {
         "created": stamp, "elapsed_s": round(time.monotonic() - started, 1), "machine": info,
         "plan": {"duration_s": args.duration, "ramp_s": args.ramp, "warmup_s": args.warmup,
-                 "repeats": args.repeats, "calls": concurrency, "against": args.against},
+                 "repeats": args.repeats, "calls": concurrency,
+                 "against": args.against if base is None else f"each target @{base}"},
         "summary": summarise(pairings), "pairings": pairings, "errors": errors,
     }
     args.out.mkdir(parents=True, exist_ok=True)
