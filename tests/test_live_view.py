@@ -232,14 +232,25 @@ async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_p
         host_b = await stack.enter_async_context(serve(b, lifespan="on"))
         client = await stack.enter_async_context(httpx.AsyncClient())
         pages: dict[str, list[dict[str, Any]]] = {"on a": [], "on b": []}
+        listings: list[dict[str, Any]] = []
+        over = anyio.Event()
+
+        async def watch_listing() -> None:
+            while not over.is_set():
+                body = (await client.get(f"http://{host_b}/live/calls", headers=AUTH)).json()
+                listings.extend(c for c in body["calls"] if c["conversation_id"] == cid)
+                await anyio.sleep(0.05)
+
         async with anyio.create_task_group() as tg:
             for name, host in (("on a", host_a), ("on b", host_b)):
                 tg.start_soon(read_until, client, f"http://{host}/live/events?call={cid}",
                               ended(cid), None, None, pages[name])
+            tg.start_soon(watch_listing)
             await anyio.sleep(0.3)  # both pages wait for the call
             script = msgspec.structs.replace(talk, drop_and_resume_at_ms=2300,
                                              resume_urls=(f"ws://{host_b}/",))
             report = await run_call(f"ws://{host_a}/", script)
+            over.set()
         later = {name: await read_until(client, f"http://{host}/live/events?call={cid}",
                                         ended(cid))
                  for name, host in (("later on a", host_a), ("later on b", host_b))}
@@ -247,6 +258,9 @@ async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_p
                                    ended(cid), headers={"Last-Event-ID": "2"})
 
     assert report.resumed and report.ok, report.timeline
+    # The listing names the new owner, and the call's own start, not the take-over's.
+    assert [owner for owner in dict.fromkeys(c["owner"] for c in listings)] == ["a", "b"]
+    assert len({c["started"] for c in listings}) == 1, listings
     stream = pages["on a"]
     names = [f["event"] for f in stream]
     assert [f["id"] for f in stream] == [str(n) for n in range(1, len(stream) + 1)]

@@ -420,8 +420,9 @@ class LiveEvents:
     def _begin(self, channel: _Channel, call: CallView) -> None:
         if not channel.started:
             channel.started = True
+            started = getattr(call, "started_wall", None)  # the call's, after a move too
             channel.call = LiveCall(conversation_id=call.conversation_id,
-                                    session_id=call.session_id, started=self._clock(),
+                                    session_id=call.session_id, started=started or self._clock(),
                                     owner=self.instance, state=_state(call))
 
     def _channel(self, cid: str) -> _Channel:
