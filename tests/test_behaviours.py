@@ -722,6 +722,19 @@ def test_in_sensitive_mode_a_function_calls_arguments_are_kept_masked() -> None:
     assert record.response == "verified"
 
 
+def test_in_sensitive_mode_observers_get_a_telephony_tools_request_masked() -> None:
+    call = make_call(tools=TOOLS)
+    ready(call)
+    cmd.EnterSensitiveMode(pause_recording=False).apply(call, 1.0)
+    ask(call, 1.1, "send_dtmf", digits="4111")
+    (called,) = of(drain(call)[2], ev.ToolCalledEvent)
+    assert called.request.arguments == {"digits": "4111"} and called.request.target == "4111"
+    ((raw, seen),) = call.observed
+    assert raw is called
+    assert seen.request.arguments == {"digits": "[redacted]"}  # type: ignore[attr-defined]
+    assert seen.request.target == "[redacted]"  # type: ignore[attr-defined]
+
+
 def test_sensitive_mode_needs_a_live_call() -> None:
     call = make_call()
     call.end(1.0, "shutdown")

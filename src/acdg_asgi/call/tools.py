@@ -156,6 +156,7 @@ class ToolRunner:
         request = ev.ToolRequest(id=fn.id, name=fn.name, arguments=arguments, target=target)
         pending = self._open[fn.id] = _Pending(request, self._connection)
         call.emit(ev.ToolCalledEvent, now, request=request)
+        call.observers_see(request=call.transcript.keep_request(request))
         if problem is not None:
             self._answer(call, pending, "failed", {"error": problem}, now)
         elif self.config is not None and self.config.check is not None:
@@ -334,4 +335,5 @@ class ToolRunner:
             sent = True
         call.emit(ev.ToolResultEvent, now, id=request.id, name=request.name, status=status,
                   result=text)
+        call.observers_see(result=call.transcript.answer(text))
         return sent

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from ..events import TransferRecord, TurnLatency
+from ..events import ToolRequest, TransferRecord, TurnLatency
 from ..protocols import deepgram as dg
 
 __all__ = ["Kept", "Transcript", "turn_latency"]
@@ -121,6 +121,21 @@ class Transcript:
         if self._kept is None:
             return fn
         return msgspec.structs.replace(fn, arguments=self._kept.arguments(fn.arguments))
+
+    def keep_request(self, request: ToolRequest) -> ToolRequest:
+        """A telephony tool's request as observers see it: its arguments and target kept
+        as its function call is."""
+        kept = self._kept
+        if kept is None:
+            return request
+
+        def shown(value: object) -> object:
+            return msgspec.json.decode(kept.arguments(msgspec.json.encode(value).decode()))
+
+        arguments = shown(request.arguments)
+        return msgspec.structs.replace(
+            request, arguments=arguments if isinstance(arguments, dict) else {},
+            target=None if request.target is None else str(shown(request.target)))
 
     def answer(self, content: str) -> str:
         """A function's answer as the history keeps it."""

@@ -296,7 +296,7 @@ class CallRuntime:
         call.events = []
         if observed:
             call.observed = []
-        self._events.deliver(events, {id(event): seen for event, seen in observed})
+        self._events.deliver(events, {id(event): seen for event, seen in observed} or None)
 
     def _hand_over(self) -> None:
         """The rarer outputs: events, measures, actions; and news for the shared store."""

@@ -265,7 +265,8 @@ class CallPair:
                         self.agent.settings = decoded
         if call.events:
             events, call.events = call.events, []
-            self.events += events
+            self.events += events  # as handlers get them
+            call.observed = []  # (observers see some otherwise; the pair has none)
         if call.observations:
             measures, call.observations = call.observations, []
             self.measures += measures
