@@ -22,7 +22,7 @@ import redis
 from acdg_asgi import AgentSettings, BridgeApp
 from acdg_asgi.cluster.live import LiveShipper
 from acdg_asgi.errors import StoreUnavailable
-from acdg_asgi.observability.live import LiveCall, LiveEvent, LiveOutbox
+from acdg_asgi.observability.live import LiveCall, LiveEvent, LiveEvents, LiveOutbox
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
@@ -43,8 +43,8 @@ LONG = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=300), Utterance(sp
                   callee="+15550999")
 
 
-def bridge(agent: StandInAgent, **kwargs: Any) -> BridgeApp:
-    return BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hi"), live=True,
+def bridge(agent: StandInAgent, *, live: Any = True, **kwargs: Any) -> BridgeApp:
+    return BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hi"), live=live,
                      control_auth=TOKEN, tracing=False, **kwargs)
 
 
@@ -88,7 +88,8 @@ async def until(condition: Callable[[], bool], within_s: float) -> None:
 
 def ended(*cids: str) -> Callable[[list[dict[str, Any]]], bool]:
     def check(frames: list[dict[str, Any]]) -> bool:
-        over = {f["data"]["conversation_id"] for f in frames if f["event"] == "session_end"}
+        over = {f["data"]["conversation_id"] for f in frames if f["event"] == "session_end"
+                and f["data"]["reason"] != "migrated"}  # a hand-over: the call goes on
         return over >= set(cids)
     return check
 
@@ -218,8 +219,9 @@ async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_p
     redis_url: str,
 ) -> None:
     """VAIC loses A and resumes the call on B: pages on A and B, following from the start,
-    see one stream with no gap and no end until the call's own; a page that comes later,
-    to either, or resumes after an id from before the move, gets the same."""
+    see one stream with no gap, A's hand-over, and no end until the call's own; a page
+    that comes later, to either, or resumes after an id from before the move, gets the
+    same."""
     redis.Redis.from_url(redis_url).flushdb()
     cid = "moved-mid-call"
     talk = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=300),
@@ -262,13 +264,14 @@ async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_p
     assert [owner for owner in dict.fromkeys(c["owner"] for c in listings)] == ["a", "b"]
     assert len({c["started"] for c in listings}) == 1, listings
     stream = pages["on a"]
-    names = [f["event"] for f in stream]
     assert [f["id"] for f in stream] == [str(n) for n in range(1, len(stream) + 1)]
     assert [f["data"]["seq"] for f in stream] == list(range(1, len(stream) + 1))
-    assert names.count("session_end") == 1 and names[-1] == "session_end"
-    assert stream[-1]["data"]["reason"] == "caller"  # not A's "migrated"
+    # A's part ends with its hand-over, which does not end the stream; B's with the call.
+    ends = [(i, f["data"]["reason"]) for i, f in enumerate(stream) if f["event"] == "session_end"]
+    assert [reason for _, reason in ends] == ["migrated", "caller"]
+    assert ends[-1][0] == len(stream) - 1
     (moved,) = [i for i, f in enumerate(stream) if f["event"] == "session_resumed"]
-    assert stream[moved]["data"]["taken_over"] is True
+    assert stream[moved]["data"]["taken_over"] is True and moved == ends[0][0] + 1
     said = texts(stream, cid)
     assert ("assistant", "Hi") in said[:1] and said.count(("assistant", "Sure")) == 1
     assert "assistant" in [role for role, _ in texts(stream[moved:], cid)]  # B's part too
@@ -276,6 +279,43 @@ async def test_a_call_that_moves_to_another_instance_stays_one_stream_on_every_p
         assert [(f["id"], f["event"], f["data"]) for f in frames] == [
             (f["id"], f["event"], f["data"]) for f in stream], name
     assert [f["id"] for f in resumed] == [f["id"] for f in stream[2:]]
+
+
+async def test_a_call_handed_over_that_no_instance_takes_up_ends_its_stream(
+    redis_url: str,
+) -> None:
+    """A migrating drain hands the call over and VAIC never resumes it: a page following
+    it waits ``wait_for_call_s`` for a next owner, then its stream ends, with the
+    hand-over last."""
+    redis.Redis.from_url(redis_url).flushdb()
+    cid = "handed-over-for-nobody"
+    async with StandInAgent(script=SCRIPT) as agent, AsyncExitStack() as stack:
+        a, b = (bridge(agent, store=redis_url, instance_id=name,
+                       live=LiveEvents(wait_for_call_s=1.0)) for name in ("a", "b"))
+        host_a = await stack.enter_async_context(serve(a, lifespan="on"))
+        host_b = await stack.enter_async_context(serve(b, lifespan="on"))
+        client = await stack.enter_async_context(httpx.AsyncClient())
+        frames: list[dict[str, Any]] = []
+        page_ended = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            async def page() -> None:
+                await read_until(client, f"http://{host_b}/live/events?call={cid}",
+                                 lambda _: False, frames=frames)
+                page_ended.set()
+
+            async def call() -> None:
+                script = msgspec.structs.replace(LONG, conversation_id=cid)
+                await run_call(f"ws://{host_a}/", script)
+
+            tg.start_soon(page)
+            tg.start_soon(call)
+            await until(lambda: ("assistant", "Sure") in texts(frames, cid), 15)
+            await a.drain(migrate=True)
+            with anyio.fail_after(10):  # the stream ends by itself
+                await page_ended.wait()
+
+    assert frames[-1]["event"] == "session_end" and frames[-1]["data"]["reason"] == "migrated"
+    assert [f["data"]["seq"] for f in frames] == list(range(1, len(frames) + 1))
 
 
 class _Stuck:

@@ -42,6 +42,19 @@ async def browser(tmp_path: Any) -> AsyncIterator[Any]:
         yield b
 
 
+async def two_instances(stack: AsyncExitStack, agent: StandInAgent, redis_url: str) -> list[str]:
+    """Instances "a" and "b" sharing Redis, each the phone app with the bridge at
+    /audiocodes and the live view on: their hosts."""
+    hosts = []
+    for name in ("a", "b"):
+        bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hello"),
+                           live=True, control_auth=TOKEN, store=redis_url,
+                           instance_id=name, tracing=False)
+        hosts.append(await stack.enter_async_context(serve(phone_app(bridge), lifespan="on")))
+        await stack.enter_async_context(bridge)  # Starlette runs no mounted lifespan
+    return hosts
+
+
 async def wait_for(page: Any, condition: str, timeout_s: float, what: str) -> None:
     try:
         await page.wait_for_function(condition, timeout=timeout_s * 1000, polling=100)
@@ -57,15 +70,7 @@ async def test_a_page_on_b_follows_and_controls_a_call_on_a(
     console: list[str] = []
     reports: list[CallReport] = []
     async with StandInAgent(script=SCRIPT) as agent, AsyncExitStack() as stack:
-        hosts = []
-        for name in ("a", "b"):
-            bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hello"),
-                               live=True, control_auth=TOKEN, store=redis_url,
-                               instance_id=name, tracing=False)
-            hosts.append(await stack.enter_async_context(
-                serve(phone_app(bridge), lifespan="on")))
-            await stack.enter_async_context(bridge)  # Starlette runs no mounted lifespan
-        host_a, host_b = hosts
+        host_a, host_b = await two_instances(stack, agent, redis_url)
         context = await browser.new_context(viewport={"width": 900, "height": 900})
         page = await context.new_page()
         page.on("console", lambda m: m.type == "error" and console.append(m.text))
@@ -131,15 +136,7 @@ async def test_a_page_follows_a_call_that_moves_to_another_instance(
     cid = "moves-to-b"
     reports: list[CallReport] = []
     async with StandInAgent(script=SCRIPT) as agent, AsyncExitStack() as stack:
-        hosts = []
-        for name in ("a", "b"):
-            bridge = BridgeApp(deepgram_url=agent.url, agent=AgentSettings(greeting="Hello"),
-                               live=True, control_auth=TOKEN, store=redis_url,
-                               instance_id=name, tracing=False)
-            hosts.append(await stack.enter_async_context(
-                serve(phone_app(bridge), lifespan="on")))
-            await stack.enter_async_context(bridge)
-        host_a, host_b = hosts
+        host_a, host_b = await two_instances(stack, agent, redis_url)
         script = CallScript(
             conversation_id=cid, max_duration_ms=30_000, drop_and_resume_at_ms=2500,
             resume_urls=(f"ws://{host_b}/audiocodes",),
@@ -165,10 +162,11 @@ async def test_a_page_follows_a_call_that_moves_to_another_instance(
     (report,) = reports
     assert report.resumed and report.ok, report.timeline
     notes = [line["text"] for line in live["transcript"] if line["kind"] == "note"]
-    assert "call moved to another bridge instance" in notes
+    assert "call handed over to another bridge instance" in notes
     (end,) = [n for n in notes if n.startswith("call ended")]  # not A's "migrated"
     assert end.startswith("call ended: caller") and live["transcript"][-1]["text"] == end
     texts = [line["text"] for line in live["transcript"]]
     kinds = [line["kind"] for line in live["transcript"]]
-    moved = texts.index("call moved to another bridge instance")
+    moved = texts.index("call resumed on the bridge instance that took it over")
+    assert texts[moved - 1] == "call handed over to another bridge instance"
     assert "agent" in kinds[:moved] and "agent" in kinds[moved:]  # what each agent said

@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Final
 
 import anyio
 
 from ..errors import StoreUnavailable
-from ..observability.live import LiveCall, LiveEvent, LiveEvents, LiveOutbox
+from ..observability.live import LiveCall, LiveEvent, LiveEvents, LiveOutbox, handed_over
 from ..observability.logs import for_call
 from .store.base import LiveStore
 
-__all__ = ["LiveShipper", "SharedLive"]
+__all__ = ["HANDOVER_WAIT_S", "LiveShipper", "SharedLive"]
+
+HANDOVER_WAIT_S: Final = 0.2  # how long a take-over waits for the old owner's last event
 
 log = logging.getLogger("acdg_asgi.live")
 
@@ -94,18 +97,27 @@ class SharedLive:
         return self._counted(self._from_store(conversation_id, after))
 
     async def taking_over(self, conversation_id: str) -> None:
-        """The call is about to be taken over here: its stream goes on from where it was
-        (the store's last ``seq``). A store that does not answer in time leaves it at the
-        start of this instance's part."""
+        """The call is about to be taken over here: its stream goes on from where it was,
+        after the previous owner's last event. That owner, told to let go, ends its part
+        with a ``session_end`` (:func:`handed_over`) within milliseconds; one that died
+        never does, and is waited for no longer than ``HANDOVER_WAIT_S``."""
+        last = None
         try:
             with anyio.fail_after(self.timeout_s):
-                seq = await self.store.live_last_seq(conversation_id)
+                waited = anyio.current_time() + HANDOVER_WAIT_S
+                while True:  # polled: the event is another process's, in the store
+                    last = await self.store.live_last(conversation_id)
+                    if last is None or handed_over(last) or anyio.current_time() >= waited:
+                        break
+                    await anyio.sleep(0.02)
         except (StoreUnavailable, TimeoutError) as exc:
             for_call(conversation_id, base=log).warning(
-                "live events: where the call's stream was is unknown (%s): pages following "
-                "it from here see its seq start again", exc or "the store did not answer in time")
+                "live events: where the call's stream was is unknown (%s): its seq starts "
+                "again here, and pages following it may see numbers repeat",
+                exc or "the store did not answer in time")
+            self.local.continue_after(conversation_id, None)
             return
-        self.local.continue_after(conversation_id, seq)
+        self.local.continue_after(conversation_id, 0 if last is None else last.seq)
 
     def _from_store(self, conversation_id: str | None, after: str) -> AsyncGenerator[
             LiveEvent, None]:
@@ -122,11 +134,12 @@ class SharedLive:
             async for event in events:
                 last = event
                 yield event
-        if (last is not None and last.event == "session_end") or not self.local.moved(cid):
-            return
-        rest = self._from_store(cid, after if last is None else str(last.seq))
-        async for event in self._counted(rest):
-            yield event
+        if not self.local.moved(cid):
+            return  # it ended here, or the bridge is shutting down
+        rest = self._counted(self._from_store(cid, after if last is None else str(last.seq)))
+        async with aclosing(rest):
+            async for event in rest:
+                yield event
 
     async def _counted(
         self, events: AsyncGenerator[LiveEvent, None]

@@ -25,8 +25,9 @@ One event on the wire (version 1; the SSE frame is ``id: <seq>``, ``event: <even
 A call's stream starts with its first event (VAIC's ``start`` activity, then
 ``session_start``) and ends with ``session_end``, after which the subscription closes.
 A call that moves to another instance stays one stream: the old owner's ``session_end``
-(reason ``migrated``) is not in it, and the new owner goes on from the next ``seq``, after
-``session_resumed`` (see :mod:`acdg_asgi.cluster.live`).
+(reason ``migrated``, :func:`handed_over`) does not end it, and the new owner goes on from
+the next ``seq`` with ``session_resumed`` (see :mod:`acdg_asgi.cluster.live`); if no
+other instance takes the call up within ``wait_for_call_s``, the stream ends there.
 ``seq`` has no gaps unless events were dropped: a subscriber that falls more than
 ``max_events_per_call`` behind (or joins a call that has emitted more than that) skips
 ahead, and the jump in ``seq`` shows how many it missed. A subscriber resumes after a
@@ -60,7 +61,7 @@ from .observer import CallView
 
 __all__ = [
     "SCHEMA_VERSION", "LiveCall", "LiveEvent", "LiveEvents", "LiveItem", "LiveOutbox",
-    "LiveSource", "event_name",
+    "LiveSource", "event_name", "handed_over",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -76,6 +77,19 @@ def event_name(event: Event) -> str:
         stem = type(event).__name__.removesuffix("Event")
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
     return name
+
+
+class _Reason(msgspec.Struct):
+    reason: str | None = None
+
+
+_reason: Final = msgspec.json.Decoder(_Reason)
+
+
+def handed_over(event: LiveEvent) -> bool:
+    """The old owner's end of a call that moved to another instance: its ``session_end``
+    with reason ``migrated``, after which the call's stream goes on there."""
+    return event.event == _END and _reason.decode(event.data).reason == _MIGRATED
 
 
 class LiveEvent(msgspec.Struct, frozen=True):
@@ -99,7 +113,7 @@ class LiveCall(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str = ""
     caller: str | None = None
     callee: str | None = None
-    started: float = 0.0  # wall clock (Unix seconds) of its first event here
+    started: float = 0.0  # wall clock (Unix seconds) when the call began, wherever it did
     owner: str = ""  # the instance that has the call
     state: str = "active"  # CallState's value: active, transferring, detached, ending, ended
 
@@ -286,11 +300,16 @@ class LiveEvents:
             channel.finished = channel.moved = False
             self._finished.pop(cid, None)
 
-    def continue_after(self, conversation_id: str, seq: int) -> None:
-        """The call is taken over here and its stream had reached ``seq`` elsewhere: its
-        next event here is ``seq + 1``. Call before the call starts here."""
+    def continue_after(self, conversation_id: str, seq: int | None) -> None:
+        """The call is taken over here and its stream had reached ``seq`` elsewhere
+        (``None``: unknown): its next event here is ``seq + 1``. Call before the call
+        starts here."""
         channel = self._channel(conversation_id)
-        if seq >= channel.next_seq:
+        if seq is None:  # what this instance kept from an earlier stretch is not the start
+            if channel.started:
+                channel.buffer.clear()
+                channel.since = channel.next_seq
+        elif seq >= channel.next_seq:
             channel.buffer.clear()  # what came between was not here
             channel.next_seq = channel.since = seq + 1
 
@@ -298,7 +317,6 @@ class LiveEvents:
         channel = self._channel(call.conversation_id)
         if isinstance(event, SessionEndEvent) and event.reason == _MIGRATED:
             channel.moved = True  # not the call's end: its stream goes on where it went
-            return
         self._begin(channel, call)
         name = event_name(event)
         now = self._clock()
@@ -420,9 +438,13 @@ class LiveEvents:
     def _begin(self, channel: _Channel, call: CallView) -> None:
         if not channel.started:
             channel.started = True
-            started = getattr(call, "started_wall", None)  # the call's, after a move too
+            # The call's own start and parties, also when it began on another instance.
+            started = getattr(call, "started_wall", None)
+            details = getattr(call, "details", None)
             channel.call = LiveCall(conversation_id=call.conversation_id,
                                     session_id=call.session_id, started=started or self._clock(),
+                                    caller=details.caller if details else None,
+                                    callee=details.callee if details else None,
                                     owner=self.instance, state=_state(call))
 
     def _channel(self, cid: str) -> _Channel:

@@ -119,6 +119,7 @@
     (async () => {
       let lastId = null;
       let failures = 0;
+      let handedOver = false;  // the last event: the old owner's end of a call that moved
       while (!abort.signal.aborted && failures < 3) {
         try {
           const extra = { Accept: "text/event-stream" };
@@ -126,14 +127,22 @@
           const res = await fetch(url, { headers: auth(extra), signal: abort.signal,
                                          cache: "no-store" });
           if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+          let got = false;
           const done = await readEvents(res.body, (name, data, id) => {
             if (abort.signal.aborted) return true;
             if (id) lastId = id;
             failures = 0;
+            got = true;
             show(name, data);
-            return name === "session_end";
+            handedOver = name === "session_end" && data.reason === "migrated";
+            return name === "session_end" && !handedOver;
           });
           if (done) return;
+          if (handedOver && !got) {  // the server waited for the next owner: none came
+            live.callState = "ended";
+            $("call-state").textContent = "ended";
+            return line("note", "", "no other bridge instance took the call up");
+          }
         } catch (err) {
           if (abort.signal.aborted) return;
           if (++failures === 3) line("note", "", `event stream unavailable (${err})`);
@@ -159,7 +168,7 @@
       case "session_start":
         return line("note", "", `call from ${d.caller || "unknown"} (${d.media_format})`);
       case "session_resumed":
-        return line("note", "", d.taken_over ? "call moved to another bridge instance"
+        return line("note", "", d.taken_over ? "call resumed on the bridge instance that took it over"
           : `VAIC reconnected after ${ms(d.gap_ms)}`);
       case "conversation_text":
         return d.role === "user" ? line("caller", "Caller", d.content)
@@ -187,6 +196,7 @@
         return line("note", "", `latency: ${parts.join(", ")}`);
       }
       case "session_end":
+        if (d.reason === "migrated") return line("note", "", "call handed over to another bridge instance");
         live.callState = "ended";
         $("call-state").textContent = "ended";
         return line("note", "", `call ended: ${d.reason}${d.detail ? ` (${d.detail})` : ""}`);

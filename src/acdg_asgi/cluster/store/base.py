@@ -150,6 +150,6 @@ class LiveStore(Protocol):
         """The calls in progress on instances that are alive."""
         ...
 
-    async def live_last_seq(self, conversation_id: str) -> int:
-        """The ``seq`` of the call's last stored event (0: none)."""
+    async def live_last(self, conversation_id: str) -> LiveEvent | None:
+        """The call's last stored event, if any."""
         ...

@@ -33,7 +33,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ...errors import StoreUnavailable
-from ...observability.live import LiveCall, LiveEvent, LiveItem
+from ...observability.live import LiveCall, LiveEvent, LiveItem, handed_over
 from ...protocols import deepgram as dg
 from .base import CallShared, CallSnapshot, Message, Stored
 
@@ -268,10 +268,10 @@ class RedisStore:
             await self._run(self._redis.hdel(_LIVE_CALLS, *gone))
         return sorted(calls, key=lambda call: call.started)
 
-    async def live_last_seq(self, conversation_id: str) -> int:
+    async def live_last(self, conversation_id: str) -> LiveEvent | None:
         newest = await self._run(
             self._redis.xrevrange(f"acdg:live:{conversation_id}", count=1))
-        return int(newest[0][1][b"s"]) if newest else 0
+        return _live_event(*newest[0], sse_id=False) if newest else None
 
     def live_follow(
         self, conversation_id: str | None, after: str, *, wait_s: float,
@@ -288,14 +288,19 @@ class RedisStore:
     async def _follow_call(
         self, cid: str, seq: int, wait_s: float, until: Callable[[], bool]
     ) -> AsyncGenerator[LiveEvent, None]:
+        """Waits ``wait_s`` for the call's first event, and as long again after its old
+        owner handed it over (:func:`handed_over`) for the next owner's."""
         key, last, started = f"acdg:live:{cid}", "0-0", False
         deadline = time.monotonic() + wait_s
         while (started or time.monotonic() < deadline) and not until():
             for stream_id, event in await self._read(key, last, sse_id=False):
                 last, started = stream_id, True
-                if event.seq > seq:
+                if event.seq > seq:  # and never one twice, or out of order
+                    seq = event.seq
                     yield event
-                if event.event == "session_end":
+                if handed_over(event):
+                    started, deadline = False, time.monotonic() + wait_s
+                elif event.event == "session_end":
                     return
 
     async def _follow_all(
@@ -317,14 +322,14 @@ class RedisStore:
         event's SSE id the stream id where ``sse_id`` (else its ``seq``)."""
         found = await self._run(self._redis.xread({key: last}, count=200,
                                                   block=_LIVE_BLOCK_MS))
-        events = []
-        for _, entries in found or ():
-            for raw_id, fields in entries:
-                stream_id = raw_id.decode()
-                events.append((stream_id, LiveEvent(
-                    int(fields[b"s"]), fields[b"e"].decode(), fields[b"d"],
-                    stream_id if sse_id else "")))
-        return events
+        return [(raw_id.decode(), _live_event(raw_id, fields, sse_id=sse_id))
+                for _, entries in found or () for raw_id, fields in entries]
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _live_event(raw_id: bytes, fields: dict[bytes, bytes], *, sse_id: bool) -> LiveEvent:
+    """A stream entry as the event it holds; its SSE id the stream id where ``sse_id``."""
+    return LiveEvent(int(fields[b"s"]), fields[b"e"].decode(), fields[b"d"],
+                     raw_id.decode() if sse_id else "")
