@@ -223,12 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{target:16} FAILED: {exc}", flush=True)
             finally:
                 run.stop_all(child, agent)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"setup-{doc['created']}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print()
-    print(markdown(doc))
-    print(f"\nwrote {path}")
+    run.write_results(doc, args.out, f"setup-{doc['created']}.json", markdown(doc))
     return 0
 
 

@@ -16,7 +16,6 @@ last good level.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -143,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "knees": [summary(s) for s in searches.values()],
         "errors": suite.errors,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"knee-{stamp}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print()
-    print(markdown(doc))
-    print(f"\nwrote {path}; elapsed {doc['elapsed_s']} s")
+    run.write_results(doc, args.out, f"knee-{stamp}.json", markdown(doc))
     return 0
 
 
@@ -195,8 +189,9 @@ def markdown(doc: dict[str, Any]) -> str:
         good, bad = k["last_good"], k["first_over"]
         knee = "-" if k["knee_calls"] is None else (
             str(k["knee_calls"]) if k["found"] else f"> {k['knee_calls']}")
+        p99 = good["latency_ms"]["p99"] if good else None  # None: no echo in the window
         good_text = "-" if not good else (
-            f"{good['calls']}, {good['latency_ms']['p99']:.1f}, "
+            f"{good['calls']}, {'-' if p99 is None else f'{p99:.1f}'}, "
             f"{(good['target_core_busy'] or 0):.0%}, {good['cpu_ms_per_call_s']:.2f}")
         if bad:
             bad_text = (f"{bad['calls']}, {', '.join(bad['over'])}, "

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -87,19 +86,23 @@ def pairing(target: str, against: str, calls: int, repeat: int, plan: argparse.N
                 raise run.TargetFailed(f"{name} died during the pairing:\n{child.log_tail()}")
     finally:
         run.stop_all(*children, agent)
+    if "start" not in snaps or "end" not in snaps:
+        raise run.TargetFailed("the measurement window never opened: a longer --duration")
     (t0, cpu0, ticks0), (t1, cpu1, ticks1) = snaps["start"], snaps["end"]
     window = t1 - t0
     ms = {name: (cpu1[name] - cpu0[name]) * 1000 / results[name].call_seconds
           for name in (target, against)}
     core = run.core_busy(ticks0, ticks1, cores.target)
+    load = run.core_busy(ticks0, ticks1, cores.load)
     return {
         "target": target, "against": against, "calls": calls, "repeat": repeat,
         "window_s": round(window, 3),
         "cpu_ms_per_call_s": {name: round(value, 3) for name, value in ms.items()},
         "ratio": round(ms[target] / ms[against], 3),
         "shared_core_busy": core,
-        "load_core_busy": run.core_busy(ticks0, ticks1, cores.load),
+        "load_core_busy": load,
         "saturated": core is not None and core > SATURATED,
+        "load_bound": load is not None and load > run.CORE_LIMIT,  # CPU still counts
         "lost": {name: r.lost for name, r in results.items()},
         "failed_calls": {name: len(r.failures) for name, r in results.items()},
         "latency_p50_ms": {name: r.summary()["latency_ms"]["p50"] for name, r in results.items()},
@@ -160,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in (*targets, args.against) if t not in run.TARGETS]
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {', '.join(run.TARGETS)}")
+    if not args.base and args.against in targets:
+        ap.error(f"{args.against} cannot be paired with itself (--base pairs a target with "
+                 "an older commit of itself)")
     if args.base and set(targets) & run.YARDSTICKS:
         ap.error("--base pairs the bridge's own targets: a yardstick has no older sources")
     concurrency = tuple(int(c) for c in args.calls.split(",") if c)
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  ratio {p['ratio']:.3f} ({p['cpu_ms_per_call_s'][target]:.2f} / "
                           f"{p['cpu_ms_per_call_s'][against]:.2f} ms/call-s), core "
                           f"{(p['shared_core_busy'] or 0):.0%}"
-                          + (" SATURATED" if p["saturated"] else ""), flush=True)
+                          + (" SATURATED" if p["saturated"] else "")
+                          + (" (load core busy)" if p["load_bound"] else ""), flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {
         "created": stamp, "elapsed_s": round(time.monotonic() - started, 1), "machine": info,
@@ -200,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                  "against": args.against if base is None else f"each target @{base}"},
         "summary": summarise(pairings), "pairings": pairings, "errors": errors,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"paired-{stamp}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print()
-    print(markdown(doc))
-    print(f"\nwrote {path}; elapsed {doc['elapsed_s']} s")
+    run.write_results(doc, args.out, f"paired-{stamp}.json", markdown(doc))
     return 1 if errors else 0
 
 

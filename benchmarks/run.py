@@ -717,6 +717,18 @@ def aggregate(runs: list[dict[str, Any]], targets: tuple[str, ...],
     return rows
 
 
+def write_results(doc: dict[str, Any], out: Path, name: str, table: str) -> Path:
+    """A script's results as ``out/name`` (JSON), then its table and where it went."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print()
+    print(table)
+    elapsed = f"; elapsed {doc['elapsed_s']} s" if "elapsed_s" in doc else ""
+    print(f"\nwrote {path}{elapsed}")
+    return path
+
+
 def machine(cores: Cores) -> dict[str, Any]:
     model = "unknown"
     with open("/proc/cpuinfo") as f:
