@@ -205,6 +205,36 @@ async def test_a_slow_reader_skips_ahead_and_never_holds_up_the_call() -> None:
     assert SCHEMA_VERSION == 1
 
 
+async def test_a_call_that_comes_back_after_a_move_goes_on_numbering_where_it_was() -> None:
+    """A to B and back to A: A's buffer keeps only what it has had since it took the call
+    back, numbered after B's part; with the place unknown (the store down), A no longer
+    claims the call's start."""
+    from acdg_asgi.events import ConversationTextEvent, SessionEndEvent
+
+    def said(text: str) -> ConversationTextEvent:
+        return ConversationTextEvent(session_id="s", conversation_id="c1", at=0, role="user",
+                                     content=text)
+
+    feed = LiveEvents()
+    call: Any = _View("c1")
+    feed.call_started(call)
+    feed.call_event(call, said("on a"))
+    feed.call_event(call, SessionEndEvent(session_id="s", conversation_id="c1", at=1,
+                                          reason="migrated"))
+    feed.call_finished(call)
+    assert feed.moved("c1") and not feed.covers("c1", 0)  # the rest is elsewhere
+    feed.continue_after("c1", 7)  # B's part ended at seq 7
+    feed.call_started(call)
+    feed.call_event(call, said("back on a"))
+    assert not feed.moved("c1") and feed.covers("c1", 7) and not feed.covers("c1", 0)
+    assert [e.seq for e in feed._channels["c1"].after(0)] == [8]
+    other = LiveEvents()
+    other.call_started(call)
+    other.call_event(call, said("first"))
+    other.continue_after("c1", None)  # taken back with the store down: place unknown
+    assert not other.covers("c1", 0) and other.covers("c1", 1)
+
+
 async def test_acdg_phone_serves_the_page_set_to_call_a_given_bot() -> None:
     from acdg_asgi.cli.phone import PhoneServer
 
