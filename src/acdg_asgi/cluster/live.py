@@ -99,8 +99,8 @@ class SharedLive:
     async def taking_over(self, conversation_id: str) -> None:
         """The call is about to be taken over here: its stream goes on from where it was,
         after the previous owner's last event. That owner, told to let go, ends its part
-        with a ``session_end`` (:func:`handed_over`) within milliseconds; one that died
-        never does, and is waited for no longer than ``HANDOVER_WAIT_S``."""
+        with a ``session_end`` (:func:`handed_over`) as soon as the message reaches it; one
+        that died never does, and is waited for no longer than ``HANDOVER_WAIT_S``."""
         last = None
         try:
             with anyio.fail_after(self.timeout_s):
