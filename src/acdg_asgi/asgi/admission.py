@@ -80,7 +80,7 @@ AgentSource = Callable[[CallInfo], Awaitable[AgentConfig | None]]  # ``agent=``,
 
 serve_log = get_logger("acdg_asgi.serve")  # how the bridge is served, not one call
 DIRECT_HINT = (
-    "calls take the server's standard WebSocket path, about twice the CPU per call of the "
+    "calls take the server's standard WebSocket path, about 1.6 times the CPU per call of the "
     "direct one: serve with `acdg serve APP`, or under uvicorn with "
     "--ws acdg_asgi.serving:DirectWebSocketProtocol (README, Performance)")
 
