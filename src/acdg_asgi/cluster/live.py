@@ -89,7 +89,7 @@ class SharedLive:
         return self.local.full()
 
     def follow(self, conversation_id: str | None, after: str) -> AsyncGenerator[LiveEvent, None]:
-        if conversation_id is not None and self.local.covers(conversation_id, _seq(after)):
+        if conversation_id is not None and self.local.covers(conversation_id, after):
             here = self.local.follow(conversation_id, after)
             return self._here_then_on(conversation_id, here, after)
         if self.full():
@@ -151,8 +151,3 @@ class SharedLive:
 
     async def calls(self) -> list[LiveCall]:
         return await self.store.live_calls()
-
-
-def _seq(after: str) -> int:
-    """``after`` as the seq a reader has (0: none, or not a seq: the store says why)."""
-    return int(after) if after.strip().isdigit() else 0

@@ -273,12 +273,13 @@ class LiveEvents:
         finally:
             self._subscribers -= 1
 
-    def covers(self, conversation_id: str, after: int) -> bool:
-        """The call's stream after ``after`` is here: it is (or ended) on this instance,
-        and this instance has had it since then."""
+    def covers(self, conversation_id: str, after: str) -> bool:
+        """The call's stream after ``after`` (a seq as :meth:`follow` takes it) is here:
+        it is (or ended) on this instance, and this instance has had it since then.
+        Raises :class:`ValueError` for an ``after`` that is not a seq."""
         channel = self._channels.get(conversation_id)
         return channel is not None and channel.started and not channel.moved \
-            and channel.since <= after + 1
+            and channel.since <= (_number(after) or 0) + 1
 
     def moved(self, conversation_id: str) -> bool:
         """The call left this instance for another, where its stream goes on."""
