@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -162,7 +163,10 @@ async def test_resume_plays_audio_buffered_while_detached_and_the_call_goes_on()
     assert len(r.log.of("session_resumed")) == 1
 
 
-async def test_no_resume_within_the_grace_period_ends_the_call_and_frees_everything() -> None:
+async def test_no_resume_within_the_grace_period_ends_the_call_and_frees_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="acdg_asgi")
     async with rig(QUICK, limits=Limits(resume_grace_s=0.5)) as r:
         async with r.call_ready() as (caller, record):
             cid = caller.conversation_id
@@ -184,7 +188,10 @@ async def test_no_resume_within_the_grace_period_ends_the_call_and_frees_everyth
         assert r.bridge.calls == {} and len(r.agent.connections) == 1
         await r.settled([cid], end_reasons="timeout")
     assert r.log.of("session_resumed") == []
-
+    # The wait for a resume is said when it begins, with the call's id, not only at its end.
+    (lost,) = [rec for rec in caplog.records if "closed without session.end" in rec.getMessage()]
+    assert lost.getMessage() == (f"[{cid}] VAIC's socket closed without session.end: waiting "
+                                 "up to 0.5 s for its session.resume")
 
 async def test_a_resume_racing_the_old_socket_takes_over_and_the_old_one_is_closed() -> None:
     async with rig(QUICK, agent=GREETING, limits=Limits(resume_grace_s=10)) as r:

@@ -156,6 +156,9 @@ class CallRuntime:
             self.vaic_frame(frame)
         if self.vaic.detach(vaic):
             self.call.vaic_lost(self.now())
+            if self.call.state is CallState.DETACHED:  # else the call's end says why
+                self.log.info("VAIC's socket closed without session.end: waiting up to "
+                              "%g s for its session.resume", self.call.limits.resume_grace_s)
             self.flush()
 
     async def _abort(self, reason: str) -> None:
