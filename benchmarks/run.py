@@ -54,6 +54,7 @@ TARGETS: Final = {
     "mounted-acdg": (*MOUNTED, "acdg"),
     "mounted-direct": (*MOUNTED, "uvicorn", "--ws", "direct", "--loop", "uvloop"),
     "mounted-plain": (*MOUNTED, "uvicorn", "--ws", "auto", "--loop", "asyncio", "--http", "h11"),
+    "mounted-asgi": (*MOUNTED, "uvicorn", *UVICORN_STOCK, "--asgi"),  # direct_path=False
     "mounted-acdg-factory": (*MOUNTED, "acdg", "--agent-factory"),
     "acdg-serve-40ms": ("acdg_serve.py", "--chunk-ms", "40", "--caller-frame-ms", "40"),
     "acdg-serve-unpaced": ("acdg_serve.py", "--lead-ms", "0"),

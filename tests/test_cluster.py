@@ -25,6 +25,7 @@ from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
+from acdg_asgi.transports.wsframe import FIN, MASKED, TEXT, apply_mask, header
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +45,7 @@ CONTROL_TOKEN = "control-secret"
 class Instance:
     def __init__(self, bridge: BridgeApp, host: str) -> None:
         self.bridge = bridge
+        self.host = host
         self.url = f"ws://{host}/"
         self.http = f"http://{host}"
         self.events: list[Event] = []
@@ -67,6 +69,30 @@ async def cluster(redis_url: str, agent: StandInAgent, n: int) -> AsyncIterator[
                 bridge.on(name)(instance.events.append)
             instances.append(instance)
         yield instances
+
+
+@asynccontextmanager
+async def silent_socket(host: str, first: dict[str, object]) -> AsyncIterator[str]:
+    """A VAIC socket that sends ``first``, reads the reply (yielded) and then nothing more:
+    no frame, no pong, no close."""
+    name, _, port = host.rpartition(":")
+    async with await anyio.connect_tcp(name, int(port)) as stream:
+        await stream.send(
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade"
+            "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+            "\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += await stream.receive()
+        assert got.startswith(b"HTTP/1.1 101"), got
+        mask = os.urandom(4)
+        payload = json.dumps(first).encode()
+        await stream.send(header(FIN | TEXT, len(payload), MASKED) + mask
+                          + apply_mask(payload, mask))
+        reply = b""
+        while not reply.endswith(b"}"):
+            reply += await stream.receive()
+        yield reply.decode(errors="replace")
 
 
 async def wait_for(condition: object, within_s: float = 10.0) -> None:
@@ -120,11 +146,12 @@ async def test_two_racing_resumes_have_exactly_one_winner(redis_url: str) -> Non
     async with (
         StandInAgent(script=SCRIPT) as agent,
         cluster(redis_url, agent, 3) as (a, b, c),
-        connect(a.url) as ws,  # the call on ``a`` lives on through the race
+        # The call on ``a`` lives on through the race, on a socket that has gone silent
+        # (VAIC lost it without a FIN): it neither sends nor answers a ping.
+        silent_socket(a.host, {"type": "session.initiate", "conversationId": "race",
+                               "supportedMediaFormats": ["raw/mulaw"]}) as accepted,
     ):
-        await ws.send(json.dumps({"type": "session.initiate", "conversationId": "race",
-                                  "supportedMediaFormats": ["raw/mulaw"]}))
-        assert "session.accepted" in str(await ws.recv())
+        assert "session.accepted" in accepted
         async with anyio.create_task_group() as tg:
             tg.start_soon(resume, b)
             tg.start_soon(resume, c)

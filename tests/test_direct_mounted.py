@@ -15,7 +15,7 @@ from vaic_raw import vaic, wait_until
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp
-from acdg_asgi.asgi.admission import DIRECT_HINT
+from acdg_asgi.asgi.admission import DIRECT_HINT, TAKEN_OVER
 from acdg_asgi.testing.agent import AgentScript
 from acdg_asgi.testing.server import serve
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
@@ -45,7 +45,8 @@ def host_app(framework: str, bridge: BridgeApp) -> Any:
 
         return Litestar(route_handlers=[health, echo, asgi("/audiocodes", is_mount=True,
                                                              copy_scope=True)(bridge)],
-                        lifespan=[bridge.lifespan])
+                        lifespan=[bridge.lifespan],
+                        logging_config=None)  # its own would take the log from caplog
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route, WebSocketRoute
     from starlette.websockets import WebSocket as StarletteSocket
@@ -69,22 +70,26 @@ def host_app(framework: str, bridge: BridgeApp) -> Any:
     return Starlette(routes=routes, lifespan=bridge.lifespan)
 
 
+@pytest.mark.parametrize("protocol", ["auto", DirectWebSocketProtocol],
+                         ids=["stock", "configured"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 async def test_the_bridge_takes_the_direct_path_inside_a_host_app(
-    framework: str, caplog: pytest.LogCaptureFixture
+    framework: str, protocol: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Configured (``--ws acdg_asgi.serving:DirectWebSocketProtocol``) or not: uvicorn's
+    default protocol is taken over for the bridge's sockets once they are accepted."""
     caplog.set_level(logging.INFO, logger="acdg_asgi")
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         app = host_app(framework, bridge)
-        async with serve(app, ws=DirectWebSocketProtocol) as host, \
-                vaic(host, "/audiocodes/") as caller:
+        async with serve(app, ws=protocol) as host, vaic(host, "/audiocodes/") as caller:
             assert (await caller.initiate())["type"] == "session.accepted"
             await wait_until(lambda: len(bridge.calls) == 1)
             (runtime,) = bridge.calls.runtimes()
             socket = runtime.vaic.socket
             assert socket is not None and socket.direct is not None, "standard ASGI path taken"
             assert isinstance(socket.direct, DirectWebSocketProtocol)
+            assert socket.direct._by_hand  # frames read by hand, not by the websockets parser
             await caller.start_stream()
             await caller.speak(voiced_ms=0, silent_ms=200)
             # the stand-in echoes caller audio: it comes back as the bot's play stream
@@ -103,17 +108,19 @@ async def test_the_bridge_takes_the_direct_path_inside_a_host_app(
             await caller.wait_closed()
         assert not bridge.calls
     assert DIRECT_HINT not in caplog.messages
+    assert caplog.messages.count(TAKEN_OVER) == (protocol == "auto")
 
 
+@pytest.mark.parametrize("ws", ["websockets", "wsproto"])
 async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi(
-    caplog: pytest.LogCaptureFixture,
+    ws: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The control case: under stock uvicorn the same app has no direct path, and the
-    first call says once how to get it."""
+    """The control case: under uvicorn's other WebSocket protocols the same app has no
+    direct path, and the first call says once how to get it."""
     caplog.set_level(logging.INFO, logger="acdg_asgi")
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
-        async with serve(host_app("starlette", bridge)) as host:
+        async with serve(host_app("starlette", bridge), ws=ws) as host:
             for _ in range(2):
                 async with vaic(host, "/audiocodes/") as caller:
                     assert (await caller.initiate())["type"] == "session.accepted"
@@ -125,3 +132,25 @@ async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi(
                     await caller.wait_closed()
                 await wait_until(lambda: not bridge.calls)
     assert caplog.messages.count(DIRECT_HINT) == 1
+
+
+@pytest.mark.parametrize("ws", ["auto", DirectWebSocketProtocol], ids=["stock", "configured"])
+async def test_direct_path_false_keeps_every_call_on_asgi(
+    ws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="acdg_asgi")
+    async with standin(AgentScript(echo=True)) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False,
+                           direct_path=False)
+        async with serve(host_app("starlette", bridge), ws=ws) as host, \
+                vaic(host, "/audiocodes/") as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            await wait_until(lambda: len(bridge.calls) == 1)
+            (runtime,) = bridge.calls.runtimes()
+            assert runtime.vaic.socket is not None and runtime.vaic.socket.direct is None
+            await caller.start_stream()
+            await caller.speak(voiced_ms=0, silent_ms=200)
+            await caller.wait_for(lambda r: r.type == "playStream.chunk", count=10)
+            await caller.end()
+            await caller.wait_closed()
+    assert DIRECT_HINT not in caplog.messages and TAKEN_OVER not in caplog.messages

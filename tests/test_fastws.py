@@ -22,7 +22,6 @@ from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
-from acdg_asgi.transports.vaic_asgi import DIRECT
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
 from acdg_asgi.transports.wsframe import (
     CLOSE,
@@ -99,10 +98,16 @@ class RawClient:
         self.buf = b""
 
     async def upgrade(self, host: str) -> None:
+        await self.send_upgrade(host)
+        await self.read_upgrade()
+
+    async def send_upgrade(self, host: str) -> None:
         await self.stream.send(
             f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             .encode())
+
+    async def read_upgrade(self) -> None:
         while b"\r\n\r\n" not in self.buf:
             self.buf += await self.stream.receive()
         response, _, self.buf = self.buf.partition(b"\r\n\r\n")
@@ -138,27 +143,51 @@ class RawClient:
                 return msg  # type: ignore[no-any-return]
 
 
+@pytest.fixture(params=["configured", "stock"])
+def ws(request: pytest.FixtureRequest) -> Any:
+    """uvicorn with ``--ws acdg_asgi.serving:DirectWebSocketProtocol``, or with its
+    default protocol, which the bridge takes over once a socket is accepted."""
+    return DirectWebSocketProtocol if request.param == "configured" else "auto"
+
+
 @asynccontextmanager
-async def raw_call(bridge: BridgeApp, cid: str) -> AsyncIterator[
-        tuple[RawClient, DirectWebSocketProtocol]]:
-    """A call under the direct protocol, accepted, from a client that writes raw frames;
-    yields the client and the server's protocol object for the connection."""
-    protocols: list[DirectWebSocketProtocol] = []
+async def raw_call(bridge: BridgeApp, cid: str, ws: Any = DirectWebSocketProtocol, *,
+                   before_accept: int = 0,
+                   ) -> AsyncIterator[tuple[RawClient, DirectWebSocketProtocol]]:
+    """A call on the direct path, accepted, from a client that writes raw frames; yields
+    the client and the server's protocol object for the connection. ``before_accept``:
+    how many bytes of session.initiate the client sends before it has the upgrade's
+    answer (the app waits for them before it accepts)."""
+    gate = anyio.Event() if before_accept else None
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            protocols.append(scope["extensions"][DIRECT]["protocol"])
+        if gate is not None and scope["type"] == "websocket":
+            await gate.wait()
         await bridge(scope, receive, send)
 
-    async with serve(app, ws=DirectWebSocketProtocol) as host:
+    async with serve(app, ws=ws) as host:
         name, port = host.split(":")
         async with await anyio.connect_tcp(name, int(port)) as stream:
             client = RawClient(stream)
-            await client.upgrade(host)
-            await stream.send(client.text({"type": "session.initiate", "conversationId": cid,
-                                           "supportedMediaFormats": ["raw/lpcm16"]}))
+            initiate = client.text({"type": "session.initiate", "conversationId": cid,
+                                    "supportedMediaFormats": ["raw/lpcm16"]})
+            if gate is None:
+                await client.upgrade(host)
+            else:
+                await client.send_upgrade(host)
+                await anyio.sleep(0.1)  # the server reads the request: the app waits
+                await stream.send(initiate[:before_accept])
+                await anyio.sleep(0.1)  # ... and what came after it
+                gate.set()
+                await client.read_upgrade()
+                initiate = initiate[before_accept:]
+            await stream.send(initiate)
             await client.read_until("session.accepted")
-            yield client, protocols[0]
+            (runtime,) = bridge.calls.runtimes()
+            assert runtime.vaic.socket is not None
+            direct = runtime.vaic.socket.direct
+            assert isinstance(direct, DirectWebSocketProtocol), "the direct path not taken"
+            yield client, direct
 
 
 def dtmf(cid: str, digit: str) -> dict[str, object]:
@@ -166,12 +195,12 @@ def dtmf(cid: str, digit: str) -> dict[str, object]:
             "activities": [{"type": "event", "name": "DTMF", "value": digit}]}
 
 
-async def test_frames_read_by_hand_however_they_arrive() -> None:
+async def test_frames_read_by_hand_however_they_arrive(ws: Any) -> None:
     digits: list[str] = []
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("dtmf")(lambda e: digits.append(e.digits))
-        async with raw_call(bridge, "f1") as (client, protocol):
+        async with raw_call(bridge, "f1", ws) as (client, protocol):
             assert protocol._by_hand
             await client.stream.send(client.frame(FIN | PING, b"p1"))
             assert await client.read() == (FIN | PONG, b"p1")
@@ -193,23 +222,42 @@ async def test_frames_read_by_hand_however_they_arrive() -> None:
     assert not protocol._by_hand
 
 
-async def test_a_broken_frame_is_answered_by_uvicorn() -> None:
+@pytest.mark.parametrize("before_accept", [5, 40])
+async def test_a_frame_begun_before_the_upgrade_answer_stays_with_the_parser(
+        ws: Any, before_accept: int) -> None:
+    """A client that starts a frame before it has the 101 (none should), and the call
+    goes on. Taken over, the connection is read by the websockets parser, which holds
+    part of that frame; the configured protocol reads by hand from the upgrade on, and
+    holds the part itself."""
+    digits: list[str] = []
+    async with StandInAgent(script=SCRIPT) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        bridge.on("dtmf")(lambda e: digits.append(e.digits))
+        async with raw_call(bridge, "p1", ws, before_accept=before_accept) as (client, protocol):
+            assert protocol._by_hand == (ws is DirectWebSocketProtocol)
+            await client.stream.send(client.text(dtmf("p1", "1")))
+            await client.stream.send(client.text({"type": "session.end", "conversationId": "p1"}))
+            code = await client.closed_with()
+    assert code == 1000 and digits == ["1"]
+
+
+async def test_a_broken_frame_is_answered_by_uvicorn(ws: Any) -> None:
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False,
                            limits=Limits(resume_grace_s=0.2))
-        async with raw_call(bridge, "b1") as (client, _):
+        async with raw_call(bridge, "b1", ws) as (client, _):
             await client.stream.send(client.frame(FIN | TEXT, b"\xff\xfe not UTF-8"))
             code = await client.closed_with()
     assert code == 1007
 
 
 async def test_nothing_reaches_the_call_after_the_bridge_closed(
-        caplog: pytest.LogCaptureFixture) -> None:
+        ws: Any, caplog: pytest.LogCaptureFixture) -> None:
     digits: list[str] = []
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("dtmf")(lambda e: digits.append(e.digits))
-        async with raw_call(bridge, "c1") as (client, _):
+        async with raw_call(bridge, "c1", ws) as (client, _):
             await client.stream.send(client.text({"type": "session.end", "conversationId": "c1"}))
             await client.closed_with()
             caplog.clear()
@@ -227,12 +275,12 @@ async def test_nothing_reaches_the_call_after_the_bridge_closed(
                 and r.levelno >= logging.WARNING], caplog.text
 
 
-async def test_a_large_message_in_pieces_goes_to_the_websockets_parser() -> None:
+async def test_a_large_message_in_pieces_goes_to_the_websockets_parser(ws: Any) -> None:
     warnings: list[str] = []
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("warning")(lambda e: warnings.append(e.description))
-        async with raw_call(bridge, "l1") as (client, protocol):
+        async with raw_call(bridge, "l1", ws) as (client, protocol):
             big = client.text({"type": "activities", "conversationId": "l1",
                                "pad": "x" * 300_000})
             for at in range(0, len(big), 8192):

@@ -50,8 +50,11 @@ async def test_a_burst_reaches_vaic_at_playback_rate(lead_ms: int) -> None:
 QUEUE_BYTES = 20 * 1000  # about 20 chunks of 20 ms
 
 
-@pytest.mark.parametrize("ws", ["websockets-sansio", DirectWebSocketProtocol])
-async def test_a_vaic_that_stops_reading_costs_bounded_memory(ws: object) -> None:
+@pytest.mark.parametrize(("ws", "direct_path"), [
+    ("auto", False), ("auto", True), (DirectWebSocketProtocol, True)],
+    ids=["uvicorn-asgi", "uvicorn-taken-over", "direct-protocol"])
+async def test_a_vaic_that_stops_reading_costs_bounded_memory(
+        ws: object, direct_path: bool) -> None:
     """VAIC stops reading mid-greeting: its TCP window is tiny, so writes back up. The
     bridge keeps what waits for VAIC bounded (the oldest audio goes first), says so, and
     carries on once VAIC reads again."""
@@ -59,13 +62,16 @@ async def test_a_vaic_that_stops_reading_costs_bounded_memory(ws: object) -> Non
     async with rig(AgentScript(ms_per_word=150), agent=AgentSettings(greeting=greeting),
                    tracing=False, playout=Playout(lead_ms=0),
                    limits=Limits(outbound_queue_bytes=QUEUE_BYTES), send_buffer=4096,
-                   ws=ws) as r, vaic(r.host, receive_buffer=4096) as caller:
+                   ws=ws, direct_path=direct_path) as r, \
+            vaic(r.host, receive_buffer=4096) as caller:
         caller.stop_reading()
         await caller.send(ac.SessionInitiate(conversation_id=caller.conversation_id,
                                              supported_media_formats=("raw/lpcm16",)))
         # not reading: the warning comes anyway
         await r.log.wait_for("warning", lambda w: "VAIC is slow" in w.description)
         (call,) = r.bridge.calls.values()
+        assert call.vaic.socket is not None
+        assert (call.vaic.socket.direct is not None) == direct_path
         assert call.vaic.queued_bytes <= QUEUE_BYTES  # the bound holds
         caller.read_again()  # reading again: the call goes on to its end
         await caller.wait_for("playStream.stop")

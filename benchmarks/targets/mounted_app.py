@@ -5,8 +5,10 @@ to an HTTP route of its own, served as users serve it.
   direct WebSocket protocol, uvloop and httptools by default;
 - ``--serve uvicorn``: ``uvicorn.run(app, ws=..., loop=..., http=...)``, with the
   documented options for the direct path (``--ws direct``) or stock uvicorn
-  (``--ws auto``; add ``--loop asyncio --http h11`` for what a plain ``pip install``
-  without the ``fast`` extra runs).
+  (``--ws auto``, whose sockets the bridge takes over; add ``--loop asyncio --http h11``
+  for uvicorn without uvloop and httptools). ``--asgi`` passes
+  ``direct_path=False``: the server's standard ASGI path, as on servers the bridge
+  cannot take the direct path on.
 
 The bridge has the features on as in the other bridge targets: pacing
 (``Playout(lead_ms=100)``), metrics, bearer-token auth. ``--agent-factory`` chooses the
@@ -23,6 +25,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,16 +39,20 @@ WS = {"direct": "acdg_asgi.serving:DirectWebSocketProtocol", "auto": "auto",
       "websockets-sansio": "websockets-sansio"}
 
 
-def build(agent_url: str, token: str | None, lead_ms: int, factory: bool) -> Starlette:
+def build(agent_url: str, token: str | None, lead_ms: int, factory: bool,
+          asgi: bool = False) -> Starlette:
     async def per_call(info: CallInfo) -> AgentSettings:
         return AgentSettings()
 
+    # direct_path only when asked: older sources (run.py's --base) do not know it
+    options: dict[str, Any] = {"direct_path": False} if asgi else {}
     bridge = BridgeApp(
         agent=per_call if factory else AgentSettings(),
         deepgram_url=agent_url,
         auth=token or None,
         playout=Playout(lead_ms=lead_ms),
         metrics=True,
+        **options,
     )
 
     async def health(request: Request) -> JSONResponse:
@@ -75,13 +82,14 @@ def main() -> None:
     ap.add_argument("--ws", choices=sorted(WS), default="auto", help="uvicorn: WebSocket protocol")
     ap.add_argument("--loop", default="uvloop", help="uvicorn: event loop")
     ap.add_argument("--http", default="auto", help="uvicorn: HTTP protocol")
+    ap.add_argument("--asgi", action="store_true", help="uvicorn: direct_path=False")
     args = ap.parse_args()
     if args.serve == "acdg":
         serve_with_acdg(args)
         return
     import uvicorn
 
-    uvicorn.run(build(args.agent_url, args.token, args.lead_ms, args.agent_factory),
+    uvicorn.run(build(args.agent_url, args.token, args.lead_ms, args.agent_factory, args.asgi),
                 host=args.host, port=args.port, ws=WS[args.ws], loop=args.loop, http=args.http,
                 log_level="warning", access_log=False)
 

@@ -146,6 +146,7 @@ class BridgeApp:
         redact: Callable[[str], str] | None = None,
         phone: bool = False,
         live: bool | LiveEvents = False,
+        direct_path: bool = True,
         preferred_media_formats: Sequence[str] | None = None,
     ) -> None:
         if preferred_media_formats is not None:
@@ -257,6 +258,7 @@ class BridgeApp:
             playout=self.playout, limits=self.limits, reconnect=self.reconnect,
             observers=self.observers, deps=self._call_deps, options=self.options,
             taking_over=live_source.taking_over if isinstance(live_source, SharedLive) else None,
+            direct_path=direct_path,
         )
         self._routes = HttpRoutes(self.calls, self.cluster, metrics=self.metrics,
                                   control_auth=self.control_auth, control=self.control,

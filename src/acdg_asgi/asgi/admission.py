@@ -44,6 +44,7 @@ from ..runtime.deps import CallDeps
 from ..runtime.scheduler import Scheduler
 from ..transports.budget import ReadBudget
 from ..transports.vaic_asgi import DIRECT, VaicSocket
+from ..transports.vaic_direct import take_over
 from .registry import CallRegistry
 from .responses import deny, route_path
 
@@ -83,6 +84,9 @@ DIRECT_HINT = (
     "calls take the server's standard WebSocket path, about 1.6 times the CPU per call of the "
     "direct one: serve with `acdg serve APP`, or under uvicorn with "
     "--ws acdg_asgi.serving:DirectWebSocketProtocol (README, Performance)")
+TAKEN_OVER = (
+    "calls take the direct path: uvicorn's default WebSocket protocol is taken over for each "
+    "VAIC socket once it is accepted (BridgeApp(direct_path=False) keeps uvicorn's own)")
 
 
 class Admission:
@@ -94,6 +98,7 @@ class Admission:
         reconnect: Reconnect, observers: Observers, deps: Callable[[], CallDeps],
         static_agent: AgentConfig | None = None, options: CallOptions | None = None,
         taking_over: Callable[[str], Awaitable[None]] | None = None,
+        direct_path: bool = True,
     ) -> None:
         self._calls = calls
         self._cluster = cluster
@@ -108,6 +113,7 @@ class Admission:
         self._deps = deps
         self._options = options or CallOptions()
         self._taking_over = taking_over  # the live view's stream goes on where it was
+        self._direct_path = direct_path  # False: every call on the server's ASGI path
         self._hinted = False  # the direct path's hint, once per bridge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,10 +139,13 @@ class Admission:
             accept["subprotocol"] = conn.subprotocol  # browsers fail a handshake without it
         await send(accept)
         client = f"{conn.client[0]}:{conn.client[1]}" if conn.client else "?"
-        direct = scope.get("extensions", {}).get(DIRECT, {}).get("protocol")
-        if direct is None and not self._hinted:
-            self._hinted = True
-            serve_log.info(DIRECT_HINT)
+        if not self._direct_path:
+            direct = None
+        elif (direct := scope.get("extensions", {}).get(DIRECT, {}).get("protocol")) is None:
+            direct = take_over(receive)  # at once: see take_over
+            if not self._hinted:  # which path calls take, once per bridge
+                self._hinted = True
+                serve_log.info(TAKEN_OVER if direct is not None else DIRECT_HINT)
         limits = self._limits
         budget = ReadBudget(limits.vaic_budget, max_frame_bytes=limits.max_frame_bytes,
                             clock=Scheduler.for_running_loop().now)

@@ -43,7 +43,7 @@ from .budget import ReadBudget
 from .vaic_asgi import DIRECT
 from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, header16, read_header
 
-__all__ = ["DirectWebSocketProtocol"]
+__all__ = ["DirectWebSocketProtocol", "take_over"]
 
 _log = get_logger("acdg_asgi.vaic")
 
@@ -58,12 +58,20 @@ _TEXT_16 = bytes((_TEXT_MESSAGE, MASKED | 126))  # a masked text frame with a 16
 _PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
 _PING_PAYLOAD = b"acdg"
 _NEWEST_TESTED: Final = (0, 54)  # the oldest, 0.52.1, is pyproject's lower bound
+_TESTED: Final = tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) \
+    <= _NEWEST_TESTED
+_untested_warned = False
 
-if tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) > _NEWEST_TESTED:
-    logging.getLogger("acdg_asgi.serve").warning(
-        "uvicorn %s is newer than the releases the direct WebSocket protocol is tested with "
-        "(0.52.1 to 0.54): if calls misbehave, pin uvicorn<0.55 or serve with ws='auto'",
-        version("uvicorn"))
+
+def _warn_untested() -> None:
+    """Once, when the protocol is first used on a uvicorn newer than it is tested with."""
+    global _untested_warned
+    if not _untested_warned:
+        _untested_warned = True
+        logging.getLogger("acdg_asgi.serve").warning(
+            "uvicorn %s is newer than the releases the direct WebSocket protocol is tested "
+            "with (0.52.1 to 0.54): if calls misbehave, pin uvicorn<0.55 or serve with "
+            "ws='auto'", version("uvicorn"))
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -91,6 +99,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def handle_connect(self, event: Any) -> None:
+        if not _TESTED:
+            _warn_untested()
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
@@ -345,3 +355,35 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write((header16(_TEXT_MESSAGE, 126, n) if 125 < n < 65536
                               else header(_TEXT_MESSAGE, n)) + data)
         return True
+
+
+def take_over(receive: object) -> DirectWebSocketProtocol | None:
+    """The direct path for a socket that uvicorn's default WebSocket protocol has just
+    accepted, ``receive`` being that socket's ASGI callable; ``None`` where it is not
+    that protocol (another server, another ``--ws``, a middleware that wraps ``receive``,
+    a uvicorn release this module is not tested with).
+
+    :class:`DirectWebSocketProtocol` adds to that class and keeps its state, so the
+    connection becomes one by taking on the subclass. Called right after the accept, with
+    no await between: nothing has been read from the socket since the upgrade's response
+    went out, so the websockets parser holds no frame and frames can be read by hand.
+    """
+    protocol = getattr(receive, "__self__", None)
+    if protocol.__class__ is not WebSocketsSansIOProtocol or not _TESTED:
+        return None
+    assert isinstance(protocol, WebSocketsSansIOProtocol)
+    if not protocol.handshake_complete or protocol.close_sent or protocol.disconnected:
+        return None
+    protocol.__class__ = DirectWebSocketProtocol
+    assert isinstance(protocol, DirectWebSocketProtocol)
+    # Frames a peer sent before the upgrade's response (which no client should) stay
+    # with the websockets parser, as on a socket whose upgrade did not come alone.
+    protocol._by_hand = protocol.queue.empty() and not protocol.frames \
+        and not protocol.conn.reader.buffer
+    protocol.backed_up = not protocol.writable.is_set()
+    protocol.request = protocol.response = None  # type: ignore[assignment]  # as send() does
+    protocol.scope["extensions"][DIRECT] = {"protocol": protocol}
+    # Transports may keep the protocol's bound data_received (uvloop's do): renew it.
+    protocol.transport.set_protocol(protocol)
+    return protocol
+
