@@ -18,10 +18,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from acdg_asgi import AgentSettings, BridgeApp, Limits
+from acdg_asgi.asgi import admission
 from acdg_asgi.testing.agent import AgentScript, StandInAgent, Turn
 from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
+from acdg_asgi.transports import vaic_direct
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
 from acdg_asgi.transports.wsframe import (
     CLOSE,
@@ -222,19 +224,32 @@ async def test_frames_read_by_hand_however_they_arrive(ws: Any) -> None:
     assert not protocol._by_hand
 
 
-@pytest.mark.parametrize("before_accept", [5, 40])
+# session.initiate's frame: a 2-byte head, a 16-bit length, the mask, then the JSON. After
+# 2 or 8 bytes the parser has taken them all and waits for the rest: nothing is buffered.
+@pytest.mark.parametrize("before_accept", [2, 5, 8, 40])
 async def test_a_frame_begun_before_the_upgrade_answer_stays_with_the_parser(
-        ws: Any, before_accept: int) -> None:
+        ws: Any, before_accept: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that starts a frame before it has the 101 (none should), and the call
     goes on. Taken over, the connection is read by the websockets parser, which holds
     part of that frame; the configured protocol reads by hand from the upgrade on, and
     holds the part itself."""
+    by_hand_at_take_over: list[bool] = []
+
+    def spy(receive: object) -> DirectWebSocketProtocol | None:
+        protocol = vaic_direct.take_over(receive)
+        by_hand_at_take_over.append(protocol is not None and protocol._by_hand)
+        return protocol
+
+    monkeypatch.setattr(admission, "take_over", spy)
     digits: list[str] = []
     async with StandInAgent(script=SCRIPT) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         bridge.on("dtmf")(lambda e: digits.append(e.digits))
         async with raw_call(bridge, "p1", ws, before_accept=before_accept) as (client, protocol):
-            assert protocol._by_hand == (ws is DirectWebSocketProtocol)
+            if ws is DirectWebSocketProtocol:
+                assert by_hand_at_take_over == [] and protocol._by_hand
+            else:
+                assert by_hand_at_take_over == [False]
             await client.stream.send(client.text(dtmf("p1", "1")))
             await client.stream.send(client.text({"type": "session.end", "conversationId": "p1"}))
             code = await client.closed_with()

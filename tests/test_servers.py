@@ -32,13 +32,16 @@ CALL = CallScript(utterances=(Utterance(speech_ms=0, pause_ms=600),
                   barge_in_after_ms=300, dtmf=((200, "9"),))
 
 
-@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto", "websockets"])
-async def test_a_call_under_each_uvicorn_websocket_implementation(ws: str) -> None:
+@pytest.mark.parametrize(("ws", "direct_path"), [
+    ("websockets-sansio", True), ("websockets-sansio", False), ("wsproto", True),
+    ("websockets", True)], ids=["sansio-taken-over", "sansio-asgi", "wsproto", "websockets"])
+async def test_a_call_under_each_uvicorn_websocket_implementation(
+        ws: str, direct_path: bool) -> None:
     script, call = SCRIPT, CALL
     digits: list[str] = []
     async with StandInAgent(script=script) as agent:
         bridge = BridgeApp(agent=AgentSettings(greeting="Hi"), deepgram_url=agent.url,
-                           auth="tok", tracing=False)
+                           auth="tok", tracing=False, direct_path=direct_path)
         bridge.on("dtmf")(lambda event: digits.append(event.digits))
         async with serve(bridge, ws=ws) as host:
             report = await run_call(f"ws://{host}/", call, token="tok")

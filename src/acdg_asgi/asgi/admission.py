@@ -44,7 +44,7 @@ from ..runtime.deps import CallDeps
 from ..runtime.scheduler import Scheduler
 from ..transports.budget import ReadBudget
 from ..transports.vaic_asgi import DIRECT, VaicSocket
-from ..transports.vaic_direct import take_over
+from ..transports.vaic_direct import take_over, takes_over
 from .registry import CallRegistry
 from .responses import deny, route_path
 
@@ -143,7 +143,8 @@ class Admission:
             direct = None
         elif (direct := scope.get("extensions", {}).get(DIRECT, {}).get("protocol")) is None:
             direct = take_over(receive)  # at once: see take_over
-            if not self._hinted:  # which path calls take, once per bridge
+            # Which path calls take, once per bridge (not for a socket that closed at once).
+            if not self._hinted and (direct is not None or not takes_over(receive)):
                 self._hinted = True
                 serve_log.info(TAKEN_OVER if direct is not None else DIRECT_HINT)
         limits = self._limits

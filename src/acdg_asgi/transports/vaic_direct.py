@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from ..config import Budget
 from ..observability.logs import get_logger
@@ -43,7 +45,7 @@ from .budget import ReadBudget
 from .vaic_asgi import DIRECT
 from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, header16, read_header
 
-__all__ = ["DirectWebSocketProtocol", "take_over"]
+__all__ = ["DirectWebSocketProtocol", "take_over", "takes_over"]
 
 _log = get_logger("acdg_asgi.vaic")
 
@@ -357,6 +359,25 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
 
+def takes_over(receive: object) -> bool:
+    """Whether :func:`take_over` applies to sockets like the one ``receive`` reads: the
+    protocol is uvicorn's default and the uvicorn release a tested one."""
+    protocol = getattr(receive, "__self__", None)
+    return protocol.__class__ is WebSocketsSansIOProtocol and _TESTED
+
+
+def _between_frames(conn: ServerProtocol) -> bool:
+    """Whether the websockets parser holds no part of a frame or message: nothing
+    buffered, and its generator waiting where a frame starts (it takes a header in
+    pieces, and the buffer is empty between them). Unsure: no."""
+    if conn.reader.buffer or getattr(conn, "expect_continuation_frame", True):
+        return False
+    parser = getattr(conn, "parser", None)
+    while (inner := getattr(parser, "gi_yieldfrom", None)) is not None:
+        parser = inner
+    return getattr(parser, "gi_code", None) is StreamReader.at_eof.__code__
+
+
 def take_over(receive: object) -> DirectWebSocketProtocol | None:
     """The direct path for a socket that uvicorn's default WebSocket protocol has just
     accepted, ``receive`` being that socket's ASGI callable; ``None`` where it is not
@@ -368,9 +389,9 @@ def take_over(receive: object) -> DirectWebSocketProtocol | None:
     no await between: nothing has been read from the socket since the upgrade's response
     went out, so the websockets parser holds no frame and frames can be read by hand.
     """
-    protocol = getattr(receive, "__self__", None)
-    if protocol.__class__ is not WebSocketsSansIOProtocol or not _TESTED:
+    if not takes_over(receive):
         return None
+    protocol = receive.__self__  # type: ignore[attr-defined]
     assert isinstance(protocol, WebSocketsSansIOProtocol)
     if not protocol.handshake_complete or protocol.close_sent or protocol.disconnected:
         return None
@@ -379,7 +400,7 @@ def take_over(receive: object) -> DirectWebSocketProtocol | None:
     # Frames a peer sent before the upgrade's response (which no client should) stay
     # with the websockets parser, as on a socket whose upgrade did not come alone.
     protocol._by_hand = protocol.queue.empty() and not protocol.frames \
-        and not protocol.conn.reader.buffer
+        and _between_frames(protocol.conn)
     protocol.backed_up = not protocol.writable.is_set()
     protocol.request = protocol.response = None  # type: ignore[assignment]  # as send() does
     protocol.scope["extensions"][DIRECT] = {"protocol": protocol}
