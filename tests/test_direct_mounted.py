@@ -18,6 +18,7 @@ from acdg_asgi import AgentSettings, BridgeApp
 from acdg_asgi.asgi.admission import DIRECT_HINT, TAKEN_OVER
 from acdg_asgi.testing.agent import AgentScript
 from acdg_asgi.testing.server import serve
+from acdg_asgi.transports import vaic_direct
 from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
 
 pytestmark = pytest.mark.anyio
@@ -154,3 +155,34 @@ async def test_direct_path_false_keeps_every_call_on_asgi(
             await caller.end()
             await caller.wait_closed()
     assert DIRECT_HINT not in caplog.messages and TAKEN_OVER not in caplog.messages
+
+
+@pytest.mark.parametrize("protocol", ["auto", DirectWebSocketProtocol],
+                         ids=["stock", "configured"])
+async def test_a_uvicorn_newer_than_tested(
+    protocol: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stock: its sockets are left as they are, and the hint says how to get the direct
+    path. Configured: the direct path, and one warning that names the release."""
+    monkeypatch.setattr(vaic_direct, "_TESTED", False)
+    monkeypatch.setattr(vaic_direct, "_untested_warned", False)
+    caplog.set_level(logging.INFO, logger="acdg_asgi")
+    async with standin(AgentScript(echo=True)) as agent:
+        bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
+        async with serve(host_app("starlette", bridge), ws=protocol) as host:
+            for _ in range(2):
+                async with vaic(host, "/audiocodes/") as caller:
+                    assert (await caller.initiate())["type"] == "session.accepted"
+                    await wait_until(lambda: len(bridge.calls) == 1)
+                    (runtime,) = bridge.calls.runtimes()
+                    assert runtime.vaic.socket is not None
+                    direct = runtime.vaic.socket.direct
+                    assert (direct is None) == (protocol == "auto")
+                    await caller.end()
+                    await caller.wait_closed()
+                await wait_until(lambda: not bridge.calls)
+    untested = [m for m in caplog.messages if "newer than the releases" in m]
+    if protocol == "auto":
+        assert caplog.messages.count(DIRECT_HINT) == 1 and not untested
+    else:
+        assert len(untested) == 1 and DIRECT_HINT not in caplog.messages

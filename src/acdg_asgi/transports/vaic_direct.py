@@ -15,7 +15,9 @@ handshake, the close and the ``receive``/``send`` path stay uvicorn's.
 
     uvicorn.run(app, ws="acdg_asgi.serving:DirectWebSocketProtocol")
 
-Apps that do not know the extension see an ordinary uvicorn WebSocket.
+Apps that do not know the extension see an ordinary uvicorn WebSocket. Under uvicorn's
+default protocol, configured or not, :func:`take_over` gives an accepted socket the same
+path (the bridge calls it for its own sockets).
 
 Reads keep to the socket's :class:`~acdg_asgi.transports.budget.ReadBudget` (``limit``):
 once a frame spends what was left, reading pauses and what had already arrived waits
@@ -23,7 +25,8 @@ here (raw, or as texts the websockets parser had already read) until the pause i
 a socket that stays over its budget is closed with 1008.
 
 It relies on internals of uvicorn's class, as reworked in uvicorn 0.52.1, and is tested
-with 0.52.1 to 0.54; a newer uvicorn gets one warning at import.
+with 0.52.1 to 0.54. On a newer uvicorn the protocol warns once when first used, and
+:func:`take_over` leaves sockets as they are.
 """
 
 from __future__ import annotations
