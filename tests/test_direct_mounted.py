@@ -112,6 +112,22 @@ async def test_the_bridge_takes_the_direct_path_inside_a_host_app(
     assert caplog.messages.count(TAKEN_OVER) == (protocol == "auto")
 
 
+async def two_calls(host: str, bridge: BridgeApp) -> list[object | None]:
+    """Two calls one after the other; each one's direct protocol, or ``None``."""
+    paths = []
+    for _ in range(2):
+        async with vaic(host, "/audiocodes/") as caller:
+            assert (await caller.initiate())["type"] == "session.accepted"
+            await wait_until(lambda: len(bridge.calls) == 1)
+            (runtime,) = bridge.calls.runtimes()
+            assert runtime.vaic.socket is not None
+            paths.append(runtime.vaic.socket.direct)
+            await caller.end()
+            await caller.wait_closed()
+        await wait_until(lambda: not bridge.calls)
+    return paths
+
+
 @pytest.mark.parametrize("ws", ["websockets", "wsproto"])
 async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi(
     ws: str, caplog: pytest.LogCaptureFixture,
@@ -122,16 +138,7 @@ async def test_without_the_direct_protocol_a_mounted_bridge_reads_through_asgi(
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         async with serve(host_app("starlette", bridge), ws=ws) as host:
-            for _ in range(2):
-                async with vaic(host, "/audiocodes/") as caller:
-                    assert (await caller.initiate())["type"] == "session.accepted"
-                    await wait_until(lambda: len(bridge.calls) == 1)
-                    (runtime,) = bridge.calls.runtimes()
-                    assert runtime.vaic.socket is not None
-                    assert runtime.vaic.socket.direct is None
-                    await caller.end()
-                    await caller.wait_closed()
-                await wait_until(lambda: not bridge.calls)
+            assert await two_calls(host, bridge) == [None, None]
     assert caplog.messages.count(DIRECT_HINT) == 1
 
 
@@ -170,17 +177,8 @@ async def test_a_uvicorn_newer_than_tested(
     async with standin(AgentScript(echo=True)) as agent:
         bridge = BridgeApp(agent=AgentSettings(), deepgram_url=agent.url, tracing=False)
         async with serve(host_app("starlette", bridge), ws=protocol) as host:
-            for _ in range(2):
-                async with vaic(host, "/audiocodes/") as caller:
-                    assert (await caller.initiate())["type"] == "session.accepted"
-                    await wait_until(lambda: len(bridge.calls) == 1)
-                    (runtime,) = bridge.calls.runtimes()
-                    assert runtime.vaic.socket is not None
-                    direct = runtime.vaic.socket.direct
-                    assert (direct is None) == (protocol == "auto")
-                    await caller.end()
-                    await caller.wait_closed()
-                await wait_until(lambda: not bridge.calls)
+            paths = await two_calls(host, bridge)
+    assert [p is None for p in paths] == [protocol == "auto"] * 2
     untested = [m for m in caplog.messages if "newer than the releases" in m]
     if protocol == "auto":
         assert caplog.messages.count(DIRECT_HINT) == 1 and not untested
