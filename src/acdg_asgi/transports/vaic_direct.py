@@ -390,7 +390,8 @@ def take_over(receive: object) -> DirectWebSocketProtocol | None:
     :class:`DirectWebSocketProtocol` adds to that class and keeps its state, so the
     connection becomes one by taking on the subclass. Called right after the accept, with
     no await between: nothing has been read from the socket since the upgrade's response
-    went out, so the websockets parser holds no frame and frames can be read by hand.
+    went out, so the websockets parser holds no frame and frames can be read by hand,
+    unless the peer sent before it had that response (then the parser keeps reading).
     """
     if not takes_over(receive):
         return None
