@@ -66,6 +66,8 @@ def test_a_misspelt_keyword_names_the_nearest() -> None:
         Limits(max_cals=3)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match='\'lead\' \\(did you mean "lead_ms"'):
         Playout(lead=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match='\'direct_pth\' \\(did you mean "direct_path"'):
+        BridgeApp(direct_pth=False)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(("make", "expected"), [

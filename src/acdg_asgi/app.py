@@ -15,11 +15,12 @@ Without it the bridge still works; it just cannot drain.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 from urllib.parse import urlsplit
 
 import anyio
@@ -65,6 +66,7 @@ from .policies import (
     TelephonyTools,
 )
 from .protocols import deepgram as dg
+from .protocols._codec import nearest
 from .runtime.app_events import EventHandlers, H
 from .runtime.deps import CallDeps
 from .runtime.scheduler import Scheduler
@@ -79,8 +81,25 @@ if TYPE_CHECKING:
 
 DEFAULT_DRAIN_TIMEOUT_S = 20.0  # with the hang-ups after it, inside Kubernetes' default 30 s
 DrainMode = Literal["wait", "migrate"]
+P = ParamSpec("P")
 
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
+
+
+def _names_the_nearest(init: Callable[P, None]) -> Callable[P, None]:
+    """A misspelt keyword names the nearest known one, as the settings structs do:
+    ``BridgeApp(direct_pth=False)`` says ``did you mean "direct_path"?``."""
+    known = [name for name in inspect.signature(init).parameters if name != "self"]
+
+    @functools.wraps(init)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> None:
+        if unknown := [key for key in kwargs if key not in known]:
+            raise TypeError("; ".join(
+                f"BridgeApp() got an unknown keyword {key!r}{nearest(key, known)}"
+                for key in unknown))
+        init(*args, **kwargs)
+
+    return checked
 
 
 class BridgeApp:
@@ -112,6 +131,7 @@ class BridgeApp:
     instance's calls.
     """
 
+    @_names_the_nearest
     def __init__(
         self,
         *,
