@@ -86,6 +86,9 @@ P = ParamSpec("P")
 __all__ = ["AgentFactory", "BridgeApp", "CallInfo"]
 
 
+_INIT_CALLER = 4  # a warning from __init__ points past _names_the_nearest, at its caller
+
+
 def _names_the_nearest(init: Callable[P, None]) -> Callable[P, None]:
     """A misspelt keyword names the nearest known one, as the settings structs do:
     ``BridgeApp(direct_pth=False)`` says ``did you mean "direct_path"?``."""
@@ -170,11 +173,11 @@ class BridgeApp:
         preferred_media_formats: Sequence[str] | None = None,
     ) -> None:
         if preferred_media_formats is not None:
-            moved("preferred_media_formats=", "media_formats=")
+            moved("preferred_media_formats=", "media_formats=", stacklevel=_INIT_CALLER)
             media_formats = preferred_media_formats
         if auth is None and os.environ.get("AC_TOKEN"):
             moved("the AC_TOKEN variable", "auth=os.environ['AC_TOKEN'] (acdg serve reads "
-                  "ACDG_TOKEN)")
+                  "ACDG_TOKEN)", stacklevel=_INIT_CALLER)
             logger.info("auth: the bearer token from AC_TOKEN")
             auth = Secret(os.environ["AC_TOKEN"])
         choose_agent, self.static_agent = _agent_source(agent)  # static: None for a factory
