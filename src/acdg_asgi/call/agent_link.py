@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 
 from ..audio import MediaFormat
 from ..config import Limits, Reconnect
@@ -40,7 +40,17 @@ class AgentState(enum.Enum):
     CLOSED = "closed"
 
 
+_READY: Final = AgentState.READY  # for the per-frame path: see machine._ACTIVE
+
+
 class AgentLink:
+    # Slots: read for every caller frame; a call's state in fewer places for the cache.
+    __slots__ = (
+        "_frame_bytes", "_gathered", "_gathered_at", "_held", "_held_bytes", "_held_max",
+        "connect_started", "deadline", "failures", "last_send", "limits", "lost_at", "ping_at",
+        "pong_due", "reconnect", "state", "stats", "tap",
+    )
+
     def __init__(
         self, fmt: MediaFormat, *, limits: Limits, reconnect: Reconnect, stats: CallStats,
         now: float,
@@ -108,7 +118,7 @@ class AgentLink:
         stats.caller_bytes += len(audio)
         if self.tap is not None:
             audio = self.tap(audio, now)
-        if self.state is AgentState.READY:
+        if self.state is _READY:
             if self._frame_bytes:
                 if not self._gathered:
                     self._gathered_at = now

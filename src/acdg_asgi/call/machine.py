@@ -102,6 +102,10 @@ from .vaic_table import VAIC_TABLE
 
 __all__ = ["Call"]
 
+# Enum members read through their class go through EnumType.__getattr__'s slow lookup;
+# the per-frame paths compare with these instead.
+_ACTIVE: Final = CallState.ACTIVE
+
 _MAX_GOODBYE_S: Final = 15.0  # longest a hangup or transfer waits for the agent to finish
 
 
@@ -332,7 +336,7 @@ class Call:
         when ``audio`` goes straight through, changing nothing else and moving no
         deadline. ``None`` otherwise, and nothing done: then :meth:`agent_audio_buffered`
         takes it."""
-        if self.state is CallState.ACTIVE and self._deferred_end is None \
+        if self.state is _ACTIVE and self._deferred_end is None \
                 and not self.discard_agent_audio:
             chunk = self.playout.pass_through(audio, now)
             if chunk is not None:

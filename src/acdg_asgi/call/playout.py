@@ -28,6 +28,7 @@ Pure: no clock is read here; every method takes ``now`` (seconds) and the owner 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -109,6 +110,13 @@ class PlayoutClock:
     boundaries survive compaction and overflow drops.
     """
 
+    # Slots: read for every agent frame; a call's state in fewer places for the cache.
+    __slots__ = (
+        "_buf", "_chunk_s", "_due_ahead", "_late", "_late_until", "_next_stream_id", "_off",
+        "_queue", "_read", "_width", "bytes_per_s", "chunk_bytes", "fmt", "lead", "max_buffer",
+        "participant", "play_head", "sent_bytes", "stats", "stream_id", "target_player",
+    )
+
     def __init__(
         self,
         fmt: MediaFormat,
@@ -140,6 +148,10 @@ class PlayoutClock:
         self.sent_bytes = 0  # in the open stream
         self._late = 0  # bytes of the open stream that a stall made late: to skip
         self._late_until = 0.0
+        # For pass_through: a chunk's duration, and how far the play head may be ahead
+        # of now for a chunk to be due (as _due decides).
+        self._chunk_s = self.chunk_bytes / self.bytes_per_s
+        self._due_ahead = max(0.0, self.lead + 1e-9 - self._chunk_s) if self.lead else math.inf
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -279,21 +291,21 @@ class PlayoutClock:
         """The steady state, as :meth:`push` then :meth:`pull` but without the copies:
         a stream is open, nothing is waiting, and ``audio`` is one chunk that is due now.
         The chunk to send; ``None`` (nothing done) otherwise."""
-        n = len(audio)
-        if n != self.chunk_bytes or self.stream_id is None or len(self._buf) != self._off \
-                or len(self._queue) != 1 or self._queue[0].end is not None or self._late:
+        # An empty buffer is one with nothing pending: _skip lets go of it once all is sent.
+        stream_id, queue, n = self.stream_id, self._queue, self.chunk_bytes
+        if stream_id is None or len(audio) != n or self._buf or self._late \
+                or len(queue) != 1 or queue[0].end is not None:
             return None
-        duration = n / self.bytes_per_s
         head = self.play_head
-        if self.lead and head > now and head + duration - now > self.lead + 1e-9:
+        if head - now > self._due_ahead:
             return None  # not due yet (as _due, inline: this runs for every chunk)
         self._read += n
         self.sent_bytes += n  # as _sent
         stats = self.stats
         stats.play_chunks += 1
         stats.play_bytes += n
-        self.play_head = (head if head > now else now) + duration
-        return PlayStreamChunk(stream_id=self.stream_id, audio_chunk=audio)
+        self.play_head = (head if head > now else now) + self._chunk_s
+        return PlayStreamChunk(stream_id=stream_id, audio_chunk=audio)
 
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -51,6 +51,9 @@ from .scheduler import Kick
 
 __all__ = ["AgentChooser", "CallRuntime"]
 
+_ACTIVE: Final = CallState.ACTIVE  # for the per-frame path: see call.machine._ACTIVE
+_CHUNK: Final = ac.UserStreamChunk
+
 AgentChooser = Callable[[CallDetails | None], Awaitable[AgentConfig | None]]
 
 
@@ -74,6 +77,7 @@ class CallRuntime:
         self.agent = AgentOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed)
         self._scheduled = math.inf
         self._gathers = call.limits.caller_frame_ms > 0
+        self._max_frame = call.limits.max_frame_bytes
         self._connect_requests = Mailbox[int](loop, limit=8)
         # Tasks asked for in socket and timer callbacks start from inside a task: anyio
         # starts tasks only from one, and under uvicorn a callback runs in none.
@@ -181,10 +185,16 @@ class CallRuntime:
 
     def vaic_frame(self, frame: str | bytes) -> None:
         try:
-            msg = readers.vaic_message(self, frame)
+            try:
+                # The usual frame, a known message: one call into msgspec. Any other is
+                # read again by readers.vaic_message, which says what is wrong with it.
+                if frame.__class__ is not str or len(frame) > self._max_frame:
+                    raise ValueError
+                msg: ac.InboundMessage | None = ac.decode_known(frame)
+            except Exception:
+                msg = readers.vaic_message(self, frame)
             call = self.call
-            if msg.__class__ is ac.UserStreamChunk and msg.participant is None \
-                    and call.state is CallState.ACTIVE:
+            if msg.__class__ is _CHUNK and msg.participant is None and call.state is _ACTIVE:
                 # The usual case, caller audio for the agent: the table's handler, inline.
                 audio = call.link.caller_audio(msg.audio_chunk, self.now())
                 if not (call.events or call.actions or call.to_vaic or call.to_agent):

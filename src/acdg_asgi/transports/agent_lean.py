@@ -50,6 +50,8 @@ __all__ = ["LeanConnection", "LeanConnector"]
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_WRITE_BUFFER: Final = 1 << 20  # beyond this the agent is not reading: drop audio
 _AUDIO_16: Final = bytes((FIN | BINARY, 126))  # an unmasked binary frame with a 16-bit length
+_AUDIO_FIRST: Final = FIN | BINARY  # a frame of caller audio: its first byte,
+_MASKED_16: Final = MASKED | 126  # and its second when 126 to 65535 bytes long
 
 
 class LeanConnector:
@@ -201,6 +203,7 @@ class LeanConnection(asyncio.Protocol):
         self.tunnelled = False  # through a proxy, which answered CONNECT
         self._on_pong: Callable[[], None] | None = None
         self._pings = 0
+        self._backed_up = False  # over _MAX_WRITE_BUFFER unsent, until it drains
 
     # --- handshake -----------------------------------------------------------------------
 
@@ -258,11 +261,21 @@ class LeanConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # The transport says when its buffer passes the mark (write_audio then drops
+        # audio), so no frame has to ask it.
+        self._transport.set_write_buffer_limits(high=_MAX_WRITE_BUFFER)
+
+    def pause_writing(self) -> None:
+        self._backed_up = True
+
+    def resume_writing(self) -> None:
+        self._backed_up = False
 
     def data_received(self, data: bytes) -> None:
-        if data[:2] == _AUDIO_16 and not self._buf and not self._fragments \
-                and self._closed is None and (on_message := self._on_message) is not None \
-                and len(data) - 4 == int.from_bytes(data[2:4], "big") <= self.max_frame_bytes:
+        if data[:2] == _AUDIO_16 and (n := len(data)) > 4 \
+                and n - 4 == data[2] << 8 | data[3] <= self.max_frame_bytes \
+                and not (self._buf or self._fragments) and self._closed is None \
+                and (on_message := self._on_message) is not None:
             # Nearly every frame: one whole chunk of audio with a 16-bit length.
             on_message(data[4:])
             return
@@ -417,7 +430,7 @@ class LeanConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise AgentClosed(self._closed or "connection closed")
-        if transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+        if self._backed_up:
             return False  # the agent stopped reading: keep memory bounded
         at = self._mask_at
         if at == 0:
@@ -426,8 +439,8 @@ class LeanConnection(asyncio.Protocol):
         self._mask_at = (at + 4) & 511
         n = len(data)
         transport.write(b"".join((
-            header16(FIN | BINARY, MASKED | 126, n) if 125 < n < 65536
-            else header(FIN | BINARY, n, MASKED), mask, apply_mask(data, mask))))
+            header16(_AUDIO_FIRST, _MASKED_16, n) if 125 < n < 65536
+            else header(_AUDIO_FIRST, n, MASKED), mask, apply_mask(data, mask))))
         return True
 
     async def send_text(self, data: bytes) -> None:

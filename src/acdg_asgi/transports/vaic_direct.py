@@ -85,6 +85,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     _by_hand = False  # frames are read here, not by the websockets parser
     _partial = b""  # the start of a frame that has not fully arrived (or, paused, the rest)
     _budget: ReadBudget | None = None
+    _max_size = 0  # uvicorn's ws_max_size, once listening
     _paused = False  # over the budget: not reading until the pause is over
     _held: deque[str] | None = None  # texts the websockets parser read during a pause
     backed_up = False  # VAIC reads slower than we write: the transport is over its high mark
@@ -121,6 +122,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self._budget = ReadBudget(Budget(), max_frame_bytes=self.config.ws_max_size,
                                       clock=self.loop.time)
         self._on_text = on_text
+        self._max_size = self.config.ws_max_size
         self._fast = not self._paused
         if self.read_paused and self.queue.empty():
             # Otherwise uvicorn's receive() resumes once the app has read what is queued,
@@ -156,7 +158,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if data[:2] != _TEXT_16 or self.close_sent:
             return False
         length = len(data) - 8
-        if data[2] << 8 | data[3] != length or length > self.config.ws_max_size:
+        if data[2] << 8 | data[3] != length or length > self._max_size:
             return False
         try:
             text = apply_mask(data[8:], data[4:8]).decode()
