@@ -45,6 +45,7 @@ sys.path[:0] = [str(HERE), str(HERE / "targets")]
 
 import echo_agent  # noqa: E402
 import floor_relay  # noqa: E402
+import loadgen  # noqa: E402
 import uvicorn  # noqa: E402
 import websockets  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
@@ -57,6 +58,9 @@ AUDIO = bytes(range(256)) * 2 + bytes(128)  # 20 ms of 16 kHz linear16
 KEY = b"\x11\x22\x33\x44"
 ECHO = bytes((0x82, 126)) + len(AUDIO).to_bytes(2, "big") + AUDIO  # the agent's frame
 TOKEN = "token"
+
+# What a round feeds one call: VAIC's side, the frame it gets, and the agent's side.
+Feed = tuple[Callable[[bytes], None], bytes, Callable[[bytes], None]]
 
 
 class CountingTransport:
@@ -147,14 +151,14 @@ class Rounds:
                  floor: list[tuple[floor_relay.VaicSide, floor_relay.AgentSide]]) -> None:
         self.clock = time.monotonic() + 1000.0  # ahead of every deadline the calls hold
         self.to_bridge = CountingTransport()
-        self.bridge: list[tuple[Callable[[bytes], None], bytes, Callable[[bytes], None]]] = []
+        self.bridge: list[Feed] = []
         for runtime, direct, agent, frame in bridge:
             direct.transport = agent._transport = self.to_bridge
             runtime.now = self.now
             direct._budget.left = float("inf")  # a round is far faster than real time
             self.bridge.append((direct.data_received, frame, agent.data_received))
         self.to_floor = CountingTransport()
-        self.floor = []
+        self.floor: list[Feed] = []
         for vaic, agent in floor:
             vaic.transport = agent.transport = self.to_floor  # type: ignore[assignment]
             self.floor.append((vaic.data_received, caller_frame("floor"), agent.data_received))
@@ -163,29 +167,25 @@ class Rounds:
         return self.clock
 
     def bridge_round(self, periods: int) -> float:
-        """Seconds per round trip over ``periods`` frame periods of every call."""
-        before = self.to_bridge.writes
+        return self._round(self.bridge, self.to_bridge, periods)
+
+    def floor_round(self, periods: int) -> float:
+        return self._round(self.floor, self.to_floor, periods)
+
+    def _round(self, feeds: list[Feed], counted: CountingTransport, periods: int) -> float:
+        """Seconds per round trip over ``periods`` frame periods of every call in ``feeds``
+        (the clock moves for the floor's rounds too, which read none, so both loops are
+        the same)."""
+        before = counted.writes
         start = time.perf_counter()
         for _ in range(periods):
             self.clock += 0.02
-            for caller, frame, agent in self.bridge:
+            for caller, frame, agent in feeds:
                 caller(frame)
                 agent(ECHO)
         elapsed = time.perf_counter() - start
-        trips = periods * len(self.bridge)
-        assert self.to_bridge.writes - before == 2 * trips, "a frame was held back"
-        return elapsed / trips
-
-    def floor_round(self, periods: int) -> float:
-        before = self.to_floor.writes
-        start = time.perf_counter()
-        for _ in range(periods):
-            for caller, frame, agent in self.floor:
-                caller(frame)
-                agent(ECHO)
-        elapsed = time.perf_counter() - start
-        trips = periods * len(self.floor)
-        assert self.to_floor.writes - before == 2 * trips, "a frame was held back"
+        trips = periods * len(feeds)
+        assert counted.writes - before == 2 * trips, "a frame was held back"
         return elapsed / trips
 
 
@@ -211,13 +211,7 @@ def main() -> None:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a count, in a process of its own
     args = ap.parse_args()
     if args.one is not None:
-        try:
-            import uvloop
-        except ImportError:
-            loop_factory = asyncio.new_event_loop
-        else:
-            loop_factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=loadgen.new_loop_factory()) as runner:
             print(json.dumps(runner.run(measure(args.one, args.rounds, args.trips))), flush=True)
         os._exit(0)  # the server and the sockets go with the process
     # One core, as the suite pins its targets; one process per count, so that the calls
