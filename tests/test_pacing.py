@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from acdg_asgi.audio import FORMATS
 from acdg_asgi.call.playout import PlayoutClock as Playout
 from acdg_asgi.protocols import audiocodes as ac
@@ -42,6 +44,40 @@ def test_steady_audio_goes_out_as_it_comes() -> None:
         clock.pull(n * 0.02, out)
         assert clock.pending == 0 and clock.next_deadline() is None
     assert [type(m) for m in out] == [ac.PlayStreamStart] + [ac.PlayStreamChunk] * 5
+
+
+@pytest.mark.parametrize(("lead_ms", "chunk_ms"), [(100, 20), (10, 20), (0, 20), (100, 40)])
+def test_pass_through_decides_as_push_and_pull_do_for_any_lead_and_chunk(
+        lead_ms: int, chunk_ms: int) -> None:
+    """Its due test is worked out once from the lead and the chunk's length; it must
+    agree with pull's."""
+    fast = playout(lead_ms=lead_ms, chunk_ms=chunk_ms)
+    slow = playout(lead_ms=lead_ms, chunk_ms=chunk_ms)
+    frame = bytes(FMT.frame_bytes(chunk_ms))
+    fast_out: list[ac.OutboundMessage] = []
+    slow_out: list[ac.OutboundMessage] = []
+    for clock, out in ((fast, fast_out), (slow, slow_out)):
+        clock.push(frame)
+        clock.pull(0.0, out)
+    taken = []
+    now = 0.0
+    for step in [0.005] * 12 + [0.2] + [chunk_ms / 1000] * 6:  # fast, a gap, real time
+        now += step
+        chunk = fast.pass_through(frame, now)
+        taken.append(chunk is not None)
+        if chunk is not None:
+            fast_out.append(chunk)
+        else:
+            fast.push(frame)
+            fast.pull(now, fast_out)
+        slow.push(frame)
+        slow.pull(now, slow_out)
+        assert fast_out == slow_out and fast.play_head == slow.play_head
+        assert fast.next_deadline() == slow.next_deadline()
+    # The first fast frame is due if it ends within the lead (the first chunk ends at
+    # chunk_ms, this one chunk_ms later, 5 ms on); with a lead, later ones reach it.
+    assert taken[0] == (lead_ms == 0 or 2 * chunk_ms - 5 <= lead_ms)
+    assert all(taken) == (lead_ms == 0)
 
 
 def test_pass_through_is_push_then_pull_in_the_steady_state() -> None:
