@@ -46,23 +46,17 @@ def test_steady_audio_goes_out_as_it_comes() -> None:
     assert [type(m) for m in out] == [ac.PlayStreamStart] + [ac.PlayStreamChunk] * 5
 
 
-@pytest.mark.parametrize(("lead_ms", "chunk_ms"), [(100, 20), (10, 20), (0, 20), (100, 40)])
-def test_pass_through_decides_as_push_and_pull_do_for_any_lead_and_chunk(
-        lead_ms: int, chunk_ms: int) -> None:
-    """Its due test is worked out once from the lead and the chunk's length; it must
-    agree with pull's."""
-    fast = playout(lead_ms=lead_ms, chunk_ms=chunk_ms)
-    slow = playout(lead_ms=lead_ms, chunk_ms=chunk_ms)
-    frame = bytes(FMT.frame_bytes(chunk_ms))
+def side_by_side(fast: Playout, slow: Playout, frame: bytes, times: list[float]) -> list[bool]:
+    """Feed ``frame`` at each of ``times`` to ``fast`` by pass_through (push and pull
+    where it refuses) and to ``slow`` by push and pull; both must send the same and
+    agree on the play head and the next deadline. Which frames went straight through."""
     fast_out: list[ac.OutboundMessage] = []
     slow_out: list[ac.OutboundMessage] = []
     for clock, out in ((fast, fast_out), (slow, slow_out)):
         clock.push(frame)
         clock.pull(0.0, out)
     taken = []
-    now = 0.0
-    for step in [0.005] * 12 + [0.2] + [chunk_ms / 1000] * 6:  # fast, a gap, real time
-        now += step
+    for now in times:
         chunk = fast.pass_through(frame, now)
         taken.append(chunk is not None)
         if chunk is not None:
@@ -74,6 +68,19 @@ def test_pass_through_decides_as_push_and_pull_do_for_any_lead_and_chunk(
         slow.pull(now, slow_out)
         assert fast_out == slow_out and fast.play_head == slow.play_head
         assert fast.next_deadline() == slow.next_deadline()
+    return taken
+
+
+@pytest.mark.parametrize(("lead_ms", "chunk_ms"), [(100, 20), (10, 20), (0, 20), (100, 40)])
+def test_pass_through_decides_as_push_and_pull_do_for_any_lead_and_chunk(
+        lead_ms: int, chunk_ms: int) -> None:
+    """Its due test is worked out once from the lead and the chunk's length; it must
+    agree with pull's."""
+    steps = [0.005] * 12 + [0.2] + [chunk_ms / 1000] * 6  # fast, a gap, real time
+    times = list(itertools.accumulate(steps))
+    taken = side_by_side(playout(lead_ms=lead_ms, chunk_ms=chunk_ms),
+                         playout(lead_ms=lead_ms, chunk_ms=chunk_ms),
+                         bytes(FMT.frame_bytes(chunk_ms)), times)
     # The first fast frame is due if it ends within the lead (the first chunk ends at
     # chunk_ms, this one chunk_ms later, 5 ms on); with a lead, later ones reach it.
     assert taken[0] == (lead_ms == 0 or 2 * chunk_ms - 5 <= lead_ms)
@@ -82,25 +89,9 @@ def test_pass_through_decides_as_push_and_pull_do_for_any_lead_and_chunk(
 
 def test_pass_through_is_push_then_pull_in_the_steady_state() -> None:
     fast, slow = playout(), playout()
-    fast_out: list[ac.OutboundMessage] = []
-    slow_out: list[ac.OutboundMessage] = []
     frame = bytes(range(256)) * 2 + bytes(128)  # 640 bytes, one chunk
     assert fast.pass_through(frame, 0.0) is None  # no stream open yet
-    for clock in (fast, slow):
-        clock.push(frame)
-        clock.pull(0.0, fast_out if clock is fast else slow_out)
-    taken = []
-    for n in range(1, 11):  # audio at 4x real time: 15 ms further ahead each frame
-        now = n * 0.005
-        chunk = fast.pass_through(frame, now)
-        taken.append(chunk is not None)
-        if chunk is not None:
-            fast_out.append(chunk)
-        else:
-            fast.push(frame)
-            fast.pull(now, fast_out)
-        slow.push(frame)
-        slow.pull(now, slow_out)
-        assert fast_out == slow_out and fast.play_head == slow.play_head
+    # audio at 4x real time: 15 ms further ahead each frame
+    taken = side_by_side(fast, slow, frame, [n * 0.005 for n in range(1, 11)])
     assert taken[0] and not all(taken)  # refused once the lead was reached
     assert fast.pass_through(bytes(320), 1.0) is None  # not one whole chunk
