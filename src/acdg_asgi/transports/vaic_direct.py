@@ -25,7 +25,7 @@ here (raw, or as texts the websockets parser had already read) until the pause i
 a socket that stays over its budget is closed with 1008.
 
 It relies on internals of uvicorn's class, as reworked in uvicorn 0.52.1, and is tested
-with 0.52.1 to 0.54. On a newer uvicorn the protocol warns once when first used, and
+with 0.52.1 to 0.55. On a newer uvicorn the protocol warns once when first used, and
 :func:`take_over` leaves sockets as they are.
 """
 
@@ -62,7 +62,7 @@ _PONG_FRAME = FIN | PONG
 _TEXT_16 = bytes((_TEXT_MESSAGE, MASKED | 126))  # a masked text frame with a 16-bit length
 _PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
 _PING_PAYLOAD = b"acdg"
-_NEWEST_TESTED: Final = (0, 54)  # the oldest, 0.52.1, is pyproject's lower bound
+_NEWEST_TESTED: Final = (0, 55)  # the oldest, 0.52.1, is pyproject's lower bound
 _TESTED: Final = tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) \
     <= _NEWEST_TESTED
 _untested_warned = False
@@ -75,7 +75,7 @@ def _warn_untested() -> None:
         _untested_warned = True
         logging.getLogger("acdg_asgi.serve").warning(
             "uvicorn %s is newer than the releases the direct WebSocket protocol is tested "
-            "with (0.52.1 to 0.54): if calls misbehave, pin uvicorn<0.55 or serve with "
+            "with (0.52.1 to 0.55): if calls misbehave, pin uvicorn<0.56 or serve with "
             "ws='auto'", version("uvicorn"))
 
 
@@ -262,11 +262,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def _bad_upgrade(self) -> None:
         """The websockets parser refused the upgrade request (header fields too large, a
         request line too long, not HTTP): send its answer and close, with one warning.
-        uvicorn would leave the connection open, and the client waiting, for good."""
+        Before 0.55, uvicorn left the connection open, and the client waiting, for good;
+        since, it answers and closes by itself."""
         _log.warning("upgrade from %s refused: %s", _peer(self.client), self.conn.handshake_exc)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.handshake_complete = self.close_sent = True
-        self.transport.close()
+        if not self.close_sent:
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.handshake_complete = self.close_sent = True
+            self.transport.close()
 
     # --- the read budget ------------------------------------------------------------------
 
