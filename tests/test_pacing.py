@@ -48,8 +48,10 @@ def test_steady_audio_goes_out_as_it_comes() -> None:
 
 def side_by_side(fast: Playout, slow: Playout, frame: bytes, times: list[float]) -> list[bool]:
     """Feed ``frame`` at each of ``times`` to ``fast`` by pass_through (push and pull
-    where it refuses) and to ``slow`` by push and pull; both must send the same and
-    agree on the play head and the next deadline. Which frames went straight through."""
+    where it refuses) and to ``slow`` by push and pull; both must send the same, agree
+    on the play head and the next deadline, and count the same once ``fast`` counts what
+    it passed (each passed chunk also an agent frame, which push leaves to the call).
+    Which frames went straight through."""
     fast_out: list[ac.OutboundMessage] = []
     slow_out: list[ac.OutboundMessage] = []
     for clock, out in ((fast, fast_out), (slow, slow_out)):
@@ -68,6 +70,11 @@ def side_by_side(fast: Playout, slow: Playout, frame: bytes, times: list[float])
         slow.pull(now, slow_out)
         assert fast_out == slow_out and fast.play_head == slow.play_head
         assert fast.next_deadline() == slow.next_deadline()
+        fast.count_passed()
+        counted = (fast.stats.play_chunks, fast.stats.play_bytes, fast.sent_bytes)
+        assert counted == (slow.stats.play_chunks, slow.stats.play_bytes, slow.sent_bytes)
+        assert fast.stats.agent_frames == sum(taken)
+        assert fast.stats.agent_bytes == sum(taken) * len(frame)
     return taken
 
 

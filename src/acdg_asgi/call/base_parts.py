@@ -41,7 +41,6 @@ class CallBase(Protocol):
     link: AgentLink
     playout: PlayoutClock
     transcript: Transcript
-    stats: CallStats
     discard_agent_audio: bool
     barge_in_at: float | None
     details: ev.CallDetails | None
@@ -55,6 +54,9 @@ class CallBase(Protocol):
     to_agent: list[dg.ClientMessage | bytes]
     actions: list[Action]
     observations: list[tuple[Measure, float]]
+
+    @property
+    def stats(self) -> CallStats: ...
 
     def emit(self, cls: type[ev.Event], now: float, **fields: Any) -> None: ...
 

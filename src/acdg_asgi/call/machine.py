@@ -114,13 +114,13 @@ class Call:
     # (30), so without them each call would carry a dict of its own (1.6 KB).
     __slots__ = (
         "_deferred_end", "_deferred_until", "_detached_at", "_pending_end",
-        "_silence", "_warnings", "actions", "barge",
+        "_silence", "_stats", "_warnings", "actions", "barge",
         "barge_in_at", "configuration", "conversation_id", "details", "digits",
         "discard_agent_audio", "end_reason", "epoch", "events", "frustration", "hearing",
         "ignored", "initiate", "limits", "link", "masking", "media_format", "no_input",
         "observations", "observed", "on_hold", "options", "playout", "reconnect", "request_ids",
         "saying_goodbye", "session_id", "session_started", "setup", "shared_version", "started_at",
-        "started_wall", "state", "stats", "timers", "to_agent", "to_vaic", "tools",
+        "started_wall", "state", "timers", "to_agent", "to_vaic", "tools",
         "transcript", "transfer_pending",
     )
 
@@ -152,7 +152,7 @@ class Call:
         self.reconnect = reconnect or Reconnect()
         self.options = options or CallOptions()
         playout = playout or Playout()
-        self.stats = CallStats()
+        self._stats = CallStats()
         self.epoch, history, shared = taken_over or (0, [], CallShared())
         self.configuration = CurrentAgent(agent_config, shared.agent_updates)
         prefix = f"{self.epoch}-" if self.epoch else ""  # streamIds stay unique across owners
@@ -161,7 +161,7 @@ class Call:
         self.playout = PlayoutClock(
             media_format, lead_ms=playout.lead_ms, chunk_ms=playout.chunk_ms,
             max_buffer_ms=playout.max_buffer_ms, next_stream_id=lambda: next(stream_ids),
-            stats=self.stats, participant=participants.play_to,
+            stats=self._stats, participant=participants.play_to,
             target_player=participants.target_player,
         )
         self.masking = Masking(self.options.sensitive, self.options.redact)
@@ -171,7 +171,7 @@ class Call:
         self.started_wall = wall_clock  # for the record; the machine itself runs on ``now``
         self.state = CallState.ACTIVE
         self.link = AgentLink(media_format, limits=self.limits, reconnect=self.reconnect,
-                              stats=self.stats, now=now)
+                              stats=self._stats, now=now)
         self.end_reason: tuple[str, str | None, str | None] | None = None
 
         self.to_vaic: list[ac.OutboundMessage] = []
@@ -338,12 +338,7 @@ class Call:
         takes it."""
         if self.state is _ACTIVE and self._deferred_end is None \
                 and not self.discard_agent_audio:
-            chunk = self.playout.pass_through(audio, now)
-            if chunk is not None:
-                stats = self.stats
-                stats.agent_frames += 1
-                stats.agent_bytes += len(audio)
-                return chunk
+            return self.playout.pass_through(audio, now)  # counted when asked
         return None
 
     def agent_lost(self, now: float, reason: str) -> None:
@@ -473,6 +468,13 @@ class Call:
         """Seconds of agent audio produced that the caller has not heard yet."""
         playout = self.playout
         return max(0.0, playout.play_head - now) + playout.pending / playout.bytes_per_s
+
+    @property
+    def stats(self) -> CallStats:
+        """The call's counters, up to date: the playout counts the chunks it passed
+        straight through only when they are read (:meth:`PlayoutClock.count_passed`)."""
+        self.playout.count_passed()
+        return self._stats
 
     @property
     def is_open(self) -> bool:
