@@ -132,7 +132,9 @@ class UserStreamStart(_Inbound, tag="userStream.start", frozen=True):
     participant: str | None = None
 
 
-class UserStreamChunk(_Inbound, tag="userStream.chunk", frozen=True):
+# The two messages of every frame are not tracked by the garbage collector (gc=False):
+# strings and bytes only, they can hold no cycle, and tracking costs each frame.
+class UserStreamChunk(_Inbound, tag="userStream.chunk", frozen=True, gc=False):
     audio_chunk: bytes = b""
     participant: str | None = None
 
@@ -263,7 +265,7 @@ class PlayStreamStart(_Message, tag="playStream.start", frozen=True):
     target_player: str | None = None  # interactive agent assist: which player plays it
 
 
-class PlayStreamChunk(_Message, tag="playStream.chunk", frozen=True):
+class PlayStreamChunk(_Message, tag="playStream.chunk", frozen=True, gc=False):  # as above
     stream_id: str
     audio_chunk: bytes
 
