@@ -48,7 +48,7 @@ from .budget import ReadBudget
 from .vaic_asgi import DIRECT
 from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, header16, read_header
 
-__all__ = ["DirectWebSocketProtocol", "take_over", "takes_over"]
+__all__ = ["UVICORN_RELEASE", "DirectWebSocketProtocol", "take_over", "takes_over"]
 
 _log = get_logger("acdg_asgi.vaic")
 
@@ -63,8 +63,8 @@ _TEXT_16 = bytes((_TEXT_MESSAGE, MASKED | 126))  # a masked text frame with a 16
 _PARTIAL_MAX = 65536  # a larger frame arriving in pieces is left to the websockets parser
 _PING_PAYLOAD = b"acdg"
 _NEWEST_TESTED: Final = (0, 55)  # the oldest, 0.52.1, is pyproject's lower bound
-_TESTED: Final = tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit()) \
-    <= _NEWEST_TESTED
+UVICORN_RELEASE: Final = tuple(int(p) for p in version("uvicorn").split(".")[:2] if p.isdigit())
+_TESTED: Final = UVICORN_RELEASE <= _NEWEST_TESTED
 _untested_warned = False
 
 
