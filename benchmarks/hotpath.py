@@ -3,6 +3,7 @@ sockets: the bridge's against the floor relay's, with one call or many.
 
     .venv/bin/python benchmarks/hotpath.py                   # 1 and 100 calls
     .venv/bin/python benchmarks/hotpath.py --calls 1,20,100 --rounds 300
+    .venv/bin/python benchmarks/hotpath.py --calls 100 --evict-kb 64
 
 For each call it starts a real one (the bridge mounted in Starlette under uvicorn with
 the direct protocol, the echo agent on loopback, a ``websockets`` client as VAIC) and
@@ -20,6 +21,15 @@ so what slows the machine in a round slows both.
   and a call's objects have left the caches by its next frame. What the ratio grows by
   is the price of the bridge's larger footprint per call: its state lives in more
   objects than the floor relay's two.
+
+- With ``--evict-kb K``, each round trip is preceded by reading the next K KiB of a
+  buffer far larger than the caches, as the kernel's work between two frames of a call
+  evicts what the call left there: the ratio then comes nearer what a loaded target
+  shows (only the round trips are timed). ``footprint.py`` counts the same effect in
+  cache lines, without the timing's noise.
+
+Every call and floor pair is fed the same caller frame: a frame comes fresh from the
+kernel, in the caches, and a frame of each call's own would be read from memory.
 
 Every frame must be written through (an assertion checks the counts): a round where
 the playout held audio back or a budget paused reading would measure something else.
@@ -88,9 +98,9 @@ def caller_frame(cid: str) -> bytes:
         + apply_mask(text, KEY)
 
 
-async def start_bridge(calls: int) -> list[tuple[Any, Any, Any, bytes]]:
+async def start_bridge(calls: int) -> list[tuple[Any, Any, Any]]:
     """``calls`` calls through a bridge, each streaming: (runtime, VAIC's protocol, the
-    agent connection, the call's caller frame)."""
+    agent connection)."""
     loop = asyncio.get_running_loop()
     agent = await loop.create_server(lambda: echo_agent.EchoAgent(0.0, 0), "127.0.0.1", 0)
     agent_port = agent.sockets[0].getsockname()[1]
@@ -125,7 +135,7 @@ async def start_bridge(calls: int) -> list[tuple[Any, Any, Any, bytes]]:
         direct = runtime.vaic.socket.direct
         assert isinstance(direct, DirectWebSocketProtocol) and direct._by_hand, \
             "the call is not on the direct path"
-        out.append((runtime, direct, runtime.agent.push, caller_frame(cid)))
+        out.append((runtime, direct, runtime.agent.push))
     return out
 
 
@@ -147,12 +157,19 @@ def floor_pair() -> tuple[floor_relay.VaicSide, floor_relay.AgentSide]:
 class Rounds:
     """Feeds frames to the bridge's calls or the floor's pairs, one round at a time."""
 
-    def __init__(self, bridge: list[tuple[Any, Any, Any, bytes]],
-                 floor: list[tuple[floor_relay.VaicSide, floor_relay.AgentSide]]) -> None:
+    def __init__(self, bridge: list[tuple[Any, Any, Any]],
+                 floor: list[tuple[floor_relay.VaicSide, floor_relay.AgentSide]],
+                 evict_kb: int = 0) -> None:
         self.clock = time.monotonic() + 1000.0  # ahead of every deadline the calls hold
+        self.evict_bytes = evict_kb * 1024
+        # Far larger than any cache, so that each window read evicts.
+        self.evict = bytearray(max(256 << 20, 4 * self.evict_bytes)) if evict_kb else None
+        self.timer_s = timer_cost() if evict_kb else 0.0
         self.to_bridge = CountingTransport()
+        # One frame for all (see the module's note); a chunk's conversationId is not read.
+        frame = caller_frame("hotpath")
         self.bridge: list[Feed] = []
-        for runtime, direct, agent, frame in bridge:
+        for runtime, direct, agent in bridge:
             direct.transport = agent._transport = self.to_bridge
             runtime.now = self.now
             direct._budget.left = float("inf")  # a round is far faster than real time
@@ -161,7 +178,7 @@ class Rounds:
         self.floor: list[Feed] = []
         for vaic, agent in floor:
             vaic.transport = agent.transport = self.to_floor  # type: ignore[assignment]
-            self.floor.append((vaic.data_received, caller_frame("floor"), agent.data_received))
+            self.floor.append((vaic.data_received, frame, agent.data_received))
 
     def now(self) -> float:
         return self.clock
@@ -177,6 +194,8 @@ class Rounds:
         (the clock moves for the floor's rounds too, which read none, so both loops are
         the same)."""
         before = counted.writes
+        if self.evict is not None:
+            return self._evicting_round(feeds, counted, periods, before)
         start = time.perf_counter()
         for _ in range(periods):
             self.clock += 0.02
@@ -188,9 +207,42 @@ class Rounds:
         assert counted.writes - before == 2 * trips, "a frame was held back"
         return elapsed / trips
 
+    def _evicting_round(self, feeds: list[Feed], counted: CountingTransport, periods: int,
+                        before: int) -> float:
+        """As :meth:`_round`, reading the next ``evict_kb`` of a large buffer between
+        round trips, as the kernel's and the other calls' work between two frames of a
+        call does: what a call left in the caches is gone by its next frame, while what
+        every round trip reads stays. Only the round trips are timed (less what the two
+        clock reads cost)."""
+        evict, size, clock, elapsed = self.evict, self.evict_bytes, time.perf_counter, 0.0
+        assert evict is not None
+        at, end = 0, len(evict)
+        for _ in range(periods):
+            self.clock += 0.02
+            for caller, frame, agent in feeds:
+                evict.find(b"\x01", at, at + size)
+                at = at + size if at + 2 * size <= end else 0
+                start = clock()
+                caller(frame)
+                agent(ECHO)
+                elapsed += clock() - start
+        trips = periods * len(feeds)
+        assert counted.writes - before == 2 * trips, "a frame was held back"
+        return elapsed / trips - self.timer_s
 
-async def measure(calls: int, rounds: int, trips: int) -> dict[str, float]:
-    rounds_of = Rounds(await start_bridge(calls), [floor_pair() for _ in range(calls)])
+
+def timer_cost() -> float:
+    """What a pair of ``perf_counter`` reads adds to a timed span, at the median."""
+    clock, spans = time.perf_counter, []
+    for _ in range(20_000):
+        start = clock()
+        spans.append(clock() - start)
+    return statistics.median(spans)
+
+
+async def measure(calls: int, rounds: int, trips: int, evict_kb: int) -> dict[str, float]:
+    rounds_of = Rounds(await start_bridge(calls), [floor_pair() for _ in range(calls)],
+                       evict_kb)
     periods = max(1, trips // calls)
     bridge, floor = [], []
     for _ in range(rounds):
@@ -208,11 +260,14 @@ def main() -> None:
     ap.add_argument("--calls", default="1,100", help="calls at once, comma-separated")
     ap.add_argument("--rounds", type=int, default=200, help="rounds of each, alternating")
     ap.add_argument("--trips", type=int, default=5000, help="round trips per round")
+    ap.add_argument("--evict-kb", type=int, default=0,
+                    help="read this many KiB between round trips, as the kernel's work does")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a count, in a process of its own
     args = ap.parse_args()
     if args.one is not None:
         with asyncio.Runner(loop_factory=loadgen.new_loop_factory()) as runner:
-            print(json.dumps(runner.run(measure(args.one, args.rounds, args.trips))), flush=True)
+            print(json.dumps(runner.run(measure(args.one, args.rounds, args.trips,
+                                             args.evict_kb))), flush=True)
         os._exit(0)  # the server and the sockets go with the process
     # One core, as the suite pins its targets; one process per count, so that the calls
     # of one count are not in the next one's caches or heap.
@@ -223,7 +278,7 @@ def main() -> None:
     for calls in args.calls.split(","):
         out = subprocess.run(
             [sys.executable, __file__, "--one", calls, "--rounds", str(args.rounds),
-             "--trips", str(args.trips)],
+             "--trips", str(args.trips), "--evict-kb", str(args.evict_kb)],
             capture_output=True, text=True,
             preexec_fn=lambda: os.sched_setaffinity(0, core))
         if out.returncode:
