@@ -43,12 +43,16 @@ class AgentState(enum.Enum):
 _READY: Final = AgentState.READY  # for the per-frame path: see machine._ACTIVE
 
 
-class AgentLink:
-    # Slots: read for every caller frame; a call's state in fewer places for the cache.
+class _LinkFramePath:
+    # What caller_audio reads, first in the object (see machine._CallFramePath).
+    __slots__ = ("_frame_bytes", "last_send", "state", "stats", "tap")
+
+
+class AgentLink(_LinkFramePath):
+    # Slots: a call's state in fewer places for the cache.
     __slots__ = (
-        "_frame_bytes", "_gathered", "_gathered_at", "_held", "_held_bytes", "_held_max",
-        "connect_started", "deadline", "failures", "last_send", "limits", "lost_at", "ping_at",
-        "pong_due", "reconnect", "state", "stats", "tap",
+        "_gathered", "_gathered_at", "_held", "_held_bytes", "_held_max", "connect_started",
+        "deadline", "failures", "limits", "lost_at", "ping_at", "pong_due", "reconnect",
     )
 
     def __init__(
@@ -112,7 +116,8 @@ class AgentLink:
 
     def caller_audio(self, audio: bytes, now: float) -> bytes | None:
         """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
-        agent is not ready (then it is held, bounded, until it is)."""
+        agent is not ready (then it is held, bounded, until it is). It gives nothing out
+        to the call itself; its :attr:`tap` may (the runtime counts on it)."""
         stats = self.stats
         stats.caller_frames += 1
         stats.caller_bytes += len(audio)

@@ -103,20 +103,22 @@ def _words(text: str) -> list[tuple[int, str]]:
     return out
 
 
-class PlayoutClock:
+class _PlayoutFramePath:
+    # What pass_through reads, first in the object (see machine._CallFramePath).
+    __slots__ = ("_buf", "_chunk_s", "_due_ahead", "_late", "_passed", "_queue", "_read",
+                 "chunk_bytes", "play_head", "sent_bytes", "stream_id")
+
+
+class PlayoutClock(_PlayoutFramePath):
     """One call's agent audio: a bounded buffer, a play stream at a time, and the clock.
 
     Positions in the buffer are absolute (bytes since the call began), so utterance
     boundaries survive compaction and overflow drops.
     """
 
-    # Slots: read for every agent frame; a call's state in fewer places for the cache.
-    __slots__ = (
-        "_buf", "_chunk_s", "_due_ahead", "_late", "_late_until", "_next_stream_id", "_off",
-        "_passed", "_queue", "_read", "_width", "bytes_per_s", "chunk_bytes", "fmt", "lead",
-        "max_buffer", "participant", "play_head", "sent_bytes", "stats", "stream_id",
-        "target_player",
-    )
+    # Slots: a call's state in fewer places for the cache.
+    __slots__ = ("_late_until", "_next_stream_id", "_off", "_width", "bytes_per_s", "fmt",
+                 "lead", "max_buffer", "participant", "stats", "target_player")
 
     def __init__(
         self,

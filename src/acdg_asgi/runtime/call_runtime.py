@@ -57,7 +57,18 @@ _CHUNK: Final = ac.UserStreamChunk
 AgentChooser = Callable[[CallDetails | None], Awaitable[AgentConfig | None]]
 
 
-class CallRuntime:
+class _RuntimeFramePath:
+    # What the frame handlers read, first in the object (see call.machine._CallFramePath).
+    __slots__ = ("_gathers", "_max_frame", "agent", "call", "now", "vaic")
+
+
+class CallRuntime(_RuntimeFramePath):
+    __slots__ = (
+        "_agent_scope", "_cluster", "_connect_requests", "_done", "_events", "_history_grew",
+        "_keys", "_observers", "_scheduled", "_spawn_requests", "choose_agent", "deps",
+        "finished", "folded", "log", "persisted", "persisted_version", "scheduler", "session",
+    )
+
     def __init__(self, call: Call, deps: CallDeps, choose_agent: AgentChooser | None = None
                  ) -> None:
         self.call = call
@@ -196,15 +207,20 @@ class CallRuntime:
             call = self.call
             if msg.__class__ is _CHUNK and msg.participant is None and call.state is _ACTIVE:
                 # The usual case, caller audio for the agent: the table's handler, inline.
-                audio = call.link.caller_audio(msg.audio_chunk, self.now())
-                if not (call.events or call.actions or call.to_vaic or call.to_agent):
+                # The outboxes are empty between inputs, and only the link's tap can give
+                # anything out here: without a tap they need not be looked at.
+                link = call.link
+                untapped = link.tap is None
+                audio = link.caller_audio(msg.audio_chunk, self.now())
+                if untapped or not (call.events or call.actions or call.to_vaic
+                                    or call.to_agent):
                     # Of the call's deadlines only the link's can move, and only earlier
                     # when it gathers larger frames (the keep-alive only moves later: the
                     # timer already armed comes first).
                     if audio is not None:
                         self.agent.offer_audio(audio)
                     if self._gathers:
-                        self._wake_by(call.link.next_deadline())
+                        self._wake_by(link.next_deadline())
                     return
                 if audio is not None:
                     call.to_agent.append(audio)  # after what the chunk led to, as the table does

@@ -50,8 +50,16 @@ def _vaic_bytes(msg: ac.OutboundMessage) -> int:
 _EAGER_TRIES = 8  # sends begun at once that had to wait, in a row: then leave it to the writer
 
 
-class VaicOutlet:
+class _VaicFramePath:
+    # What offer_chunk reads, first in the object (see call.machine._CallFramePath).
+    __slots__ = ("_direct", "_queue", "_rest", "_sending", "_stuck", "_waited", "socket")
+
+
+class VaicOutlet(_VaicFramePath):
     """To VAIC: AudioCodes messages, in order."""
+
+    __slots__ = ("_close_code", "_kick", "_limit", "_on_shed", "_on_stop_written", "_on_stuck",
+                 "_queued", "_stats", "closed")
 
     def __init__(
         self, kick: Kick, stats: CallStats, *, limit: int,
@@ -277,8 +285,15 @@ class VaicOutlet:
                 self._stats.play_bytes_dropped += len(msg.audio_chunk)
 
 
-class AgentOutlet:
+class _AgentFramePath:
+    # What offer_audio reads, first in the object (see call.machine._CallFramePath).
+    __slots__ = ("_queue", "_stats", "push")
+
+
+class AgentOutlet(_AgentFramePath):
     """To the agent: Deepgram messages and caller audio (``bytes``), in order."""
+
+    __slots__ = ("_closing", "_kick", "_limit", "_on_shed", "_queued", "conn")
 
     def __init__(
         self, kick: Kick, stats: CallStats, *, limit: int, on_shed: Callable[[str, int], None],

@@ -180,14 +180,26 @@ class _Tunnel(asyncio.Protocol):
             self.answer.set_exception(exc or ConnectionError("the proxy closed the connection"))
 
 
-class LeanConnection(asyncio.Protocol):
+class _LeanFramePath(asyncio.Protocol):
+    # What a frame reads, first in the object (see call.machine._CallFramePath).
+    __slots__ = ("_backed_up", "_buf", "_closed", "_fragments", "_mask_at", "_masks",
+                 "_on_message", "_transport", "max_frame_bytes")
+
+
+class LeanConnection(_LeanFramePath):
+    __slots__ = ("_close_sent", "_closed_event", "_fragment_opcode", "_handshake", "_inbox",
+                 "_key", "_key_sent", "_on_closed", "_on_pong", "_pings", "_url", "_waiter",
+                 "tunnelled")
+
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
+        # What arrived of a frame not yet whole, and the frames of a message not yet
+        # whole: None when there are none, which the frame path tells without reading them.
+        self._buf: bytearray | None = None
         self._handshake: asyncio.Future[None] | None = None
         self._key = b""
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes] | None = None
         self._fragment_opcode = 0
         self._closed: str | None = None  # why, once closed
         self._close_sent = False
@@ -227,7 +239,7 @@ class LeanConnection(asyncio.Protocol):
         await self._handshake
 
     def _finish_handshake(self) -> None:
-        assert self._handshake is not None
+        assert self._handshake is not None and self._buf is not None
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buf) > 65536:
@@ -274,19 +286,22 @@ class LeanConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if data[:2] == _AUDIO_16 and (n := len(data)) > 4 \
                 and n - 4 == data[2] << 8 | data[3] <= self.max_frame_bytes \
-                and not (self._buf or self._fragments) and self._closed is None \
+                and self._buf is None and self._fragments is None and self._closed is None \
                 and (on_message := self._on_message) is not None:
             # Nearly every frame: one whole chunk of audio with a 16-bit length.
             on_message(data[4:])
             return
-        if not self._buf and self._closed is None and self._on_message is not None:
+        if self._buf is None and self._closed is None and self._on_message is not None:
             # The usual case, one whole frame from the agent: no buffer, no copy.
             frame = read_header(data, 0)
             if frame is not None and len(data) == frame[3] + frame[2] \
                     and not frame[1] & MASKED and frame[2] <= self.max_frame_bytes:
                 self._frame(frame[0] & FIN, frame[0] & 0x0F, data[frame[3] :])
                 return
-        self._buf += data
+        if self._buf is None:
+            self._buf = bytearray(data)
+        else:
+            self._buf += data
         if self._handshake is not None and not self._handshake.done():
             self._finish_handshake()
             if not self._handshake.done():
@@ -300,6 +315,7 @@ class LeanConnection(asyncio.Protocol):
 
     def _parse(self) -> None:
         buf = self._buf
+        assert buf is not None
         pos = 0
         while self._closed is None:
             if (frame := read_header(buf, pos)) is None:
@@ -315,9 +331,11 @@ class LeanConnection(asyncio.Protocol):
             self._frame(b0 & FIN, b0 & 0x0F, payload)
         if pos:
             del buf[:pos]
+        if not buf:
+            self._buf = None
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode == BINARY and fin and not self._fragments and self._on_message is not None:
+        if opcode == BINARY and fin and self._fragments is None and self._on_message is not None:
             self._on_message(payload)  # audio, nearly every frame: the shortest way
             return
         if opcode >= CLOSE:
@@ -339,12 +357,15 @@ class LeanConnection(asyncio.Protocol):
             return
         if opcode:  # first frame of a message
             self._fragment_opcode = opcode
-        if not fin or self._fragments:
-            self._fragments.append(payload)
+        if not fin or self._fragments is not None:
+            if self._fragments is None:
+                self._fragments = [payload]
+            else:
+                self._fragments.append(payload)
             if not fin:
                 return
             payload = b"".join(self._fragments)
-            self._fragments = []
+            self._fragments = None
         message: str | bytes
         if self._fragment_opcode == TEXT:
             try:
