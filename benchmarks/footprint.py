@@ -21,7 +21,7 @@ in the cache, what one call left there does not. The setup runs uninstrumented; 
 the rounds are counted. Reported per round trip: instructions, and the cache lines
 read (``DLmr``) and written (``DLmw``) from memory, less the reads of the buffer.
 
-Needs ``valgrind`` (``apt-get install valgrind``); about a minute per count.
+Needs ``valgrind`` (``apt-get install valgrind``); about ten seconds per count.
 """
 
 from __future__ import annotations
