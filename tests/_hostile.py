@@ -6,6 +6,14 @@ attacking socket, a TCP proxy that can black-hole a connection, and the rig.
   echoes them, and the call notes when each comes back. From that :func:`measure` gives,
   for a window of time, the worst gap between echoes, the frames that never came back,
   echoes of another call's frames, and the latency.
+
+  The caller talks in spurts (:data:`SPURT_FRAMES`, then :data:`PAUSE_FRAMES` of
+  nothing), so the echo pauses as an agent does between its sentences. Without pauses
+  the echo's audio comes exactly as fast as it plays: any delay upstream of the playout
+  (the callers and the agent share this process with the attack) would stay in the call
+  for good, held as an agent's pause is, which the bridge cannot tell from lateness and
+  must not cut. With them, audio held up meanwhile plays out in the next pause, as it
+  does on a real call.
 * :class:`Attacker` -- a raw WebSocket client that writes exactly what it is told (frames
   built ahead, written in one go, so sending ten thousand costs the test nothing).
 * :class:`HoleProxy` -- :class:`~_faults.TcpProxy` that can also black-hole one link (no
@@ -55,6 +63,8 @@ FRAME_MS = 20
 FMT = FORMATS["raw/lpcm16"]
 FRAME_BYTES = FMT.frame_bytes(FRAME_MS)
 TAG = struct.Struct("<II")  # frame number, call index
+SPURT_FRAMES = 15  # 300 ms of the caller's speech,
+PAUSE_FRAMES = 10  # then 200 ms without (a pause that outlasts the playout's lead)
 SETTLE_S = 10.0
 
 # The rig's settings: short, so that each attack runs its course in a few seconds.
@@ -83,7 +93,14 @@ class Healthy:
     error: str | None = None
 
     def due(self, number: int) -> float:
-        return self.start + number * FRAME_MS / 1000
+        spurts, at = divmod(number, SPURT_FRAMES)
+        return self.start + (spurts * (SPURT_FRAMES + PAUSE_FRAMES) + at) * FRAME_MS / 1000
+
+    def due_by(self, when: float) -> int:
+        """How many frames are due by ``when``."""
+        slots = max(0, int((when - self.start) * 1000 / FRAME_MS))
+        spurts, at = divmod(slots, SPURT_FRAMES + PAUSE_FRAMES)
+        return spurts * SPURT_FRAMES + min(at, SPURT_FRAMES)
 
     async def run(self, host: str, stop: anyio.Event,
                   agent_ready: Callable[[str], bool] | None = None) -> None:
@@ -154,7 +171,7 @@ async def _expect(ws: ClientConnection, kind: str) -> None:
 class Measure:
     """What the healthy calls heard in one window of time, the worst of them."""
 
-    worst_gap_s: float  # between two echoes in a row, any call
+    worst_gap_s: float  # between two echoes in a row of one spurt, any call
     lost: list[str]  # "call: frames" that never came back
     foreign: int  # echoes of another call's frames
     latency_s: float  # the median call's median latency: caller frame due to its echo
@@ -172,11 +189,12 @@ def measure(calls: Iterable[Healthy], start: float, end: float, *,
     for call in calls:
         if call.error:
             errors.append(f"{call.cid}: {call.error}")
-        times = [t for _, t in call.heard if start <= t <= end]
-        gaps.extend(b - a for a, b in itertools.pairwise(times))
+        heard = [(n, t) for n, t in call.heard if start <= t <= end]
+        gaps.extend(b - a for (m, a), (n, b) in itertools.pairwise(heard)
+                    if n == m + 1 and n // SPURT_FRAMES == m // SPURT_FRAMES)
         numbers = [n for n, _ in call.heard]
         first = next((n for n, t in call.heard if t >= start), None)
-        checked_until = int((end - 1.0 - call.start) * 1000 / FRAME_MS)
+        checked_until = call.due_by(end - 1.0)
         if first is not None and checked_until > first:
             wanted = set(range(first, checked_until))
             missing = wanted - set(numbers)

@@ -7,9 +7,10 @@ are measured (``Hostile.attack``): a baseline window first, then the attack and 
 second. What the healthy calls hear during the attack is held to
 
 * no lost frame, no frame twice or out of order, no echo of another call's audio;
-* a worst gap between echoes at most 100 ms more than in their own baseline (their normal
-  cadence on this machine, which is 20 ms plus whatever the machine adds);
-* no lasting added latency: at the end, within 30 ms of the baseline's.
+* a worst gap between echoes of one spurt at most 100 ms more than in their own baseline
+  (their normal cadence on this machine, which is 20 ms plus whatever the machine adds);
+* no lasting added latency: at the end, once the echo has paused (:class:`_hostile.Healthy`
+  says why it pauses), within 30 ms of the baseline's.
 
 These are the only timed bounds in the suite, and they are relative to what the same
 calls measured seconds before. ``pytest -m hostile`` runs this module alone.
