@@ -27,6 +27,7 @@ from typing import Final, Literal
 
 from ..audio import MediaFormat
 from ..config import Limits, Reconnect
+from ..interned import interned
 from .stats import CallStats
 
 __all__ = ["AgentLink", "AgentState"]
@@ -45,7 +46,7 @@ _READY: Final = AgentState.READY  # for the per-frame path: see machine._ACTIVE
 
 class _LinkFramePath:
     # What caller_audio reads, first in the object (see machine._CallFramePath).
-    __slots__ = ("_frame_bytes", "last_send", "state", "stats", "tap")
+    __slots__ = ("_frame_bytes", "_frames", "_frames_bytes", "last_send", "state", "tap")
 
 
 class AgentLink(_LinkFramePath):
@@ -53,6 +54,7 @@ class AgentLink(_LinkFramePath):
     __slots__ = (
         "_gathered", "_gathered_at", "_held", "_held_bytes", "_held_max", "connect_started",
         "deadline", "failures", "limits", "lost_at", "ping_at", "pong_due", "reconnect",
+        "stats",
     )
 
     def __init__(
@@ -68,6 +70,10 @@ class AgentLink(_LinkFramePath):
         self.lost_at: float | None = None  # when the last good connection went away
         self.connect_started = now
         self.last_send = now
+        # Caller frames not yet in the stats, all of _frames_bytes: a small integer, which
+        # Python keeps ready made, instead of a new one for each frame (count_caller).
+        self._frames = 0
+        self._frames_bytes = 0
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
         self._held_max = fmt.frame_bytes(limits.pre_ready_audio_ms)
@@ -118,9 +124,12 @@ class AgentLink(_LinkFramePath):
         """A caller audio chunk: the audio to send to the agent now, or ``None`` if the
         agent is not ready (then it is held, bounded, until it is). It gives nothing out
         to the call itself; its :attr:`tap` may (the runtime counts on it)."""
-        stats = self.stats
-        stats.caller_frames += 1
-        stats.caller_bytes += len(audio)
+        frames = self._frames
+        if frames < 255 and len(audio) == self._frames_bytes:
+            self._frames = frames + 1
+        else:
+            self.count_caller()
+            self._frames, self._frames_bytes = 1, interned(len(audio))
         if self.tap is not None:
             audio = self.tap(audio, now)
         if self.state is _READY:
@@ -136,6 +145,15 @@ class AgentLink(_LinkFramePath):
             return audio
         self.hold(audio)
         return None
+
+    def count_caller(self) -> None:
+        """Count in the stats the caller frames :meth:`caller_audio` took (it leaves them
+        to whoever reads the stats, as :meth:`PlayoutClock.count_passed` does)."""
+        if frames := self._frames:
+            self._frames = 0
+            stats = self.stats
+            stats.caller_frames += frames
+            stats.caller_bytes += frames * self._frames_bytes
 
     def hold(self, audio: bytes) -> None:
         """Caller audio while no agent is ready: keep the newest, bounded."""

@@ -485,8 +485,10 @@ class Call(_CallFramePath):
     @property
     def stats(self) -> CallStats:
         """The call's counters, up to date: the playout counts the chunks it passed
-        straight through only when they are read (:meth:`PlayoutClock.count_passed`)."""
+        straight through, and the link the caller's frames, only when they are read
+        (:meth:`PlayoutClock.count_passed`, :meth:`AgentLink.count_caller`)."""
         self.playout.count_passed()
+        self.link.count_caller()
         return self._stats
 
     @property

@@ -35,6 +35,7 @@ from ..cluster.cluster import Cluster
 from ..config import AgentConfig
 from ..errors import AgentClosed, AgentConnectError
 from ..events import CallDetails, ToolRequest
+from ..interned import interned
 from ..observability.logs import CallLog, FoldedLog, logger, security
 from ..policies import Refuse
 from ..protocols import audiocodes as ac
@@ -88,7 +89,7 @@ class CallRuntime(_RuntimeFramePath):
         self.agent = AgentOutlet(Kick(loop), call.stats, limit=limit, on_shed=self._shed)
         self._scheduled = math.inf
         self._gathers = call.limits.caller_frame_ms > 0
-        self._max_frame = call.limits.max_frame_bytes
+        self._max_frame = interned(call.limits.max_frame_bytes)
         self._connect_requests = Mailbox[int](loop, limit=8)
         # Tasks asked for in socket and timer callbacks start from inside a task: anyio
         # starts tasks only from one, and under uvicorn a callback runs in none.

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import Budget
+from ..interned import interned
 
 __all__ = ["ReadBudget"]
 
@@ -33,7 +34,7 @@ class ReadBudget:
         self, budget: Budget, *, max_frame_bytes: int, clock: Callable[[], float]
     ) -> None:
         self.budget = budget
-        self.per_message = budget.bytes_per_s / budget.messages_per_s
+        self.per_message = interned(budget.bytes_per_s / budget.messages_per_s)
         self._burst = max(budget.bytes_per_s * budget.burst_s, max_frame_bytes + self.per_message)
         self.left = self._burst
         self._clock = clock

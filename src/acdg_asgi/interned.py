@@ -1,0 +1,23 @@
+"""One object for each number that every call holds alike.
+
+A call keeps a few numbers it reads for every frame: a chunk's size and length in
+seconds, the largest frame it takes, a budget's cost per message. Worked out call by
+call, each is an object of its own, and each call's frame fetches its own copy from
+memory; one object for all calls stays in the cache.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = ["interned"]
+
+_N = TypeVar("_N", int, float)
+_known: dict[tuple[type, float], float] = {}
+
+
+def interned(value: _N) -> _N:
+    """The one object of ``value``'s type and value (a NaN is its own)."""
+    if value != value:
+        return value
+    return _known.setdefault((value.__class__, value), value)  # type: ignore[return-value]
