@@ -28,13 +28,16 @@ Pure: no clock is read here; every method takes ``now`` (seconds) and the owner 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
 
 from ..audio import MediaFormat, wav_header
+from ..interned import interned
 from ..protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
 from .stats import CallStats
 
@@ -105,8 +108,30 @@ def _words(text: str) -> list[tuple[int, str]]:
 
 class _PlayoutFramePath:
     # What pass_through reads, first in the object (see machine._CallFramePath).
-    __slots__ = ("_buf", "_chunk_s", "_due_ahead", "_late", "_passed", "_queue", "_read",
-                 "chunk_bytes", "play_head", "sent_bytes", "stream_id")
+    __slots__ = ("_chunk_s", "_due_ahead", "_passed", "_steady", "chunk_bytes", "play_head",
+                 "stream_id")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _moves(
+    method: Callable[Concatenate[PlayoutClock, _P], _R],
+) -> Callable[Concatenate[PlayoutClock, _P], _R]:
+    """For what changes the state :meth:`PlayoutClock.pass_through` looks at: the chunks
+    it passed are counted first (it leaves the positions to count as well), and whether
+    it may go on is worked out after."""
+    @functools.wraps(method)
+    def moving(self: PlayoutClock, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self.count_passed()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            queue = self._queue
+            self._steady = self.stream_id is not None and not self._buf and not self._late \
+                and len(queue) == 1 and queue[0].end is None
+    return moving
 
 
 class PlayoutClock(_PlayoutFramePath):
@@ -117,8 +142,9 @@ class PlayoutClock(_PlayoutFramePath):
     """
 
     # Slots: a call's state in fewer places for the cache.
-    __slots__ = ("_late_until", "_next_stream_id", "_off", "_width", "bytes_per_s", "fmt",
-                 "lead", "max_buffer", "participant", "stats", "target_player")
+    __slots__ = ("_buf", "_late", "_late_until", "_next_stream_id", "_off", "_queue", "_read",
+                 "_width", "bytes_per_s", "fmt", "lead", "max_buffer", "participant",
+                 "sent_bytes", "stats", "target_player")
 
     def __init__(
         self,
@@ -134,7 +160,7 @@ class PlayoutClock(_PlayoutFramePath):
     ) -> None:
         self.fmt = fmt
         self.lead = lead_ms / 1000
-        self.chunk_bytes = fmt.frame_bytes(chunk_ms)
+        self.chunk_bytes = interned(fmt.frame_bytes(chunk_ms))
         self._width = fmt.sample_width
         self.bytes_per_s = fmt.sample_rate * fmt.sample_width
         self.max_buffer = fmt.frame_bytes(max_buffer_ms)
@@ -151,14 +177,20 @@ class PlayoutClock(_PlayoutFramePath):
         self.sent_bytes = 0  # in the open stream
         self._late = 0  # bytes of the open stream that a stall made late: to skip
         self._late_until = 0.0
-        self._passed = 0  # chunks pass_through sent that the stats do not count yet
+        self._passed = 0  # chunks pass_through sent, not yet counted (count_passed)
+        # Open, one utterance whose audio goes on, nothing waiting or late: the state
+        # in which pass_through may send, kept by what changes it (_moves), so that the
+        # frame reads one flag rather than the buffer, the queue and the utterance.
+        self._steady = False
         # For pass_through: a chunk's duration, and how far the play head may be ahead
         # of now for a chunk to be due (as _due decides).
-        self._chunk_s = self.chunk_bytes / self.bytes_per_s
-        self._due_ahead = max(0.0, self.lead + 1e-9 - self._chunk_s) if self.lead else math.inf
+        self._chunk_s = interned(self.chunk_bytes / self.bytes_per_s)
+        self._due_ahead = interned(max(0.0, self.lead + 1e-9 - self._chunk_s)
+                                   if self.lead else math.inf)
 
     # --- inputs -----------------------------------------------------------------------
 
+    @_moves
     def begin(self, alt_text: str | None, tag: int | None = None, cut_by: int = BY_SPEECH
               ) -> None:
         """A new agent utterance starts (its text arrives before its audio). ``alt_text``
@@ -173,6 +205,7 @@ class PlayoutClock(_PlayoutFramePath):
                 return
         self._queue.append(_Utterance(alt_text, tag, cut_by))
 
+    @_moves
     def push(self, audio: bytes) -> int:
         """Queue agent audio. Returns how many bytes of older audio were dropped to fit."""
         if not self._queue or self._queue[-1].end is not None:
@@ -189,6 +222,7 @@ class PlayoutClock(_PlayoutFramePath):
         self.stats.play_bytes_dropped += over
         return over
 
+    @_moves
     def end_turn(self) -> None:
         """The agent finished this utterance's audio: stop its stream once it is sent."""
         if self._queue and self._queue[-1].end is None:
@@ -198,6 +232,7 @@ class PlayoutClock(_PlayoutFramePath):
             else:
                 last.end = self._written
 
+    @_moves
     def cut(self, now: float) -> tuple[Cut, PlayStreamStop | None]:
         """Barge-in: drop what was not sent, stop the stream, reset the clock."""
         sent_ms = self.fmt.duration_ms(self.sent_bytes)
@@ -224,6 +259,7 @@ class PlayoutClock(_PlayoutFramePath):
         self.play_head = now
         return cut, stop
 
+    @_moves
     def clear(self) -> None:
         """Forget queued audio and any open stream, without sending anything."""
         self._skip(self.pending)
@@ -232,6 +268,7 @@ class PlayoutClock(_PlayoutFramePath):
         self.sent_bytes = 0
         self._late = 0
 
+    @_moves
     def stalled(self, now: float, seconds: float) -> bool:
         """The bridge did not run for ``seconds`` until ``now``: of the open stream, skip
         what the caller should have heard meanwhile beyond the lead, from the audio
@@ -244,6 +281,7 @@ class PlayoutClock(_PlayoutFramePath):
         self._late_until = now + _LATE_WINDOW_S
         return self._late > 0
 
+    @_moves
     def detach(self) -> None:
         """VAIC's socket is gone and its play stream with it; keep the audio queued."""
         self.stream_id = None
@@ -281,6 +319,7 @@ class PlayoutClock(_PlayoutFramePath):
 
     def next_deadline(self) -> float | None:
         """When :meth:`pull` will have something to send, or ``None`` if only input will."""
+        self.count_passed()
         if not self._queue or (self._queue[0].end is None and len(self._buf) == self._off):
             return None  # the usual case between agent frames: all sent, more to come
         size = self._next_size()
@@ -295,33 +334,36 @@ class PlayoutClock(_PlayoutFramePath):
         """The steady state, as :meth:`push` then :meth:`pull` but without the copies:
         a stream is open, nothing is waiting, and ``audio`` is one chunk that is due now.
         The chunk to send; ``None`` (nothing done) otherwise."""
-        # An empty buffer is one with nothing pending: _skip lets go of it once all is sent.
-        stream_id, queue, n = self.stream_id, self._queue, self.chunk_bytes
-        if stream_id is None or len(audio) != n or self._buf or self._late \
-                or len(queue) != 1 or queue[0].end is not None:
+        stream_id = self.stream_id
+        if stream_id is None or not self._steady or len(audio) != self.chunk_bytes:
             return None
         head = self.play_head
         if head - now > self._due_ahead:
             return None  # not due yet (as _due, inline: this runs for every chunk)
-        self._read += n
-        self.sent_bytes += n  # as _sent; the stats when asked (count_passed)
-        self._passed += 1
         self.play_head = (head if head > now else now) + self._chunk_s
+        passed = self._passed + 1  # a small integer: counted in bulk (count_passed)
+        self._passed = passed
+        if passed == 255:
+            self.count_passed()
         return PlayStreamChunk(stream_id=stream_id, audio_chunk=audio)
 
     def count_passed(self) -> None:
-        """Count in the stats the chunks :meth:`pass_through` sent: each was one agent
-        frame and one play chunk of ``chunk_bytes``. It leaves them to whoever reads the
-        stats (:attr:`Call.stats <acdg_asgi.call.Call.stats>`): four counters fewer per
-        frame, each an integer object of its own that the frame would have to fetch."""
+        """Count the chunks :meth:`pass_through` sent, each one agent frame and one play
+        chunk of ``chunk_bytes``, in the positions and the stats. It leaves them to
+        whoever reads those (the clock's other methods, :attr:`Call.stats
+        <acdg_asgi.call.Call.stats>`): six counters fewer per frame, each an integer
+        object of its own that the frame would have to fetch."""
         if passed := self._passed:
             self._passed = 0
             stats, n = self.stats, passed * self.chunk_bytes
+            self._read += n
+            self.sent_bytes += n
             stats.agent_frames += passed
             stats.agent_bytes += n
             stats.play_chunks += passed
             stats.play_bytes += n
 
+    @_moves
     def pull(self, now: float, out: list[OutboundMessage]) -> None:
         """Append to ``out`` every message due at ``now``."""
         if self._late:
