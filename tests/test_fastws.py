@@ -24,7 +24,7 @@ from acdg_asgi.testing.script import CallScript, Utterance
 from acdg_asgi.testing.server import serve
 from acdg_asgi.testing.vaic import run_call
 from acdg_asgi.transports import vaic_direct
-from acdg_asgi.transports.vaic_direct import DirectWebSocketProtocol
+from acdg_asgi.transports.vaic_direct import DirectWebSocketBase, DirectWebSocketProtocol
 from acdg_asgi.transports.wsframe import (
     CLOSE,
     FIN,
@@ -155,7 +155,7 @@ def ws(request: pytest.FixtureRequest) -> Any:
 @asynccontextmanager
 async def raw_call(bridge: BridgeApp, cid: str, ws: Any = DirectWebSocketProtocol, *,
                    before_accept: int = 0,
-                   ) -> AsyncIterator[tuple[RawClient, DirectWebSocketProtocol]]:
+                   ) -> AsyncIterator[tuple[RawClient, DirectWebSocketBase]]:
     """A call on the direct path, accepted, from a client that writes raw frames; yields
     the client and the server's protocol object for the connection. ``before_accept``:
     how many bytes of session.initiate the client sends before it has the upgrade's
@@ -188,7 +188,7 @@ async def raw_call(bridge: BridgeApp, cid: str, ws: Any = DirectWebSocketProtoco
             (runtime,) = bridge.calls.runtimes()
             assert runtime.vaic.socket is not None
             direct = runtime.vaic.socket.direct
-            assert isinstance(direct, DirectWebSocketProtocol), "the direct path not taken"
+            assert isinstance(direct, DirectWebSocketBase), "the direct path not taken"
             yield client, direct
 
 

@@ -48,7 +48,8 @@ from .budget import ReadBudget
 from .vaic_asgi import DIRECT
 from .wsframe import FIN, MASKED, PING, PONG, TEXT, apply_mask, header, header16, read_header
 
-__all__ = ["UVICORN_RELEASE", "DirectWebSocketProtocol", "take_over", "takes_over"]
+__all__ = ["UVICORN_RELEASE", "DirectWebSocketBase", "DirectWebSocketProtocol", "take_over",
+           "takes_over"]
 
 _log = get_logger("acdg_asgi.vaic")
 
@@ -79,7 +80,10 @@ def _warn_untested() -> None:
             "ws='auto'", version("uvicorn"))
 
 
-class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+class DirectWebSocketBase(WebSocketsSansIOProtocol):
+    """uvicorn's protocol plus the direct path, its state in the instance's dictionary as
+    uvicorn's own: what a socket of uvicorn's class becomes (:func:`take_over`)."""
+
     _on_text: Callable[[str], None] | None = None
     _fast = False  # listening, and not paused: a whole text frame goes straight on
     _by_hand = False  # frames are read here, not by the websockets parser
@@ -366,6 +370,25 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
 
+class DirectWebSocketProtocol(DirectWebSocketBase):
+    """:class:`DirectWebSocketBase` with what every frame reads in slots, next to the
+    object's header, rather than spread over uvicorn's instance dictionary: what
+    ``acdg serve`` and ``--ws acdg_asgi.serving:DirectWebSocketProtocol`` run. uvicorn's
+    own attributes among them (``transport``, ``close_sent``, ``disconnected``) take
+    the slots too, set by its ``__init__`` as ever."""
+
+    __slots__ = ("_budget", "_by_hand", "_fast", "_held", "_max_size", "_on_text", "_partial",
+                 "_paused", "backed_up", "close_sent", "disconnected", "transport")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A slot has no default: the base class's, each.
+        base = DirectWebSocketBase
+        self._on_text, self._fast, self._by_hand = base._on_text, base._fast, base._by_hand
+        self._partial, self._budget, self._max_size = base._partial, base._budget, base._max_size
+        self._paused, self._held, self.backed_up = base._paused, base._held, base.backed_up
+        super().__init__(*args, **kwargs)
+
+
 def takes_over(receive: object) -> bool:
     """Whether :func:`take_over` applies to sockets like the one ``receive`` reads: the
     protocol is uvicorn's default and the uvicorn release a tested one."""
@@ -385,14 +408,15 @@ def _between_frames(conn: ServerProtocol) -> bool:
     return getattr(parser, "gi_code", None) is StreamReader.at_eof.__code__
 
 
-def take_over(receive: object) -> DirectWebSocketProtocol | None:
+def take_over(receive: object) -> DirectWebSocketBase | None:
     """The direct path for a socket that uvicorn's default WebSocket protocol has just
     accepted, ``receive`` being that socket's ASGI callable; ``None`` where it is not
     that protocol (another server, another ``--ws``, a middleware that wraps ``receive``,
     a uvicorn release this module is not tested with).
 
-    :class:`DirectWebSocketProtocol` adds to that class and keeps its state, so the
-    connection becomes one by taking on the subclass. Called right after the accept, with
+    :class:`DirectWebSocketBase` adds to that class and keeps its state, so the
+    connection becomes one by taking on the subclass (not :class:`DirectWebSocketProtocol`,
+    whose slots make another layout). Called right after the accept, with
     no await between: nothing has been read from the socket since the upgrade's response
     went out, so the websockets parser holds no frame and frames can be read by hand,
     unless the peer sent before it had that response (then the parser keeps reading).
@@ -403,8 +427,8 @@ def take_over(receive: object) -> DirectWebSocketProtocol | None:
     assert isinstance(protocol, WebSocketsSansIOProtocol)
     if not protocol.handshake_complete or protocol.close_sent or protocol.disconnected:
         return None
-    protocol.__class__ = DirectWebSocketProtocol
-    assert isinstance(protocol, DirectWebSocketProtocol)
+    protocol.__class__ = DirectWebSocketBase
+    assert isinstance(protocol, DirectWebSocketBase)
     # Frames a peer sent before the upgrade's response (which no client should) stay
     # with the websockets parser, as on a socket whose upgrade did not come alone.
     protocol._by_hand = protocol.queue.empty() and not protocol.frames \
