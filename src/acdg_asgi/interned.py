@@ -13,11 +13,19 @@ from typing import TypeVar
 __all__ = ["interned"]
 
 _N = TypeVar("_N", int, float)
+_MAX = 1024  # values kept; beyond, each is its own (a peer's frame sizes may be many)
 _known: dict[tuple[type, float], float] = {}
 
 
 def interned(value: _N) -> _N:
-    """The one object of ``value``'s type and value (a NaN is its own)."""
+    """The one object of ``value``'s type and value (a NaN, or any value once
+    :data:`_MAX` are kept, is its own)."""
     if value != value:
         return value
-    return _known.setdefault((value.__class__, value), value)  # type: ignore[return-value]
+    key = (value.__class__, value)
+    known = _known.get(key)
+    if known is not None:
+        return known  # type: ignore[return-value]
+    if len(_known) < _MAX:
+        _known[key] = value
+    return value
