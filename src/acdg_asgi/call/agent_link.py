@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 from ..audio import MediaFormat
 from ..config import Limits, Reconnect
-from ..interned import interned
+from ..interned import SMALL_COUNT, interned
 from .stats import CallStats
 
 __all__ = ["AgentLink", "AgentState"]
@@ -70,8 +70,8 @@ class AgentLink(_LinkFramePath):
         self.lost_at: float | None = None  # when the last good connection went away
         self.connect_started = now
         self.last_send = now
-        # Caller frames not yet in the stats, all of _frames_bytes: a small integer, which
-        # Python keeps ready made, instead of a new one for each frame (count_caller).
+        # Caller frames not yet in the stats, all of _frames_bytes: a small integer
+        # (interned.SMALL_COUNT), not a new object for each frame (count_caller).
         self._frames = 0
         self._frames_bytes = 0
         self._held: deque[bytes] = deque()
@@ -125,7 +125,7 @@ class AgentLink(_LinkFramePath):
         agent is not ready (then it is held, bounded, until it is). It gives nothing out
         to the call itself; its :attr:`tap` may (the runtime counts on it)."""
         frames = self._frames
-        if frames < 255 and len(audio) == self._frames_bytes:
+        if frames < SMALL_COUNT and len(audio) == self._frames_bytes:
             self._frames = frames + 1
         else:
             self.count_caller()

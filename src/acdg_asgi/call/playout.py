@@ -37,7 +37,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import msgspec
 
 from ..audio import MediaFormat, wav_header
-from ..interned import interned
+from ..interned import SMALL_COUNT, interned
 from ..protocols.audiocodes import OutboundMessage, PlayStreamChunk, PlayStreamStart, PlayStreamStop
 from .stats import CallStats
 
@@ -343,7 +343,7 @@ class PlayoutClock(_PlayoutFramePath):
         self.play_head = (head if head > now else now) + self._chunk_s
         passed = self._passed + 1  # a small integer: counted in bulk (count_passed)
         self._passed = passed
-        if passed == 255:
+        if passed == SMALL_COUNT:
             self.count_passed()
         return PlayStreamChunk(stream_id=stream_id, audio_chunk=audio)
 
