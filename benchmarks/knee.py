@@ -7,7 +7,9 @@ of ``--from``, ``--from + --step``, ... calls (fresh processes each, pinned as i
 ``--refine`` levels between the last good one and the first bad one narrow it down. A
 level whose load side fell behind (see ``run.load_saturation``) tells nothing about the
 target: the search for that target stops there, and its knee is reported as "beyond" the
-last good level.
+last good level. Except where the target's own core was full and the load side's only
+sign was its timers running late, by less than the latency passed the limit
+(:func:`target_bound`): that level is the target's knee.
 
     .venv/bin/python benchmarks/knee.py --targets acdg-serve,mounted-direct,bridge,floor
     .venv/bin/python benchmarks/knee.py --targets floor --from 300 --step 100 --max 800
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import run
 
@@ -64,6 +66,29 @@ def verdict(r: dict[str, Any], p99_limit: float) -> list[str]:
     return over
 
 
+TARGET_FULL: Final = 0.95  # the target's CPU over the window's wall time: its core is full
+
+
+def target_bound(r: dict[str, Any], p99_limit: float) -> str | None:
+    """Why a level flagged load-bound still shows the target's knee, if it does.
+
+    Only when the target's core was full and the load side had CPU to spare (its only sign
+    is its timers running late): a late timer sends its frame late but stamps it when it
+    goes, and an echo waits for the load side's loop about as long as a timer does, so all
+    of the p99 but that lag is the target's, and if that still passes the limit, the
+    target broke it. A saturated target sends its echoes in bursts, which is what makes
+    the load side's timers late in the first place.
+    """
+    p99, lag = r["latency_ms"]["p99"], r["send_lag_ms"]["p99"]
+    only_lag = (r["load_core_busy"] or 0.0) <= run.BUSY_LIMIT \
+        and (r["load_cpu_total_busy"] or 0.0) <= run.CORE_LIMIT
+    if (r["target_core_busy"] or 0.0) < TARGET_FULL or not only_lag or p99 is None \
+            or lag is None or p99 - lag <= p99_limit:
+        return None
+    return (f"p99 {p99:.1f} ms with the target's core {r['target_core_busy']:.0%} busy; the "
+            f"load side {r['load_core_busy']:.0%} busy, its timers {lag:.1f} ms late at p99")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             search.stopped = f"failed at {calls} calls: {str(exc).splitlines()[0]}"
             print(f"  FAILED: {exc}")
             return
-        over = verdict(r, args.p99_ms)
-        entry = {"over": over, "load_bound": r["load_saturated"], "run": r}
+        over, load_bound = verdict(r, args.p99_ms), r["load_saturated"]
+        if load_bound and (why := target_bound(r, args.p99_ms)) is not None:
+            over, load_bound = [why], []
+        entry = {"over": over, "load_bound": load_bound, "run": r}
         search.levels[calls] = entry
         print(f"  {r['cpu_ms_per_call_s']:.2f} ms/call-s, target core "
               f"{(r['target_core_busy'] or 0):.0%}, p99 {r['latency_ms']['p99']} ms, "
               f"lost {r['lost']}" + (f"; OVER: {', '.join(over)}" if over else "")
-              + "".join(f"; LOAD-BOUND: {why}" for why in r["load_saturated"]), flush=True)
-        if r["load_saturated"]:  # what broke, if anything, may be the load side's
+              + "".join(f"; LOAD-BOUND: {why}" for why in load_bound), flush=True)
+        if load_bound:  # what broke, if anything, may be the load side's
             search.stopped = f"the load side fell behind at {calls} calls"
 
     with tempfile.TemporaryDirectory(prefix="acdg-knee-") as logdir:
