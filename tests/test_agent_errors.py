@@ -193,17 +193,24 @@ async def test_the_agent_connection_goes_through_a_connect_proxy(
     assert proxy.refused == [407]
 
 
+def proxy_and_cas_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """``HTTPS_PROXY`` names ``proxy``, nothing bypasses it, ``SSL_CERT_FILE`` trusts ``ca``."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
 async def test_https_proxy_from_the_environment_carries_a_whole_call(
     ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
     async with StandInAgent(api_key=API_KEY, ssl=server_context(ca)) as agent, \
             ConnectProxy() as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        proxy_and_cas_from_the_environment(monkeypatch, proxy, ca, tmp_path)
         bridge = BridgeApp(deepgram_url=agent.url, deepgram_api_key=API_KEY, tracing=False)
         async with serve(bridge) as host:
             monkeypatch.setenv("NO_PROXY", "127.0.0.1:" + host.rpartition(":")[2])
@@ -211,6 +218,35 @@ async def test_https_proxy_from_the_environment_carries_a_whole_call(
     assert report.ok, report.render()
     assert report.play_streams
     assert agent.url.split("/")[2] in proxy.tunnels
+
+
+@pytest.mark.parametrize("make", CONNECTORS, ids=["lean", "websockets"])
+async def test_a_connectors_calls_share_the_cas_and_the_proxy_it_looked_up_once(
+    make: Callable[..., AgentConnector], ca: trustme.CA, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loading the CAs takes tens of milliseconds: once per call, on the event loop, every
+    # live call would hear it whenever another one starts.
+    loads: list[object] = []
+    load = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        loads.append(args)
+        return load(*args, **kwargs)
+
+    async with StandInAgent(api_key=API_KEY, ssl=server_context(ca)) as agent, \
+            ConnectProxy() as proxy:
+        proxy_and_cas_from_the_environment(monkeypatch, proxy, ca, tmp_path)
+        monkeypatch.setattr(ssl, "create_default_context", counted)
+        connector = make()
+        for _ in range(3):
+            conn = await connector.connect(agent.url, HEADERS)
+            try:
+                assert "Welcome" in str(await conn.recv())
+            finally:
+                await conn.close()
+    assert proxy.tunnels == [agent.url.split("/")[2]] * 3
+    assert len(loads) == 1
 
 
 async def test_a_bad_proxy_setting_is_refused_at_construction() -> None:

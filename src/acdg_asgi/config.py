@@ -19,6 +19,7 @@ a :class:`~acdg_asgi.errors.ConfigError` naming the setting, at construction.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, Final
 
@@ -224,10 +225,17 @@ def _unknown_keys(data: Any, info: msgspec.inspect.Type, path: str) -> list[str]
     return []
 
 
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    """A settings class's fields, resolved once: resolving their annotations is most of
+    a check's cost, and a call replaces its agent's settings as it starts."""
+    return msgspec.structs.fields(cls)
+
+
 def _check_types(obj: msgspec.Struct, *, skip: tuple[str, ...] = ()) -> None:
     """Each field of ``obj`` holds its declared type (an int where a float goes, a list
     where a tuple goes, are fine); fields in ``skip`` (hooks) are checked by the caller."""
-    for field in msgspec.structs.fields(obj):
+    for field in _fields(type(obj)):
         if field.name in skip:
             continue
         value = getattr(obj, field.name)

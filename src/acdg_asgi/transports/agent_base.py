@@ -16,24 +16,31 @@ A connector that cannot connect raises :class:`~acdg_asgi.errors.AgentConnectErr
 its query, the host, the HTTP status, and what to check), and mark the answers that a
 retry cannot change.
 
+What a connector's calls share on the way out, the environment's proxy and the system's
+CAs, is looked up once per connector (:class:`Egress`), not once per call.
+
 A connection that can also be pinged (:class:`PingableConnection`, both shipped ones) is
 watched for silence: one that does not answer a ping in time is treated as lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
+
 from ..errors import AgentConnectError
 from ..protocols.deepgram import DEFAULT_URL
 
 __all__ = [
-    "AgentConnection", "AgentConnector", "PingableConnection", "PushAgentConnection", "refused",
-    "shown_url", "unreachable",
+    "AgentConnection", "AgentConnector", "Egress", "PingableConnection", "PushAgentConnection",
+    "refused", "shown_url", "unreachable",
 ]
 
 
@@ -85,6 +92,40 @@ class AgentConnector(Protocol):
 
 
 # --- why a connection failed, in words -------------------------------------------------------
+
+
+class Egress:
+    """A connector's way out, looked up at its first call and kept for the next ones: the
+    proxy the environment names for the agent's host (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``NO_PROXY``) and the TLS context with the system's CAs (or ``SSL_CERT_FILE``).
+
+    Per call, the proxy lookup reads the whole environment, and loading the CAs takes
+    tens of milliseconds of CPU: on the event loop, every live call would hear a gap
+    whenever another one starts."""
+
+    __slots__ = ("_host", "_proxy", "_tls")
+
+    def __init__(self) -> None:
+        self._host: tuple[str, str | None, int | None] | None = None
+        self._proxy: str | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    def proxy(self, url: str) -> str | None:
+        """The environment's proxy for ``url``'s scheme, host and port (the last ones
+        asked about are kept). Raises ``websockets``' ``InvalidURI`` for a bad URL."""
+        parts = urlsplit(url)
+        host = (parts.scheme, parts.hostname, parts.port)
+        if host != self._host:
+            self._proxy, self._host = get_proxy(parse_uri(url)), host
+        return self._proxy
+
+    async def tls(self) -> ssl.SSLContext:
+        """The default client context (certificate and host name checked), loaded in a
+        worker thread, so that the first call does not stall the others either."""
+        if self._tls is None:
+            context = await asyncio.to_thread(ssl.create_default_context)
+            self._tls = self._tls or context  # calls that raced here share the first
+        return self._tls
 
 
 def shown_url(url: str) -> str:

@@ -26,11 +26,11 @@ from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidProxy
-from websockets.proxy import Proxy, get_proxy, parse_proxy, prepare_connect_request
-from websockets.uri import WebSocketURI, parse_uri
+from websockets.proxy import Proxy, parse_proxy, prepare_connect_request
+from websockets.uri import WebSocketURI
 
 from ..errors import AgentClosed, AgentConnectError, ConfigError
-from .agent_base import proxy_refused, refused, shown_url, unreachable
+from .agent_base import Egress, proxy_refused, refused, shown_url, unreachable
 from .wsframe import (
     BINARY,
     CLOSE,
@@ -58,11 +58,11 @@ class LeanConnector:
     """Opens :class:`LeanConnection`\\ s (``ws://`` or ``wss://``).
 
     ``proxy``: ``True`` (the default) takes an HTTP proxy from the environment as the
-    ``websockets`` client does (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``); a URL
-    (``http://user:password@proxy:3128``) names one; ``None`` connects directly. The
-    connection goes through the proxy as an HTTP ``CONNECT`` tunnel, TLS inside it.
-    ``ssl``: the TLS context for ``wss://`` (default: the system's CAs, or
-    ``SSL_CERT_FILE``).
+    ``websockets`` client does (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, read at
+    the first call); a URL (``http://user:password@proxy:3128``) names one; ``None``
+    connects directly. The connection goes through the proxy as an HTTP ``CONNECT``
+    tunnel, TLS inside it. ``ssl``: the TLS context for ``wss://`` (default: the system's
+    CAs, or ``SSL_CERT_FILE``, loaded at the first call).
     """
 
     def __init__(
@@ -72,6 +72,7 @@ class LeanConnector:
         self.max_frame_bytes = max_frame_bytes
         self.proxy = proxy
         self.ssl = ssl
+        self._egress = Egress()
         if isinstance(proxy, str):
             _http_proxy(proxy)  # a bad one is refused here, not at the first call
 
@@ -85,7 +86,7 @@ class LeanConnector:
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise AgentConnectError(f"not a WebSocket URL: {shown_url(url)!r}", retryable=False)
         host, port = parts.hostname, parts.port or (443 if secure else 80)
-        context = (self.ssl or ssl_module.create_default_context()) if secure else None
+        context = (self.ssl or await self._egress.tls()) if secure else None
         proxy = self.proxy_for(url)
         conn = LeanConnection(self.max_frame_bytes)
         try:
@@ -114,7 +115,7 @@ class LeanConnector:
         for one this connector cannot use (``acdg serve`` asks at startup)."""
         if self.proxy is None:
             return None
-        proxy = self.proxy if isinstance(self.proxy, str) else get_proxy(parse_uri(url))
+        proxy = self.proxy if isinstance(self.proxy, str) else self._egress.proxy(url)
         if proxy is not None:
             _http_proxy(proxy)
         return proxy

@@ -16,11 +16,10 @@ from websockets.exceptions import (
     InvalidURI,
     WebSocketException,
 )
-from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
 from ..errors import AgentClosed, AgentConnectError, ConfigError
-from .agent_base import AgentConnection, proxy_refused, refused, shown_url, unreachable
+from .agent_base import AgentConnection, Egress, proxy_refused, refused, shown_url, unreachable
 from .redact import redacted_logger
 
 __all__ = ["WebsocketsConnector"]
@@ -77,8 +76,9 @@ class WebsocketsConnector:
     """A connector built on the ``websockets`` client.
 
     ``proxy``: ``True`` (the default) takes one from the environment (``HTTPS_PROXY``,
-    ``HTTP_PROXY``, ``NO_PROXY``, SOCKS with ``python-socks``), a URL names one, ``None``
-    connects directly. ``ssl``: the TLS context for ``wss://``.
+    ``HTTP_PROXY``, ``NO_PROXY``, SOCKS with ``python-socks``; read at the first call), a
+    URL names one, ``None`` connects directly. ``ssl``: the TLS context for ``wss://``
+    (default: the system's CAs, or ``SSL_CERT_FILE``, loaded at the first call).
     """
 
     def __init__(
@@ -89,6 +89,7 @@ class WebsocketsConnector:
         self.max_frame_bytes = max_frame_bytes
         self.proxy = proxy
         self.ssl = ssl
+        self._egress = Egress()
 
     def __repr__(self) -> str:
         proxy = shown_url(self.proxy) if isinstance(self.proxy, str) else self.proxy
@@ -99,7 +100,9 @@ class WebsocketsConnector:
         proxy = self.proxy if isinstance(self.proxy, str) else None
         try:
             if self.proxy is True:
-                proxy = get_proxy(parse_uri(url))
+                proxy = self._egress.proxy(url)
+            if self.ssl is None and parse_uri(url).secure:
+                options["ssl"] = await self._egress.tls()
             ws = await connect(
                 url,
                 additional_headers=dict(headers),
