@@ -91,9 +91,6 @@ class AgentConnector(Protocol):
     async def connect(self, url: str, headers: Mapping[str, str]) -> AgentConnection: ...
 
 
-# --- why a connection failed, in words -------------------------------------------------------
-
-
 class Egress:
     """A connector's way out, looked up at its first call and kept for the next ones: the
     proxy the environment names for the agent's host (``HTTPS_PROXY``, ``HTTP_PROXY``,
@@ -126,6 +123,9 @@ class Egress:
             context = await asyncio.to_thread(ssl.create_default_context)
             self._tls = self._tls or context  # calls that raced here share the first
         return self._tls
+
+
+# --- why a connection failed, in words -------------------------------------------------------
 
 
 def shown_url(url: str) -> str:
