@@ -80,9 +80,7 @@ def target_bound(r: dict[str, Any], p99_limit: float) -> str | None:
     the load side's timers late in the first place.
     """
     p99, lag = r["latency_ms"]["p99"], r["send_lag_ms"]["p99"]
-    only_lag = (r["load_core_busy"] or 0.0) <= run.BUSY_LIMIT \
-        and (r["load_cpu_total_busy"] or 0.0) <= run.CORE_LIMIT
-    if (r["target_core_busy"] or 0.0) < TARGET_FULL or not only_lag or p99 is None \
+    if (r["target_core_busy"] or 0.0) < TARGET_FULL or run.load_busy(r) or p99 is None \
             or lag is None or p99 - lag <= p99_limit:
         return None
     return (f"p99 {p99:.1f} ms with the target's core {r['target_core_busy']:.0%} busy; the "

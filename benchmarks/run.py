@@ -644,14 +644,21 @@ def measurements(
     return record
 
 
-def load_saturation(run: dict[str, Any]) -> list[str]:
-    """Why the load side may have limited this run, if it did: then the run's latency
-    and lost frames are partly the load side's, and the suite does not report them."""
+def load_busy(run: dict[str, Any]) -> list[str]:
+    """Why the load side's core may have been too busy in this run, if it was."""
     why = []
     if (run["load_core_busy"] or 0.0) > BUSY_LIMIT:
         why.append(f"load generator and agent {run['load_core_busy']:.0%} busy")
     if (run["load_cpu_total_busy"] or 0.0) > CORE_LIMIT:
         why.append(f"load core {run['load_cpu_total_busy']:.0%} busy with every job on it")
+    return why
+
+
+def load_saturation(run: dict[str, Any]) -> list[str]:
+    """Why the load side may have limited this run, if it did: then the run's latency
+    and lost frames are partly the load side's, and the suite does not report them.
+    Its core too busy (:func:`load_busy`), or its timers late."""
+    why = load_busy(run)
     lag = run["send_lag_ms"]["p99"]
     if lag is not None and lag > LAG_LIMIT_MS:
         why.append(f"load generator's timers {lag:.1f} ms late at p99")
