@@ -377,15 +377,13 @@ class DirectWebSocketProtocol(DirectWebSocketBase):
     own attributes among them (``transport``, ``close_sent``, ``disconnected``) take
     the slots too, set by its ``__init__`` as ever."""
 
-    __slots__ = ("_budget", "_by_hand", "_fast", "_held", "_max_size", "_on_text", "_partial",
-                 "_paused", "backed_up", "close_sent", "disconnected", "transport")
+    _OWN: Final = ("_budget", "_by_hand", "_fast", "_held", "_max_size", "_on_text",
+                   "_partial", "_paused", "backed_up")
+    __slots__ = (*_OWN, "close_sent", "disconnected", "transport")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # A slot has no default: the base class's, each.
-        base = DirectWebSocketBase
-        self._on_text, self._fast, self._by_hand = base._on_text, base._fast, base._by_hand
-        self._partial, self._budget, self._max_size = base._partial, base._budget, base._max_size
-        self._paused, self._held, self.backed_up = base._paused, base._held, base.backed_up
+        for name in self._OWN:  # a slot has no default: the base class's, each
+            setattr(self, name, getattr(DirectWebSocketBase, name))
         super().__init__(*args, **kwargs)
 
 
