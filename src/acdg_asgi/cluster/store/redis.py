@@ -203,7 +203,7 @@ class RedisStore:
                 raise StoreUnavailable(f"redis: {exc}") from None
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
 
     async def heartbeat(self, instance: str, active_calls: int, ttl_s: float) -> None:
         await self._run(self._redis.hset("acdg:instances", instance,
