@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--ramp", type=float, default=3.0)
     ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--load", choices=run.LOADS, default="c", help=run.LOAD_HELP)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     targets = tuple(t for t in args.targets.split(",") if t)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown targets {unknown}")
     plan = run.Plan(targets=targets, concurrency=(), repeats=1, duration_s=args.duration,
                     ramp_s=args.ramp, warmup_s=args.warmup, barge_calls=0, barge_duration_s=0,
-                    out=args.out, quick=False, line_calls=0)
+                    out=args.out, quick=False, line_calls=0, load=args.load)
     cores = run.Cores.split()
     if cores.load is not None:
         os.sched_setaffinity(0, cores.load)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": stamp, "elapsed_s": round(time.monotonic() - started, 1), "machine": info,
         "limits": {"p99_ms": args.p99_ms, "lost_frames": 0},
         "plan": {"duration_s": args.duration, "ramp_s": args.ramp, "warmup_s": args.warmup,
-                 "from": args.start, "step": args.step, "max": args.max},
+                 "from": args.start, "step": args.step, "max": args.max, "load": args.load},
         "knees": [summary(s) for s in searches.values()],
         "errors": suite.errors,
     }
@@ -196,7 +197,8 @@ def _brief(r: dict[str, Any] | None) -> dict[str, Any]:
             "target_core_busy": r["target_core_busy"], "latency_ms": r["latency_ms"],
             "lost": r["lost"], "sent": r["sent"], "failed_calls": r["failed_calls"],
             "load_core_busy": r["load_core_busy"],
-            "load_cpu_total_busy": r.get("load_cpu_total_busy")}
+            "load_cpu_total_busy": r.get("load_cpu_total_busy"),
+            "send_lag_ms": r["send_lag_ms"]}
 
 
 def markdown(doc: dict[str, Any]) -> str:

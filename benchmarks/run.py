@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 import loadgen
+import loadside
 import report
 
 HERE: Final = Path(__file__).resolve().parent
@@ -102,6 +103,7 @@ class Plan:
     line_calls: int = 10  # calls while each target's Python lines are counted
     line_window_s: float = 3.0
     base: str | None = None  # also run each bridge target on this commit's sources
+    load: str = "python"  # the load side: "python" (loadgen.py, echo_agent.py) or "c" (loadside.c)
 
 
 class TargetFailed(RuntimeError):
@@ -191,21 +193,32 @@ def free_port() -> int:
 
 
 def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None,
-          env: dict[str, str] | None = None) -> Child:
+          env: dict[str, str] | None = None, *, python: bool = True) -> Child:
+    """``args`` run by this Python, or as a command of their own if not ``python``."""
     log = open(logdir / f"{name}.log", "w+")  # noqa: SIM115 - closed by Child.stop
     # pinned before exec, so worker processes (granian's) inherit the core
     pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     popen = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent,
-        preexec_fn=pin, env=None if env is None else {**os.environ, **env},
+        [sys.executable, *args] if python else args, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent, preexec_fn=pin,
+        env=None if env is None else {**os.environ, **env},
     )
     return Child(name, popen, log)
 
 
 def start_agent(mode: str, logdir: Path, cores: Cores, *extra: str) -> tuple[Child, str]:
-    """``echo``: the lean echo agent (``echo_agent.py``); ``script``: the full stand-in
-    agent's scripted turns (``agent_server.py``); ``standin-echo``: the stand-in echoing."""
+    """``echo``: the lean echo agent (``echo_agent.py``); ``compiled``: the compiled load
+    side (``loadside.c``), echo agent and load generator in one; ``script``: the full
+    stand-in agent's scripted turns (``agent_server.py``); ``standin-echo``: the stand-in
+    echoing."""
     port = free_port()
+    if mode == "compiled":
+        try:
+            args = loadside.command(port)
+        except loadside.LoadSideUnavailable as exc:
+            raise TargetFailed(str(exc)) from None
+        return spawn("loadside", args, logdir, cores.load, python=False), \
+            f"ws://127.0.0.1:{port}/v1/agent/converse"
     if mode == "echo":
         args = [str(HERE / "echo_agent.py"), "--port", str(port), *extra]
     else:
@@ -514,7 +527,9 @@ class Suite:
 
     def echo_run(self, target: str, calls: int, repeat: int) -> dict[str, Any]:
         plan = self.plan
-        agent, agent_url = start_agent("echo", self.logdir, self.cores)
+        compiled = plan.load == "c"
+        agent, agent_url = start_agent("compiled" if compiled else "echo", self.logdir,
+                                       self.cores)
         try:
             wait_agent(agent)
             child, port = ready_target(target, agent_url, self.logdir, self.cores)
@@ -532,7 +547,8 @@ class Suite:
             )
             cfg = loadgen.LoadConfig(url=url, calls=calls, duration_s=plan.duration_s,
                                      ramp_s=plan.ramp_s, warmup_s=plan.warmup_s, token=TOKEN)
-            result = loadgen.run_blocking(cfg, hooks)
+            result = (loadside.run_calls(agent.popen, cfg, hooks) if compiled
+                      else loadgen.run_blocking(cfg, hooks))
             peak_kb = memory_kb(child.pid, "VmHWM")
             if not child.alive():
                 raise TargetFailed(f"{target} died during the run:\n{child.log_tail()}")
@@ -772,6 +788,11 @@ def code_version() -> str:
     return commit + ("+modified" if git("status", "--porcelain", "--", "src") else "")
 
 
+LOADS: Final = ("python", "c")
+LOAD_HELP: Final = ("the echo runs' load side: python (loadgen.py and echo_agent.py, "
+                    "comparable with earlier runs) or c (loadside.c: twice the calls per core)")
+
+
 def parse_args(argv: list[str] | None) -> Plan:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 calls x 4.5 s, 1 repeat")
@@ -789,6 +810,7 @@ def parse_args(argv: list[str] | None) -> Plan:
     ap.add_argument("--base", metavar="REF",
                     help="beside each bridge target, the same on commit REF's sources "
                          "(TARGET@REF, interleaved): a change measured before and after")
+    ap.add_argument("--load", choices=LOADS, default="python", help=LOAD_HELP)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--port-base", type=int, metavar="PORT",
                     help="give the agents and the bridges ports PORT, PORT+1, ... in turn "
@@ -812,7 +834,8 @@ def parse_args(argv: list[str] | None) -> Plan:
     return Plan(targets=targets, concurrency=concurrency, repeats=args.repeats,
                 duration_s=args.duration, ramp_s=args.ramp, warmup_s=args.warmup,
                 barge_calls=args.barge_calls, barge_duration_s=args.barge_duration,
-                out=args.out, quick=False, line_window_s=args.line_window, base=args.base)
+                out=args.out, quick=False, line_window_s=args.line_window, base=args.base,
+                load=args.load)
 
 
 def main(argv: list[str] | None = None) -> int:
