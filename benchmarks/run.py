@@ -827,7 +827,7 @@ def parse_args(argv: list[str] | None) -> Plan:
     if args.quick:
         return Plan(targets=targets, concurrency=(10,), repeats=1, duration_s=4.5, ramp_s=1.0,
                     warmup_s=0.5, barge_calls=4, barge_duration_s=3.0,
-                    out=args.out / "quick", quick=True, line_window_s=1.2)
+                    out=args.out / "quick", quick=True, line_window_s=1.2, load=args.load)
     concurrency = tuple(int(c) for c in args.calls.split(","))
     if args.duration <= args.ramp + args.warmup + 1:
         ap.error("--duration must exceed --ramp + --warmup by more than a second")
