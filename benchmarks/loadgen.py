@@ -639,14 +639,19 @@ def run_blocking(cfg: LoadConfig, hooks: Hooks | None = None) -> LoadResult:
         return runner.run(run(cfg, hooks))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def call_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of a run of calls, shared with ``loadside.py``."""
     ap.add_argument("--url", required=True, help="the bot's WebSocket URL (ws://host:port/path)")
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of caller audio")
     ap.add_argument("--ramp", type=float, default=2.0, help="seconds over which calls start")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds between ramp and window")
     ap.add_argument("--token", default=None, help="bearer token for the upgrade")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    call_arguments(ap)
     ap.add_argument("--barge-in", action="store_true", help="scripted agent: interrupt it")
     args = ap.parse_args(argv)
     cfg = LoadConfig(

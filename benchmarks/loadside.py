@@ -119,12 +119,7 @@ def command(port: int = 0) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", required=True, help="the bot's WebSocket URL (ws://host:port/path)")
-    ap.add_argument("--calls", type=int, default=10)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of caller audio")
-    ap.add_argument("--ramp", type=float, default=2.0, help="seconds over which calls start")
-    ap.add_argument("--warmup", type=float, default=1.0, help="seconds between ramp and window")
-    ap.add_argument("--token", default=None, help="bearer token for the upgrade")
+    loadgen.call_arguments(ap)
     ap.add_argument("--agent-port", type=int, default=0,
                     help="where the echo agent listens: the target's agent URL names it")
     args = ap.parse_args(argv)
