@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in targets if t not in run.TARGETS]
     if unknown:
         ap.error(f"unknown targets {unknown}")
+    run.check_load(ap, args.load)
     plan = run.Plan(targets=targets, concurrency=(), repeats=1, duration_s=args.duration,
                     ramp_s=args.ramp, warmup_s=args.warmup, barge_calls=0, barge_duration_s=0,
                     out=args.out, quick=False, line_calls=0, load=args.load)

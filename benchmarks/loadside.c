@@ -203,7 +203,7 @@ typedef struct {
 
 typedef struct call {
     conn_t c;
-    int index, state;
+    int state;
     uint8_t key[4];
     char cid[48];
     uint16_t tag;
@@ -831,7 +831,6 @@ static void run_start(char *line) {
         call_t *call = calloc(1, sizeof *call);
         call->c.kind = K_CALL;
         call->c.fd = -1;
-        call->index = i;
         call->state = PENDING;
         call->start_at = run.start + i * ramp / calls;
         call->tag = (uint16_t)(0xAC00 + i);

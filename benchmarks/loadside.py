@@ -49,8 +49,11 @@ def build() -> Path:
         raise LoadSideUnavailable("no C compiler found: install gcc, set $CC, or use --load python")
     BUILD_DIR.mkdir(exist_ok=True)
     partial = exe.with_suffix(".partial")
-    done = subprocess.run([cc, "-O2", "-Wall", "-o", str(partial), str(SOURCE), "-lm"],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([cc, "-O2", "-Wall", "-o", str(partial), str(SOURCE), "-lm"],
+                              capture_output=True, text=True)
+    except OSError as exc:
+        raise LoadSideUnavailable(f"cannot run the C compiler {cc!r}: {exc}") from None
     if done.returncode:
         raise LoadSideUnavailable(f"{cc} could not build {SOURCE.name}:\n{done.stderr.strip()}")
     partial.replace(exe)

@@ -199,7 +199,8 @@ def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None,
     # pinned before exec, so worker processes (granian's) inherit the core
     pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     popen = subprocess.Popen(
-        [sys.executable, *args] if python else args, stdin=subprocess.PIPE,
+        [sys.executable, *args] if python else args,
+        stdin=None if python else subprocess.PIPE,  # the compiled load side takes its runs there
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=HERE.parent, preexec_fn=pin,
         env=None if env is None else {**os.environ, **env},
     )
@@ -793,6 +794,16 @@ LOAD_HELP: Final = ("the echo runs' load side: python (loadgen.py and echo_agent
                     "comparable with earlier runs) or c (loadside.c: twice the calls per core)")
 
 
+def check_load(ap: argparse.ArgumentParser, load: str) -> None:
+    """Build the compiled load side now if it is asked for: a missing compiler is a usage
+    error, not a target that failed."""
+    if load == "c":
+        try:
+            loadside.build()
+        except loadside.LoadSideUnavailable as exc:
+            ap.error(str(exc))
+
+
 def parse_args(argv: list[str] | None) -> Plan:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 calls x 4.5 s, 1 repeat")
@@ -819,6 +830,7 @@ def parse_args(argv: list[str] | None) -> Plan:
     if args.port_base is not None and not 1024 <= args.port_base <= 60000:
         ap.error("--port-base must be between 1024 and 60000")
     use_ports(args.port_base)
+    check_load(ap, args.load)
     chosen = args.targets or ",".join(QUICK_TARGETS if args.quick else DEFAULT_TARGETS)
     targets = tuple(t for t in chosen.split(",") if t)
     unknown = [t for t in targets if t not in TARGETS]
