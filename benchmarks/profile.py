@@ -4,6 +4,7 @@ it runs per round trip (``--lines``).
     .venv/bin/python benchmarks/profile.py --target acdg-serve --calls 100
     .venv/bin/python benchmarks/profile.py --target bridge --native    # C frames too
     .venv/bin/python benchmarks/profile.py --target acdg-serve --lines # 10 calls
+    .venv/bin/python benchmarks/profile.py --calls 450 --load c        # the compiled load side
 
 Starts the echo agent and the target the way ``run.py`` does (pinned), loads it with
 ``--calls`` calls and measures while every call streams:
@@ -32,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import loadgen
+import loadside
 import run
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +73,9 @@ def main() -> int:
     ap.add_argument("--native", action="store_true", help="py-spy: include C frames")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--raw", type=Path, help="py-spy: keep the collapsed stacks here")
+    ap.add_argument("--load", choices=run.LOADS, default="python", help=run.LOAD_HELP)
     args = ap.parse_args()
+    run.check_load(ap, args.load)
     calls = args.calls or (10 if args.lines else 100)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cores = run.Cores.split()
@@ -80,7 +84,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp)
         raw = args.raw or logdir / "profile.raw"
-        agent, agent_url = run.start_agent("echo", logdir, cores)
+        compiled = args.load == "c" and not args.lines
+        agent, agent_url = run.start_agent("compiled" if compiled else "echo", logdir, cores)
         try:
             run.wait_agent(agent)
             child, port = run.ready_target(args.target, agent_url, logdir, cores)
@@ -110,7 +115,11 @@ def main() -> int:
                 cfg = loadgen.LoadConfig(
                     url=url, calls=calls, ramp_s=ramp, warmup_s=warmup,
                     duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
-                loadgen.run_blocking(cfg, loadgen.Hooks(on_window_start=on_start))
+                hooks = loadgen.Hooks(on_window_start=on_start)
+                if compiled:
+                    loadside.run_calls(agent.popen, cfg, hooks)
+                else:
+                    loadgen.run_blocking(cfg, hooks)
                 if not sampler or sampler[0].wait() != 0:
                     print("py-spy did not record a profile", file=sys.stderr)
                     return 1
