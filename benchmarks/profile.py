@@ -116,10 +116,13 @@ def main() -> int:
                     url=url, calls=calls, ramp_s=ramp, warmup_s=warmup,
                     duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
                 hooks = loadgen.Hooks(on_window_start=on_start)
-                if compiled:
-                    loadside.run_calls(agent.popen, cfg, hooks)
-                else:
-                    loadgen.run_blocking(cfg, hooks)
+                result = (loadside.run_calls(agent.popen, cfg, hooks) if compiled
+                          else loadgen.run_blocking(cfg, hooks))
+                summary = result.summary()
+                # Whether the target kept up while it was sampled: a profile of one that
+                # fell behind is another profile.
+                print(f"while sampled: p99 {summary['latency_ms']['p99']} ms, "
+                      f"{summary['lost']} of {summary['sent']} frames lost", file=sys.stderr)
                 if not sampler or sampler[0].wait() != 0:
                     print("py-spy did not record a profile", file=sys.stderr)
                     return 1
