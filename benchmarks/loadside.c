@@ -440,8 +440,6 @@ static struct {
     char host[128], path[512], token[256];
     call_t **all;
     list_t latencies, setup, send_lag;
-    int connect_failures;
-    char connect_failure[200];
 } run;
 
 static struct {
@@ -699,10 +697,9 @@ static void call_build(call_t *call) {
     call->echoed = calloc((size_t)call->total, 1);
 }
 
-/* A call that never connected counts among the connect failures, as in loadgen.py. */
+/* A call that never connected fails with the reason alone, as in loadgen.py. */
 static void call_unreachable(call_t *call, int err) {
-    snprintf(run.connect_failure, sizeof run.connect_failure, "connect: %s", strerror(err));
-    run.connect_failures++;
+    snprintf(call->failure, sizeof call->failure, "connect: %s", strerror(err));
     call_finish(call);
 }
 
@@ -825,7 +822,6 @@ static void run_start(char *line) {
     run.win1 = run.start + duration - FRAME_S;
     run.window_state = run.win1 > run.win0 ? 0 : 2;
     run.latencies.n = run.setup.n = run.send_lag.n = 0;
-    run.connect_failures = 0;
     run.all = calloc((size_t)calls, sizeof(call_t *));
     for (int i = 0; i < calls; i++) {
         call_t *call = calloc(1, sizeof *call);
@@ -859,8 +855,6 @@ static void run_finish(void) {
     double call_seconds = 0;
     printf("{\"calls\":%d,\"window\":[%.6f,%.6f],\"failures\":[", run.calls, run.win0, run.win1);
     int first = 1;
-    for (int i = 0; i < run.connect_failures; i++, first = 0)
-        printf("%s\"%s\"", first ? "" : ",", run.connect_failure);
     for (int i = 0; i < run.calls; i++) {
         call_t *call = run.all[i];
         if (call->failure[0]) { printf("%s\"%s\"", first ? "" : ",", call->failure); first = 0; }

@@ -4,8 +4,8 @@
 of a setup needs more calls than one core of Python load drives, so its figures must mean
 what ``loadgen.py``'s mean. Against ``acdg serve`` in its own process, on loopback: every
 frame it sends comes back and is matched to its call, a run counts as many frames and
-call-seconds as the Python load generator's run does, and a refused upgrade is reported
-as a failed call with the server's status line.
+call-seconds as the Python load generator's run does, and a refused upgrade or
+connection is reported as a failed call with its reason.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
-from servers import ROOT, Process, free_port, process
+from servers import ROOT, free_port, process, wait_for_http
 
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -53,21 +53,8 @@ def bridge(load_side: tuple[subprocess.Popen[str], str], tmp_path: Path) -> Iter
     argv = [sys.executable, str(BENCH / "targets" / "acdg_serve.py"), "--port", str(port),
             "--agent-url", load_side[1], "--token", TOKEN]
     with process(argv, tmp_path / "bridge.log") as server:
-        wait_listening(server, port)
+        anyio.run(wait_for_http, f"http://127.0.0.1:{port}/", server)
         yield f"ws://127.0.0.1:{port}/"
-
-
-def wait_listening(server: Process, port: int, within_s: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, server.log
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the bridge did not listen within {within_s} s:\n{server.log}")
 
 
 def config(url: str, token: str = TOKEN) -> loadgen.LoadConfig:
@@ -107,3 +94,11 @@ def test_a_refused_upgrade_is_a_failed_call_with_the_servers_status_line(
     assert len(result.failures) == 4
     assert set(result.failures) == {"handshake: upgrade refused: HTTP/1.1 401 Unauthorized"}, \
         result.failures
+
+
+def test_a_refused_connection_is_a_failed_call_with_the_reason(
+    load_side: tuple[subprocess.Popen[str], str]
+) -> None:
+    result = loadside.run_calls(load_side[0], config(f"ws://127.0.0.1:{free_port()}/"))
+    assert (result.ok_calls, result.sent) == (0, 0)
+    assert result.failures == ["connect: Connection refused"] * 4
