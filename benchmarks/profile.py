@@ -33,7 +33,6 @@ from collections import Counter
 from pathlib import Path
 
 import loadgen
-import loadside
 import run
 
 HERE = Path(__file__).resolve().parent
@@ -84,8 +83,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp)
         raw = args.raw or logdir / "profile.raw"
-        compiled = args.load == "c" and not args.lines
-        agent, agent_url = run.start_agent("compiled" if compiled else "echo", logdir, cores)
+        load = "python" if args.lines else args.load  # lines are counted under Python load
+        agent, agent_url = run.start_agent(run.echo_agent_mode(load), logdir, cores)
         try:
             run.wait_agent(agent)
             child, port = run.ready_target(args.target, agent_url, logdir, cores)
@@ -116,8 +115,7 @@ def main() -> int:
                     url=url, calls=calls, ramp_s=ramp, warmup_s=warmup,
                     duration_s=ramp + warmup + args.seconds + 1, token=run.TOKEN)
                 hooks = loadgen.Hooks(on_window_start=on_start)
-                result = (loadside.run_calls(agent.popen, cfg, hooks) if compiled
-                          else loadgen.run_blocking(cfg, hooks))
+                result = run.run_echo_calls(agent, cfg, hooks)
                 summary = result.summary()
                 # Whether the target kept up while it was sampled: a profile of one that
                 # fell behind is another profile.

@@ -207,6 +207,22 @@ def spawn(name: str, args: list[str], logdir: Path, cpus: set[int] | None,
     return Child(name, popen, log)
 
 
+COMPILED_AGENT: Final = "loadside"  # the child that is the compiled load side
+
+
+def echo_agent_mode(load: str) -> str:
+    """The agent of echo runs with load side ``load`` (``Plan.load``)."""
+    return "compiled" if load == "c" else "echo"
+
+
+def run_echo_calls(agent: Child, cfg: loadgen.LoadConfig,
+                   hooks: loadgen.Hooks | None = None) -> loadgen.LoadResult:
+    """``cfg``'s calls, from the compiled load side if ``agent`` is it, else from here."""
+    if agent.name == COMPILED_AGENT:
+        return loadside.run_calls(agent.popen, cfg, hooks)
+    return loadgen.run_blocking(cfg, hooks)
+
+
 def start_agent(mode: str, logdir: Path, cores: Cores, *extra: str) -> tuple[Child, str]:
     """``echo``: the lean echo agent (``echo_agent.py``); ``compiled``: the compiled load
     side (``loadside.c``), echo agent and load generator in one; ``script``: the full
@@ -218,7 +234,7 @@ def start_agent(mode: str, logdir: Path, cores: Cores, *extra: str) -> tuple[Chi
             args = loadside.command(port)
         except loadside.LoadSideUnavailable as exc:
             raise TargetFailed(str(exc)) from None
-        return spawn("loadside", args, logdir, cores.load, python=False), \
+        return spawn(COMPILED_AGENT, args, logdir, cores.load, python=False), \
             f"ws://127.0.0.1:{port}/v1/agent/converse"
     if mode == "echo":
         args = [str(HERE / "echo_agent.py"), "--port", str(port), *extra]
@@ -528,9 +544,7 @@ class Suite:
 
     def echo_run(self, target: str, calls: int, repeat: int) -> dict[str, Any]:
         plan = self.plan
-        compiled = plan.load == "c"
-        agent, agent_url = start_agent("compiled" if compiled else "echo", self.logdir,
-                                       self.cores)
+        agent, agent_url = start_agent(echo_agent_mode(plan.load), self.logdir, self.cores)
         try:
             wait_agent(agent)
             child, port = ready_target(target, agent_url, self.logdir, self.cores)
@@ -548,8 +562,7 @@ class Suite:
             )
             cfg = loadgen.LoadConfig(url=url, calls=calls, duration_s=plan.duration_s,
                                      ramp_s=plan.ramp_s, warmup_s=plan.warmup_s, token=TOKEN)
-            result = (loadside.run_calls(agent.popen, cfg, hooks) if compiled
-                      else loadgen.run_blocking(cfg, hooks))
+            result = run_echo_calls(agent, cfg, hooks)
             peak_kb = memory_kb(child.pid, "VmHWM")
             if not child.alive():
                 raise TargetFailed(f"{target} died during the run:\n{child.log_tail()}")
